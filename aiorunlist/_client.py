@@ -1,0 +1,414 @@
+"""The client: one aiohttp session, one request per page, retried on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+from yarl import URL
+
+from ._fanout import RunStream, runs_many
+from ._models import Run, RunPage
+from ._protocol import (
+    DEFAULT_BASE_URL,
+    PageWalk,
+    build_headers,
+    build_url,
+    check_list_args,
+    is_loopback_host,
+    normalize_base_url,
+    read_page,
+    retry_delay,
+    should_retry,
+)
+from .exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    ResponseTooLargeError,
+    RunListError,
+)
+
+__all__ = ["Client", "InsecureBaseURLWarning"]
+
+logger = logging.getLogger("aiorunlist")
+
+Order = Literal["asc", "desc"]
+
+#: Default cap on one response body: far above a page of 100 large runs.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+class InsecureBaseURLWarning(UserWarning):
+    """The base URL sends the API key in clear text (``http://`` to a host other than loopback)."""
+
+
+class Client:
+    """An asyncio client for ``GET /threads/{thread_id}/runs``.
+
+    Use it as an async context manager (``async with Client() as client:``), or call
+    :meth:`aclose` when done. One client holds one aiohttp session for its whole life; create
+    it once per application, not per request.
+
+    :param api_key: the bearer key; defaults to ``$OPENAI_API_KEY``.
+    :param base_url: the API root, e.g. ``"http://127.0.0.1:8080/v1"``; defaults to
+        ``$OPENAI_BASE_URL``, then ``https://api.openai.com/v1``.
+    :param organization: sent as ``OpenAI-Organization``; defaults to ``$OPENAI_ORG_ID``.
+    :param project: sent as ``OpenAI-Project``; defaults to ``$OPENAI_PROJECT_ID``.
+    :param timeout: seconds for one request (connect to last byte), or an
+        :class:`aiohttp.ClientTimeout` for finer control.
+    :param max_retries: how many times one page request is retried on connection errors,
+        timeouts, cut or unreadable bodies, 408, 409, 429 and 5xx. ``0`` disables retries.
+    :param session: an :class:`aiohttp.ClientSession` to borrow; the client never closes it.
+        Without one, the client creates its own on first use and closes it in :meth:`aclose`.
+    :param default_headers: extra headers sent with every request.
+    :param max_response_bytes: larger responses are refused with
+        :class:`~aiorunlist.ResponseTooLargeError`.
+    :param initial_retry_delay: first backoff delay in seconds (doubled per retry, jittered).
+    :param max_retry_delay: the cap of the backoff delay.
+    :raises RunListError: no API key given and ``OPENAI_API_KEY`` unset.
+    :raises ValueError: a malformed ``base_url`` or a negative ``max_retries``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: float | aiohttp.ClientTimeout = 60.0,
+        max_retries: int = 2,
+        session: aiohttp.ClientSession | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        initial_retry_delay: float = 0.5,
+        max_retry_delay: float = 8.0,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise RunListError(
+                "no API key: pass api_key=... or set the OPENAI_API_KEY environment variable"
+            )
+        if base_url is None:
+            base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self.base_url: str = normalize_base_url(base_url)
+        host = urlsplit(self.base_url).hostname
+        if self.base_url.startswith("http://") and not is_loopback_host(host):
+            warnings.warn(
+                f"base_url {self.base_url!r} is plain http to {host!r}: the API key would "
+                "travel unencrypted; use https",
+                InsecureBaseURLWarning,
+                stacklevel=2,
+            )
+        if organization is None:
+            organization = os.environ.get("OPENAI_ORG_ID")
+        if project is None:
+            project = os.environ.get("OPENAI_PROJECT_ID")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if not isinstance(max_response_bytes, int) or max_response_bytes < 1:
+            raise ValueError(
+                f"max_response_bytes must be a positive integer, got {max_response_bytes!r}"
+            )
+        if isinstance(timeout, aiohttp.ClientTimeout):
+            self._timeout = timeout
+        else:
+            if not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            self._timeout = aiohttp.ClientTimeout(total=float(timeout))
+        if initial_retry_delay < 0 or max_retry_delay < 0:
+            raise ValueError("retry delays must be >= 0")
+        self.organization = organization
+        self.project = project
+        self.max_retries = max_retries
+        self.max_response_bytes = max_response_bytes
+        self.initial_retry_delay = float(initial_retry_delay)
+        self.max_retry_delay = float(max_retry_delay)
+        self._headers = build_headers(
+            api_key, organization=organization, project=project, default_headers=default_headers
+        )
+        self._session = session
+        self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
+
+    def __repr__(self) -> str:
+        return (
+            f"Client(base_url={self.base_url!r}, organization={self.organization!r}, "
+            f"project={self.project!r}, max_retries={self.max_retries})"
+        )
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's own session (a borrowed one is left open). Idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RunListError("this Client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=self._timeout,
+            )
+            self._loop = loop
+        elif self._owns_session and self._loop is not loop:
+            raise RunListError(
+                "this Client was first used in another event loop; an aiohttp session belongs "
+                "to one loop, so create one Client per asyncio.run()"
+            )
+        return self._session
+
+    # --- one page --------------------------------------------------------------------------------
+
+    async def list_page(
+        self,
+        thread_id: str,
+        *,
+        limit: int = 20,
+        order: Order = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> RunPage:
+        """Fetch one page of a thread's runs: one request (plus retries), exactly as served.
+
+        :param thread_id: the thread, e.g. ``"thread_abc123"``.
+        :param limit: runs per page, 1 to 100.
+        :param order: ``"desc"`` (newest first, the API's default) or ``"asc"``.
+        :param after: list the runs that follow this run id.
+        :param before: list the runs that precede this run id.
+        :raises ValueError: bad arguments (raised before anything is sent).
+        :raises APIStatusError: the server answered 4xx/5xx (after retries where retryable).
+        :raises APIConnectionError: no answer (after retries).
+        :raises APIResponseValidationError: a 2xx answer that is not a list of runs.
+        """
+        check_list_args(thread_id, limit=limit, order=order, after=after, before=before)
+        return await self._fetch_page(thread_id, limit, order, after, before)
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, thread_id: str) -> bytes:
+        cap = self.max_response_bytes
+        length = resp.content_length
+        if length is not None and length > cap:
+            raise ResponseTooLargeError(
+                f"listing runs of thread {thread_id!r}: the response announces {length} bytes, "
+                f"more than max_response_bytes={cap}",
+                thread_id=thread_id,
+            )
+        if length is not None:
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > cap:
+                raise ResponseTooLargeError(
+                    f"listing runs of thread {thread_id!r}: the response is larger than "
+                    f"max_response_bytes={cap}",
+                    thread_id=thread_id,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _fetch_page(
+        self, thread_id: str, limit: int, order: str, after: str | None, before: str | None
+    ) -> RunPage:
+        url = URL(
+            build_url(
+                self.base_url, thread_id, limit=limit, order=order, after=after, before=before
+            ),
+            encoded=True,
+        )
+        session = self._get_session()
+        attempt = 0
+        while True:
+            error: RunListError
+            hint_headers: Mapping[str, str] = {}
+            try:
+                async with session.get(
+                    url,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    raise_for_status=False,
+                ) as resp:
+                    status = resp.status
+                    headers = resp.headers
+                    body = await self._read_body(resp, thread_id)
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                error = APITimeoutError(
+                    f"listing runs of thread {thread_id!r} timed out", thread_id=thread_id
+                )
+                error.__cause__ = exc
+            except aiohttp.ClientPayloadError as exc:
+                error = APIConnectionError(
+                    f"listing runs of thread {thread_id!r}: the response body was cut short "
+                    f"({exc})",
+                    thread_id=thread_id,
+                )
+                error.__cause__ = exc
+            except aiohttp.ClientError as exc:
+                error = APIConnectionError(
+                    f"listing runs of thread {thread_id!r}: could not reach {self.base_url} "
+                    f"({type(exc).__name__}: {exc})",
+                    thread_id=thread_id,
+                )
+                error.__cause__ = exc
+            else:
+                try:
+                    return read_page(status, headers, body, thread_id=thread_id)
+                except APIStatusError as exc:
+                    if not should_retry(status, headers, exc):
+                        raise
+                    error = exc
+                    hint_headers = headers
+                except APIResponseValidationError as exc:
+                    error = exc
+            if attempt >= self.max_retries:
+                raise error
+            delay = retry_delay(
+                attempt,
+                hint_headers,
+                initial_delay=self.initial_retry_delay,
+                max_delay=self.max_retry_delay,
+                rng=self._rng,
+            )
+            logger.info(
+                "retrying thread %s in %.3fs (attempt %d of %d): %s",
+                thread_id,
+                delay,
+                attempt + 1,
+                self.max_retries,
+                error,
+                extra={
+                    "thread_id": thread_id,
+                    "attempt": attempt + 1,
+                    "request_id": getattr(error, "request_id", None),
+                },
+            )
+            await anyio.sleep(delay)
+            attempt += 1
+
+    # --- a whole thread ------------------------------------------------------------------------
+
+    def runs(
+        self,
+        thread_id: str,
+        *,
+        order: Order = "desc",
+        page_size: int = 100,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> AsyncGenerator[Run, None]:
+        """Every run of one thread, lazily, one page request at a time.
+
+        Nothing is sent until iteration starts, and the next page is requested only once the
+        current one has been consumed. ``has_more`` is authoritative (no trailing empty
+        request). Each page request is retried on its own, so no run is ever yielded twice.
+
+        :param thread_id: the thread.
+        :param order: ``"desc"`` (newest first) or ``"asc"``.
+        :param page_size: runs per request, 1 to 100.
+        :param after: resume right after this run id.
+        :param before: walk backwards from this run id: every run listed before it, the one
+            nearest to it first (for an incremental sync that checkpoints the newest id seen).
+        :raises ValueError: bad arguments, raised here, before iteration.
+        :raises PaginationError: the server's pages do not advance.
+
+        Leave early with ``contextlib.aclosing`` to release everything at once::
+
+            async with aclosing(client.runs(tid)) as runs:
+                async for run in runs:
+                    ...
+        """
+        check_list_args(
+            thread_id,
+            limit=page_size,
+            order=order,
+            after=after,
+            before=before,
+            limit_name="page_size",
+        )
+        return self._runs(thread_id, order, page_size, after, before)
+
+    async def _runs(
+        self, thread_id: str, order: str, page_size: int, after: str | None, before: str | None
+    ) -> AsyncGenerator[Run, None]:
+        walk = PageWalk(thread_id, after=after, before=before)
+        while True:
+            page = await self._fetch_page(thread_id, page_size, order, walk.after, walk.before)
+            for run in walk.ordered(page):
+                yield run
+            if not walk.advance(page):
+                return
+
+    def runs_many(
+        self,
+        thread_ids: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int = 16,
+        order: Order = "desc",
+        page_size: int = 100,
+        on_error: Literal["raise", "collect"] = "raise",
+    ) -> AbstractAsyncContextManager[RunStream]:
+        """Every run of many threads, with at most ``concurrency`` requests in flight.
+
+        An async context manager handing out a :class:`RunStream`::
+
+            async with client.runs_many(thread_ids, concurrency=32) as stream:
+                async for run in stream:
+                    ...
+
+        :param thread_ids: any iterable or async iterable of thread ids, consumed lazily.
+        :param concurrency: the most requests in flight at once (1 to 1024).
+        :param order: ``"desc"`` or ``"asc"``, for every thread.
+        :param page_size: runs per request, 1 to 100.
+        :param on_error: ``"raise"``: the first failing thread stops everything and its own
+            exception propagates from the ``async for``. ``"collect"``: the other threads go on,
+            and ``stream.failures`` maps each failed thread id to its exception.
+
+        Each thread's runs arrive in that thread's order; threads interleave. A slow consumer
+        pauses the producers, so memory stays bounded by ``concurrency * page_size`` runs.
+        Leaving the block early cancels all work at once; the client stays usable.
+        """
+        return runs_many(
+            self,
+            thread_ids,
+            concurrency=concurrency,
+            order=order,
+            page_size=page_size,
+            on_error=on_error,
+        )

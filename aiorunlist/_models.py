@@ -1,0 +1,465 @@
+"""The typed objects a listing yields: :class:`Run`, its parts, and :class:`RunPage`.
+
+Every class is an attrs frozen slotted class whose field names equal the JSON keys of the
+contract (the Assistants API v2 ``RunObject``). Three rules make them safe against servers
+that differ from the spec, and against the API growing:
+
+* every field defaults to ``None``: a key the server left out reads as ``None``, and
+  :func:`aiorunlist.unstructure` leaves it out again (a key sent as ``null`` comes back as
+  ``null``);
+* keys the library does not know are kept, unchanged, in ``unknown_fields``;
+* enum values the library does not know are kept as members of the same open enum that
+  compare equal to their string (``run.status == "paused_for_review"``).
+
+So ``unstructure(structure(d, Run)) == d`` for any run a server sends.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+__all__ = [
+    "CodeInterpreterTool",
+    "FileSearchOptions",
+    "FileSearchRanker",
+    "FileSearchRankingOptions",
+    "FileSearchTool",
+    "FunctionCall",
+    "FunctionDefinition",
+    "FunctionTool",
+    "IncompleteDetails",
+    "IncompleteReason",
+    "JSONSchemaFormat",
+    "LastError",
+    "LastErrorCode",
+    "NamedToolChoice",
+    "NamedToolChoiceFunction",
+    "RequiredAction",
+    "ResponseFormat",
+    "ResponseFormatJSONObject",
+    "ResponseFormatJSONSchema",
+    "ResponseFormatText",
+    "Run",
+    "RunPage",
+    "RunStatus",
+    "SubmitToolOutputs",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "TruncationStrategy",
+    "TruncationType",
+    "UnknownResponseFormat",
+    "UnknownTool",
+    "Usage",
+]
+
+#: The shared empty mapping for ``unknown_fields`` (read-only, so sharing it is safe).
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NOTHING_ABSENT: frozenset[str] = frozenset()
+
+
+class _OpenEnum(str, enum.Enum):
+    """A string enum that keeps values it does not know instead of failing.
+
+    ``RunStatus("paused_for_review")`` returns a member-like value of ``RunStatus`` that
+    equals ``"paused_for_review"``; ``str()`` and f-strings give the plain value on every
+    supported Python, and hashing matches the plain string so dict look-ups work both ways.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value
+        member._value_ = value
+        return member
+
+    def __str__(self) -> str:
+        return self._value_  # type: ignore[no-any-return]
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self._value_, format_spec)
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+    @property
+    def is_known(self) -> bool:
+        """Whether this value is one the library knows (not kept from a newer server)."""
+        return self._value_ in type(self)._value2member_map_
+
+
+class RunStatus(_OpenEnum):
+    """The status of a run. Unknown statuses are kept (see :class:`_OpenEnum`)."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    REQUIRES_ACTION = "requires_action"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run can no longer change (cancelled, failed, completed, ...)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        RunStatus.CANCELLED,
+        RunStatus.FAILED,
+        RunStatus.COMPLETED,
+        RunStatus.INCOMPLETE,
+        RunStatus.EXPIRED,
+    }
+)
+
+
+class LastErrorCode(_OpenEnum):
+    """``last_error.code`` of a failed run."""
+
+    SERVER_ERROR = "server_error"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    INVALID_PROMPT = "invalid_prompt"
+
+
+class IncompleteReason(_OpenEnum):
+    """``incomplete_details.reason``: which token limit ended the run."""
+
+    MAX_COMPLETION_TOKENS = "max_completion_tokens"
+    MAX_PROMPT_TOKENS = "max_prompt_tokens"
+
+
+class TruncationType(_OpenEnum):
+    """``truncation_strategy.type``."""
+
+    AUTO = "auto"
+    LAST_MESSAGES = "last_messages"
+
+
+class FileSearchRanker(_OpenEnum):
+    """``file_search.ranking_options.ranker``."""
+
+    AUTO = "auto"
+    DEFAULT_2024_08_21 = "default_2024_08_21"
+
+
+def _unknown() -> Any:
+    return attrs.field(default=EMPTY, repr=False, kw_only=True)
+
+
+def _absent() -> Any:
+    return attrs.field(default=_NOTHING_ABSENT, repr=False, eq=False, kw_only=True, alias="_absent")
+
+
+# Every model ends with these two fields:
+#   unknown_fields: keys the library does not know, kept as sent;
+#   _absent:        known keys the server left out (they read as None and stay out).
+
+
+@attrs.frozen
+class FunctionCall:
+    """The function a tool call asks for: its name and JSON-encoded arguments."""
+
+    name: str | None = None
+    arguments: str | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class ToolCall:
+    """One tool call a run waits on (``required_action.submit_tool_outputs.tool_calls[]``)."""
+
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCall | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class SubmitToolOutputs:
+    """The tool calls whose outputs the run needs."""
+
+    tool_calls: tuple[ToolCall, ...] | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class RequiredAction:
+    """What a ``requires_action`` run waits for."""
+
+    type: str | None = None
+    submit_tool_outputs: SubmitToolOutputs | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class LastError:
+    """The last error of a run (``code`` may be missing on compatible servers)."""
+
+    code: LastErrorCode | None = None
+    message: str | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class IncompleteDetails:
+    """Why a run is ``incomplete``."""
+
+    reason: IncompleteReason | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class CodeInterpreterTool:
+    """The ``code_interpreter`` tool."""
+
+    type: Literal["code_interpreter"] | str | None = "code_interpreter"
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class FileSearchRankingOptions:
+    """Ranking options of the ``file_search`` tool."""
+
+    ranker: FileSearchRanker | None = None
+    score_threshold: float | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class FileSearchOptions:
+    """Overrides of the ``file_search`` tool."""
+
+    max_num_results: int | None = None
+    ranking_options: FileSearchRankingOptions | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class FileSearchTool:
+    """The ``file_search`` tool."""
+
+    type: Literal["file_search"] | str | None = "file_search"
+    file_search: FileSearchOptions | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class FunctionDefinition:
+    """A function the assistant may call: name, description, JSON Schema parameters."""
+
+    name: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class FunctionTool:
+    """The ``function`` tool."""
+
+    type: Literal["function"] | str | None = "function"
+    function: FunctionDefinition | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class UnknownTool:
+    """A tool whose ``type`` the library does not know; ``payload`` is the whole object as sent."""
+
+    type: str | None
+    payload: Mapping[str, Any]
+
+
+#: One entry of ``Run.tools``.
+Tool: TypeAlias = CodeInterpreterTool | FileSearchTool | FunctionTool | UnknownTool
+
+
+@attrs.frozen
+class Usage:
+    """Token usage of a run (``None`` until the run is terminal)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class TruncationStrategy:
+    """How the thread was truncated before the run."""
+
+    type: TruncationType | None = None
+    last_messages: int | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class ResponseFormatText:
+    """``{"type": "text"}``."""
+
+    type: str | None = "text"
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class ResponseFormatJSONObject:
+    """``{"type": "json_object"}``: JSON mode."""
+
+    type: str | None = "json_object"
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class JSONSchemaFormat:
+    """The ``json_schema`` member of a ``json_schema`` response format."""
+
+    name: str | None = None
+    description: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class ResponseFormatJSONSchema:
+    """``{"type": "json_schema", "json_schema": {...}}``: Structured Outputs."""
+
+    type: str | None = "json_schema"
+    json_schema: JSONSchemaFormat | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class UnknownResponseFormat:
+    """A response format object whose ``type`` the library does not know, kept whole."""
+
+    type: str | None
+    payload: Mapping[str, Any]
+
+
+#: ``Run.response_format``: the string ``"auto"`` (or another string a server sends) or an object.
+ResponseFormat: TypeAlias = (
+    str
+    | ResponseFormatText
+    | ResponseFormatJSONObject
+    | ResponseFormatJSONSchema
+    | UnknownResponseFormat
+)
+
+
+@attrs.frozen
+class NamedToolChoiceFunction:
+    """The function a named tool choice forces."""
+
+    name: str | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class NamedToolChoice:
+    """A tool choice that forces one tool: ``{"type": "function", "function": {"name": ...}}``."""
+
+    type: str | None = None
+    function: NamedToolChoiceFunction | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+#: ``Run.tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or a :class:`NamedToolChoice`.
+ToolChoice: TypeAlias = str | NamedToolChoice
+
+
+@attrs.frozen
+class Run:
+    """One run of a thread, as listed by ``GET /threads/{thread_id}/runs``.
+
+    Field names equal the JSON keys. A key the server left out reads as ``None`` (and is left
+    out again by :func:`aiorunlist.unstructure`); keys this library does not know are in
+    ``unknown_fields``. Values are kept as the server sent them: nothing is coerced.
+    ``tool_resources`` and ``reasoning_effort`` are sent by servers although the schema
+    leaves them out, so they are fields too.
+    """
+
+    id: str | None = None
+    object: str | None = None
+    created_at: int | None = None
+    thread_id: str | None = None
+    assistant_id: str | None = None
+    status: RunStatus | None = None
+    required_action: RequiredAction | None = None
+    last_error: LastError | None = None
+    expires_at: int | None = None
+    started_at: int | None = None
+    cancelled_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    incomplete_details: IncompleteDetails | None = None
+    model: str | None = None
+    instructions: str | None = None
+    tools: tuple[Tool, ...] | None = None
+    metadata: dict[str, Any] | None = None
+    usage: Usage | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: TruncationStrategy | None = None
+    response_format: ResponseFormat | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    tool_resources: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+    _absent: frozenset[str] = _absent()
+
+
+@attrs.frozen
+class RunPage:
+    """One page of a listing, exactly as the server cut it.
+
+    ``first_id`` and ``last_id`` are ``None`` when the server left them out (lax servers do);
+    ``request_id`` is the response's ``x-request-id`` header, if any.
+    """
+
+    data: tuple[Run, ...]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+    object: str | None = "list"
+    request_id: str | None = None
+    unknown_fields: Mapping[str, Any] = _unknown()
+
+    def __len__(self) -> int:
+        return len(self.data)

@@ -1,0 +1,422 @@
+"""The sans-I/O half of the client: build a request, read a response, decide about retries.
+
+Nothing here touches the network or the event loop, so all of it is tested without either.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import quote, urlencode, urlsplit
+
+import orjson
+
+from ._convert import structure_page_body
+from ._models import Run, RunPage
+from ._version import __version__
+from .exceptions import (
+    APIResponseValidationError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PaginationError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "USER_AGENT",
+    "PageWalk",
+    "build_headers",
+    "build_url",
+    "check_list_args",
+    "is_loopback_host",
+    "make_status_error",
+    "normalize_base_url",
+    "parse_go_duration",
+    "read_page",
+    "retry_delay",
+    "should_retry",
+]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+USER_AGENT = f"aiorunlist/{__version__}"
+
+Order = Literal["asc", "desc"]
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+#: Statuses worth another try: request timeout, conflict, rate limit, and server errors.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Check a base URL and return it without a trailing slash.
+
+    Raises ``ValueError`` naming what is wrong.
+    """
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a string such as {DEFAULT_BASE_URL!r}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"base_url {base_url!r} is not an http(s) URL with a host; "
+            f"pass something like {DEFAULT_BASE_URL!r} or 'http://127.0.0.1:8080/v1'"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url {base_url!r} must not have a query or fragment")
+    if parts.username or parts.password:
+        raise ValueError(
+            "base_url must not carry credentials; pass the key as api_key (or OPENAI_API_KEY)"
+        )
+    return base_url.rstrip("/")
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` names this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host is None:
+        return False
+    host = host.strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def check_list_args(
+    thread_id: object,
+    *,
+    limit: object,
+    order: object,
+    after: object,
+    before: object,
+    limit_name: str = "limit",
+) -> None:
+    """Raise ``ValueError``/``TypeError`` for arguments no server would accept.
+
+    Runs before anything is sent, so a bad call never costs a request.
+    """
+    if not isinstance(thread_id, str):
+        raise TypeError(f"thread_id must be a string such as 'thread_abc123', not {thread_id!r}")
+    if not thread_id or not thread_id.strip():
+        raise ValueError("thread_id must not be empty; pass an id such as 'thread_abc123'")
+    if thread_id in (".", ".."):
+        raise ValueError(f"thread_id {thread_id!r} is not a thread id")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ValueError(f"{limit_name} must be an integer from 1 to 100, got {limit!r}")
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+    for name, cursor in (("after", after), ("before", before)):
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ValueError(
+                f"{name} must be a run id such as 'run_abc123' or None, got {cursor!r}"
+            )
+
+
+def build_url(
+    base_url: str,
+    thread_id: str,
+    *,
+    limit: int,
+    order: str,
+    after: str | None,
+    before: str | None,
+) -> str:
+    """The full, already-encoded URL of one list request.
+
+    ``thread_id`` is encoded as a single path segment: ``/``, ``?``, ``#`` and ``%`` in it
+    cannot reach another path or query.
+    """
+    query: list[tuple[str, str | int]] = [("limit", limit), ("order", order)]
+    if after is not None:
+        query.append(("after", after))
+    if before is not None:
+        query.append(("before", before))
+    return f"{base_url}/threads/{quote(thread_id, safe='')}/runs?{urlencode(query)}"
+
+
+def build_headers(
+    api_key: str,
+    *,
+    organization: str | None = None,
+    project: str | None = None,
+    default_headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The headers of every request: auth, the Assistants v2 beta header, user agent."""
+    headers = {
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "OpenAI-Beta": "assistants=v2",
+    }
+    if organization:
+        headers["OpenAI-Organization"] = organization
+    if project:
+        headers["OpenAI-Project"] = project
+    if default_headers:
+        headers.update(default_headers)
+    headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+def _error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """``(message, code, type, param)`` from an ``{"error": {...}}`` body, where present."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return None, None, None, None
+
+    def text(key: str) -> str | None:
+        value = err.get(key)
+        return value if isinstance(value, str) else None
+
+    return text("message"), text("code"), text("type"), text("param")
+
+
+def make_status_error(
+    status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str
+) -> APIStatusError:
+    """The typed error for a 4xx/5xx answer, with the server's own message and code."""
+    try:
+        decoded: Any = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        decoded = body[:500].decode("utf-8", "replace")
+    message, code, err_type, param = _error_fields(decoded)
+    if status == 429 and code == "insufficient_quota":
+        cls: type[APIStatusError] = QuotaExceededError
+    elif status >= 500:
+        cls = InternalServerError
+    else:
+        cls = _STATUS_ERRORS.get(status, APIStatusError)
+    request_id = headers.get("x-request-id")
+    detail = message or (decoded if isinstance(decoded, str) and decoded else "no error message")
+    text = f"listing runs of thread {thread_id!r} failed with HTTP {status}: {detail}"
+    if code:
+        text += f" (code {code!r})"
+    if request_id:
+        text += f" [request id {request_id}]"
+    return cls(
+        text,
+        status_code=status,
+        thread_id=thread_id,
+        request_id=request_id,
+        code=code,
+        type=err_type,
+        param=param,
+        body=decoded,
+    )
+
+
+def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str) -> RunPage:
+    """Read one answer into a :class:`RunPage`, or raise the error it stands for.
+
+    Raises :class:`APIStatusError` (a subclass per status) for 4xx/5xx and
+    :class:`APIResponseValidationError` for a 2xx body that is not a list of runs.
+    """
+    request_id = headers.get("x-request-id")
+    if status >= 400:
+        raise make_status_error(status, headers, body, thread_id=thread_id)
+    if not 200 <= status < 300:
+        raise APIResponseValidationError(
+            f"listing runs of thread {thread_id!r}: unexpected HTTP {status}",
+            thread_id=thread_id,
+            status_code=status,
+            request_id=request_id,
+        )
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        preview = body[:60].decode("utf-8", "replace")
+        raise APIResponseValidationError(
+            f"listing runs of thread {thread_id!r}: the HTTP {status} body is not JSON "
+            f"({exc}); it starts {preview!r}. Is base_url pointing at the API?",
+            thread_id=thread_id,
+            status_code=status,
+            request_id=request_id,
+        ) from None
+    try:
+        return structure_page_body(decoded, request_id=request_id)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise APIResponseValidationError(
+            f"listing runs of thread {thread_id!r}: the HTTP {status} body is not a list of "
+            f"runs: {exc}",
+            thread_id=thread_id,
+            status_code=status,
+            request_id=request_id,
+        ) from exc
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+def should_retry(status: int, headers: Mapping[str, str], error: BaseException | None) -> bool:
+    """Whether an answer with ``status`` is worth another try.
+
+    ``x-should-retry`` from the server wins; a quota error is never retried (waiting cannot
+    help); otherwise 408, 409, 429 and 5xx are retried.
+    """
+    if isinstance(error, QuotaExceededError):
+        return False
+    hint = headers.get("x-should-retry")
+    if hint == "true":
+        return True
+    if hint == "false":
+        return False
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def _retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(ms):
+                return ms / 1000
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return when.timestamp() - (time.time() if now is None else now)
+    return seconds if math.isfinite(seconds) else None
+
+
+def retry_delay(
+    attempt: int,
+    headers: Mapping[str, str],
+    *,
+    initial_delay: float = 0.5,
+    max_delay: float = 8.0,
+    max_hint: float = 60.0,
+    rng: random.Random | None = None,
+    now: float | None = None,
+) -> float:
+    """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0).
+
+    The server's hint comes first: ``retry-after-ms``, then ``retry-after`` (seconds or an
+    HTTP date), honoured when it lies between 0 and ``max_hint``. Otherwise exponential
+    backoff from ``initial_delay``, capped at ``max_delay``, with up to 25% jitter downwards.
+    """
+    hint = _retry_after_seconds(headers, now)
+    if hint is not None and 0 <= hint <= max_hint:
+        return hint
+    backoff = min(initial_delay * 2.0**attempt, max_delay)
+    jitter = 1 - 0.25 * (rng or random).random()
+    return max(backoff * jitter, 0.0)
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string, as in rate-limit headers: ``1s``, ``6m0s``, ``12ms``.
+
+    Raises ``ValueError`` for anything else.
+    """
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    s = text.strip()
+    if not s:
+        raise ValueError("empty duration")
+    if s == "0":
+        return 0.0
+    total = 0.0
+    i = 0
+    while i < len(s):
+        j = i
+        while j < len(s) and (s[j].isdigit() or s[j] == "."):
+            j += 1
+        if j == i:
+            raise ValueError(f"invalid duration {text!r}")
+        try:
+            number = float(s[i:j])
+        except ValueError:
+            raise ValueError(f"invalid duration {text!r}") from None
+        k = j
+        while k < len(s) and not (s[k].isdigit() or s[k] == "."):
+            k += 1
+        unit = s[j:k]
+        if unit not in units:
+            raise ValueError(f"invalid duration {text!r}: unknown unit {unit!r}")
+        total += number * units[unit]
+        i = k
+    return total
+
+
+# --- pagination ----------------------------------------------------------------------------------
+
+
+class PageWalk:
+    """Cursor bookkeeping for walking one thread's listing, page by page (no I/O).
+
+    Forward (the default, or with ``after``): each next page starts after the last run seen.
+    Backward (``before`` without ``after``): each next page ends before the first run seen,
+    and each page is handed out reversed, so runs come nearest-to-``before`` first.
+    ``has_more`` is authoritative; a page that cannot advance raises :class:`PaginationError`.
+    """
+
+    __slots__ = ("after", "backward", "before", "seen", "thread_id")
+
+    def __init__(self, thread_id: str, *, after: str | None, before: str | None) -> None:
+        self.thread_id = thread_id
+        self.after = after
+        self.before = before
+        self.backward = before is not None and after is None
+        self.seen: set[str] = set()
+
+    def ordered(self, page: RunPage) -> Sequence[Run]:
+        """The page's runs in the order they are to be handed out."""
+        return page.data[::-1] if self.backward else page.data
+
+    def advance(self, page: RunPage) -> bool:
+        """Move the cursor past ``page``; ``False`` when the listing is complete."""
+        if not page.has_more:
+            return False
+        if not page.data:
+            raise PaginationError(
+                f"thread {self.thread_id!r}: the server said has_more with an empty page; "
+                "stopping instead of asking again forever",
+                thread_id=self.thread_id,
+            )
+        edge = page.data[0] if self.backward else page.data[-1]
+        cursor = edge.id
+        if not isinstance(cursor, str) or not cursor:
+            raise PaginationError(
+                f"thread {self.thread_id!r}: a run without an id cannot serve as a cursor",
+                thread_id=self.thread_id,
+            )
+        if cursor in self.seen or cursor in (self.after, self.before):
+            raise PaginationError(
+                f"thread {self.thread_id!r}: the cursor {cursor!r} came back again; the server "
+                "does not honour 'after'/'before', so the listing would never end",
+                thread_id=self.thread_id,
+            )
+        self.seen.add(cursor)
+        if self.backward:
+            self.before = cursor
+        else:
+            self.after = cursor
+        return True

@@ -1,0 +1,232 @@
+"""Models and conversion: the spec's examples, generated runs, forward compatibility."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import attrs
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.schema_strategy import from_schema
+
+import aiorunlist
+from aiorunlist import Run, RunStatus, structure, unstructure
+from tests.spec_schema import spec_examples, spec_schema
+
+FULL_RUN: dict[str, Any] = spec_examples()[0]["data"][0]
+
+MINIMAL_RUN: dict[str, Any] = {
+    "id": "run_1",
+    "object": "thread.run",
+    "created_at": 1699075072,
+    "thread_id": "thread_1",
+    "assistant_id": "asst_1",
+    "status": "completed",
+    "completed_at": 1699075073,
+}
+
+
+def roundtrip(d: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = unstructure(structure(copy.deepcopy(d), Run))
+    return result
+
+
+def test_spec_examples_structure_and_roundtrip() -> None:
+    examples = spec_examples()
+    assert examples
+    for body in examples:
+        page = structure(body, aiorunlist.RunPage)
+        assert len(page.data) == len(body["data"])
+        assert page.first_id == body["first_id"]
+        assert unstructure(page) == body
+        for raw, run in zip(body["data"], page.data, strict=True):
+            assert run.id == raw["id"]
+            assert roundtrip(raw) == raw
+
+
+def test_full_run_fields() -> None:
+    run = structure(FULL_RUN, Run)
+    assert run.status == "completed"
+    assert run.status is RunStatus.COMPLETED
+    assert run.instructions is None
+    assert run.tools == (aiorunlist.CodeInterpreterTool(),)
+    assert run.usage == aiorunlist.Usage(prompt_tokens=123, completion_tokens=456, total_tokens=579)
+    assert run.truncation_strategy is not None
+    assert run.truncation_strategy.type == "auto"
+    assert run.tool_resources == FULL_RUN["tool_resources"]
+    assert run.response_format == "auto"
+    assert run.unknown_fields == {}
+
+
+def test_minimal_run_reads_none_and_stays_minimal() -> None:
+    run = structure(MINIMAL_RUN, Run)
+    assert run.usage is None
+    assert run.tools is None
+    assert run.last_error is None
+    assert unstructure(run) == MINIMAL_RUN
+
+
+def test_null_is_kept_distinct_from_missing() -> None:
+    d = {**MINIMAL_RUN, "usage": None, "instructions": None}
+    assert roundtrip(d) == d
+    assert "usage" in roundtrip(d)
+    assert "tools" not in roundtrip(d)
+
+
+def test_evolved_field_that_was_missing_is_written() -> None:
+    run = attrs.evolve(structure(MINIMAL_RUN, Run), model="gpt-4o")
+    assert unstructure(run)["model"] == "gpt-4o"
+
+
+def test_unknown_status_is_kept() -> None:
+    run = structure({**MINIMAL_RUN, "status": "paused_for_review"}, Run)
+    assert run.status == "paused_for_review"
+    assert isinstance(run.status, RunStatus)
+    assert run.status is not None
+    assert not run.status.is_known
+    assert str(run.status) == "paused_for_review"
+    assert f"{run.status}" == "paused_for_review"
+    assert unstructure(run)["status"] == "paused_for_review"
+    assert type(unstructure(run)["status"]) is str
+
+
+@pytest.mark.parametrize("status", [s.value for s in RunStatus])
+def test_known_status_prints_plainly(status: str) -> None:
+    member = RunStatus(status)
+    assert member.is_known
+    assert str(member) == status
+    assert f"{member}" == status
+    assert "{}".format(member) == status
+    assert {status: 1}[member] == 1
+    assert {member: 1}[status] == 1
+    assert member == status
+
+
+def test_status_terminal() -> None:
+    assert RunStatus.COMPLETED.is_terminal
+    assert not RunStatus.QUEUED.is_terminal
+    assert not RunStatus("paused_for_review").is_terminal
+
+
+def test_unknown_tool_and_fields_are_kept() -> None:
+    d = {
+        **MINIMAL_RUN,
+        "tools": [
+            {"type": "browser", "config": {"depth": 2}},
+            {"type": "function", "function": {"name": "f", "future": True}, "x": 1},
+            {"type": "file_search", "file_search": {"max_num_results": 5}},
+        ],
+        "response_format": {"type": "xml", "root": "r"},
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "brand_new": [1, 2],
+        "last_error": {"message": "boom"},
+    }
+    run = structure(d, Run)
+    assert run.tools is not None
+    unknown = run.tools[0]
+    assert isinstance(unknown, aiorunlist.UnknownTool)
+    assert unknown.type == "browser"
+    assert unknown.payload == d["tools"][0]
+    fn = run.tools[1]
+    assert isinstance(fn, aiorunlist.FunctionTool)
+    assert fn.function is not None
+    assert fn.function.name == "f"
+    assert fn.function.unknown_fields == {"future": True}
+    assert fn.unknown_fields == {"x": 1}
+    assert isinstance(run.tools[2], aiorunlist.FileSearchTool)
+    assert isinstance(run.response_format, aiorunlist.UnknownResponseFormat)
+    assert isinstance(run.tool_choice, aiorunlist.NamedToolChoice)
+    assert run.unknown_fields == {"brand_new": [1, 2]}
+    assert run.last_error is not None
+    assert run.last_error.code is None
+    assert roundtrip(d) == d
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("usage", "lots"), ("tools", {"type": "function"}), ("status", 5), ("tools", [3])],
+)
+def test_wrong_shapes_raise(field: str, value: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        structure({**MINIMAL_RUN, field: value}, Run)
+
+
+def test_structure_list_of_runs() -> None:
+    runs = structure([MINIMAL_RUN, FULL_RUN], list[Run])
+    assert [r.id for r in runs] == ["run_1", FULL_RUN["id"]]
+
+
+def test_required_action_tool_calls() -> None:
+    d = {
+        **MINIMAL_RUN,
+        "status": "requires_action",
+        "required_action": {
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ]
+            },
+        },
+    }
+    run = structure(d, Run)
+    assert run.required_action is not None
+    assert run.required_action.submit_tool_outputs is not None
+    calls = run.required_action.submit_tool_outputs.tool_calls
+    assert calls is not None
+    assert calls[0].function == aiorunlist.FunctionCall(name="f", arguments="{}")
+    assert roundtrip(d) == d
+
+
+# Property: every RunObject the schema admits (unknown keys, nulls, unions included) survives.
+_RUN_SCHEMA = spec_schema("RunObject")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(from_schema(_RUN_SCHEMA))
+def test_generated_runs_roundtrip(run: dict[str, Any]) -> None:
+    assert roundtrip(run) == run
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {"id": st.text(min_size=1)},
+        optional={
+            k: st.none() | st.integers() | st.text()
+            for k in ("created_at", "model", "instructions", "expires_at", "reasoning_effort")
+        },
+    ),
+    st.dictionaries(
+        st.text().filter(lambda k: k not in attrs.fields_dict(Run)), st.integers(), max_size=3
+    ),
+)
+def test_sparse_runs_roundtrip(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    d = {**base, **extra}
+    assert roundtrip(d) == d
+
+
+def test_models_are_frozen() -> None:
+    run = structure(MINIMAL_RUN, Run)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        run.id = "x"  # type: ignore[misc]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StrEnum formatting changed in 3.11")
+def test_enum_format_on_new_pythons() -> None:
+    assert format(RunStatus.FAILED, ">8") == "  failed"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(from_schema(_RUN_SCHEMA))
+def test_generated_runs_are_valid_against_the_spec(run: dict[str, Any]) -> None:
+    # Keeps the strategy honest: what the round-trip test feeds in is what the spec admits.
+    jsonschema.Draft202012Validator(_RUN_SCHEMA).validate(run)

@@ -1,0 +1,246 @@
+"""The sans-I/O layer: URLs, headers, status -> error, retry decisions. No loop, no network."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import aiorunlist
+from aiorunlist._protocol import (
+    PageWalk,
+    build_headers,
+    build_url,
+    check_list_args,
+    make_status_error,
+    normalize_base_url,
+    parse_go_duration,
+    read_page,
+    retry_delay,
+    should_retry,
+)
+
+
+def _err(status: int, code: str | None = None, headers: dict[str, str] | None = None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": "nope", "type": "invalid_request_error", "param": None, "code": code}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [
+        (400, None, aiorunlist.BadRequestError),
+        (401, "invalid_api_key", aiorunlist.AuthenticationError),
+        (403, None, aiorunlist.PermissionDeniedError),
+        (404, None, aiorunlist.NotFoundError),
+        (409, None, aiorunlist.ConflictError),
+        (422, None, aiorunlist.UnprocessableEntityError),
+        (429, "rate_limit_exceeded", aiorunlist.RateLimitError),
+        (429, "insufficient_quota", aiorunlist.QuotaExceededError),
+        (500, None, aiorunlist.InternalServerError),
+        (503, None, aiorunlist.InternalServerError),
+        (418, None, aiorunlist.APIStatusError),
+    ],
+)
+def test_status_maps_to_error_class(status: int, code: str | None, cls: type) -> None:
+    err = make_status_error(
+        status, {"x-request-id": "req_1"}, _err(status, code), thread_id="thread_x"
+    )
+    assert type(err) is cls
+    assert err.status_code == status
+    assert err.request_id == "req_1"
+    assert err.code == code
+    assert err.type == "invalid_request_error"
+    assert err.message.startswith("listing runs of thread 'thread_x' failed with HTTP")
+    assert "nope" in str(err)
+    assert "req_1" in str(err)
+    assert err.thread_id == "thread_x"
+
+
+def test_status_error_with_non_json_body_keeps_text() -> None:
+    err = make_status_error(502, {}, b"<html>Bad gateway</html>", thread_id="t")
+    assert isinstance(err, aiorunlist.InternalServerError)
+    assert "Bad gateway" in str(err)
+    assert err.code is None
+    assert err.request_id is None
+
+
+def test_read_page_rejects_non_json_and_non_list() -> None:
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="not JSON"):
+        read_page(200, {}, b"<html>proxy</html>", thread_id="t")
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="not a list of runs"):
+        read_page(200, {}, b'{"object": "list", "data": {}}', thread_id="t")
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="not a list of runs"):
+        read_page(200, {}, b'{"data": [1, 2]}', thread_id="t")
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="not JSON"):
+        read_page(200, {}, b'{"data": [', thread_id="t")
+
+
+def test_read_page_lax_server() -> None:
+    page = read_page(
+        200, {}, b'{"object": "list", "data": [{"id": "r1"}], "has_more": false}', thread_id="t"
+    )
+    assert page.first_id is None
+    assert page.last_id is None
+    assert page.request_id is None
+    assert [r.id for r in page.data] == ["r1"]
+
+
+@pytest.mark.parametrize("thread_id", ["../x", "a/b", "a?b", "a#b", "%2F", "a b", "ü"])
+def test_thread_id_is_one_path_segment(thread_id: str) -> None:
+    url = build_url(
+        "http://h/v1", thread_id, limit=5, order="asc", after="run_1", before=None
+    )
+    path, _, query = url.partition("?")
+    assert path.startswith("http://h/v1/threads/")
+    segment = path.removeprefix("http://h/v1/threads/").removesuffix("/runs")
+    assert "/" not in segment
+    assert "?" not in segment
+    assert "#" not in segment
+    assert query == "limit=5&order=asc&after=run_1"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"thread_id": ""}, "thread_id must not be empty"),
+        ({"thread_id": "  "}, "thread_id must not be empty"),
+        ({"thread_id": ".."}, "not a thread id"),
+        ({"thread_id": 5}, "thread_id must be a string"),
+        ({"limit": 0}, "limit must be an integer from 1 to 100"),
+        ({"limit": 101}, "limit must be an integer from 1 to 100"),
+        ({"limit": True}, "limit must be an integer"),
+        ({"limit": 2.0}, "limit must be an integer"),
+        ({"order": "up"}, "order must be 'asc' or 'desc'"),
+        ({"after": ""}, "after must be a run id"),
+        ({"before": 3}, "before must be a run id"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {
+        "thread_id": "thread_1",
+        "limit": 20,
+        "order": "desc",
+        "after": None,
+        "before": None,
+    }
+    args.update(kwargs)
+    thread_id = args.pop("thread_id")
+    with pytest.raises((ValueError, TypeError), match=message):
+        check_list_args(thread_id, **args)
+
+
+@pytest.mark.parametrize(
+    "url", ["api.openai.com/v1", "ftp://x/v1", "http://", "http://h/v1?x=1", "http://u:p@h/v1"]
+)
+def test_bad_base_url(url: str) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        normalize_base_url(url)
+
+
+def test_base_url_strips_slash() -> None:
+    assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+
+
+def test_headers() -> None:
+    h = build_headers("sk-1", organization="org", project="proj", default_headers={"X-A": "b"})
+    assert h["Authorization"] == "Bearer sk-1"
+    assert h["OpenAI-Beta"] == "assistants=v2"
+    assert h["OpenAI-Organization"] == "org"
+    assert h["OpenAI-Project"] == "proj"
+    assert h["User-Agent"] == f"aiorunlist/{aiorunlist.__version__}"
+    assert h["X-A"] == "b"
+    assert "OpenAI-Organization" not in build_headers("k")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        (408, {}, True),
+        (409, {}, True),
+        (429, {}, True),
+        (500, {}, True),
+        (503, {}, True),
+        (400, {}, False),
+        (404, {}, False),
+        (400, {"x-should-retry": "true"}, True),
+        (503, {"x-should-retry": "false"}, False),
+    ],
+)
+def test_should_retry(status: int, headers: dict[str, str], expected: bool) -> None:
+    assert should_retry(status, headers, None) is expected
+
+
+def test_quota_is_never_retried() -> None:
+    err = make_status_error(429, {}, _err(429, "insufficient_quota"), thread_id="t")
+    assert should_retry(429, {"x-should-retry": "true"}, err) is False
+
+
+def test_retry_delay_prefers_server_hints() -> None:
+    rng = random.Random(1)
+    assert retry_delay(0, {"retry-after-ms": "250", "retry-after": "9"}, rng=rng) == 0.25
+    assert retry_delay(0, {"retry-after": "3"}, rng=rng) == 3.0
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 5, usegmt=True)
+    assert retry_delay(0, {"retry-after": date}, rng=rng, now=now) == pytest.approx(5.0)
+    # Beyond the cap, or garbage: back off instead.
+    assert retry_delay(0, {"retry-after": "3600"}, rng=rng) <= 0.5
+    assert retry_delay(0, {"retry-after": "soon"}, rng=rng) <= 0.5
+
+
+@given(st.integers(0, 20), st.floats(0.01, 2.0), st.floats(0.5, 30.0))
+def test_backoff_is_bounded_and_jittered(attempt: int, initial: float, cap: float) -> None:
+    d = retry_delay(attempt, {}, initial_delay=initial, max_delay=cap, rng=random.Random(attempt))
+    full = min(initial * 2**attempt, cap)
+    assert 0.75 * full - 1e-9 <= d <= full + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("12ms", 0.012),
+        ("1h2m3.5s", 3723.5),
+        ("0", 0.0),
+        ("250us", 0.00025),
+    ],
+)
+def test_go_duration(text: str, seconds: float) -> None:
+    assert parse_go_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "5", "1x", "1.5.5s"])
+def test_go_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_go_duration(text)
+
+
+def _page(ids: list[str], has_more: bool) -> aiorunlist.RunPage:
+    return aiorunlist.RunPage(data=tuple(aiorunlist.Run(id=i) for i in ids), has_more=has_more)
+
+
+def test_walk_forward_and_backward() -> None:
+    w = PageWalk("t", after=None, before=None)
+    assert w.advance(_page(["a", "b"], True))
+    assert w.after == "b"
+    assert not w.advance(_page(["c"], False))
+    back = PageWalk("t", after=None, before="z")
+    p = _page(["x", "y"], True)
+    assert [r.id for r in back.ordered(p)] == ["y", "x"]
+    assert back.advance(p)
+    assert back.before == "x"
+
+
+def test_walk_refuses_to_loop() -> None:
+    with pytest.raises(aiorunlist.PaginationError, match="has_more with an empty page"):
+        PageWalk("t", after=None, before=None).advance(_page([], True))
+    w = PageWalk("t", after=None, before=None)
+    w.advance(_page(["a", "b"], True))
+    with pytest.raises(aiorunlist.PaginationError, match="came back again"):
+        w.advance(_page(["a", "b"], True))
