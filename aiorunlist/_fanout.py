@@ -146,13 +146,20 @@ async def _fan_out(
         finally:
             await ids.aclose()
 
+    # The consumer's own exception is caught here and raised again once the task group is
+    # gone, so that it reaches the caller as itself, not wrapped in an ExceptionGroup.
+    consumer_error: Exception | None = None
     async with anyio.create_task_group() as outer:
         outer.start_soon(produce)
         try:
             yield stream
+        except Exception as exc:
+            consumer_error = exc
         finally:
             outer.cancel_scope.cancel()
             receive.close()
+    if consumer_error is not None:
+        raise consumer_error
 
 
 def runs_many(

@@ -24,7 +24,9 @@ def json_values(max_leaves: int = 6) -> st.SearchStrategy[Any]:
     """Arbitrary JSON values (nested lists and objects), kept small."""
     return st.recursive(
         _SCALARS | st.floats(allow_nan=False, allow_infinity=False),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        ),
         max_leaves=max_leaves,
     )
 
@@ -37,9 +39,8 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 def _merge(parts: list[dict[str, Any]], defs: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for part in parts:
-        part = _deref(part, defs)
-        for key, value in part.items():
+    for raw in parts:
+        for key, value in _deref(raw, defs).items():
             if key == "properties":
                 merged.setdefault("properties", {}).update(value)
             elif key == "required":
@@ -81,9 +82,7 @@ def _strategy(schema: Any, defs: dict[str, Any], depth: int) -> st.SearchStrateg
     if kind == "integer":
         return st.integers(schema.get("minimum", -(2**40)), schema.get("maximum", 2**40))
     if kind == "number":
-        return st.floats(
-            schema.get("minimum", -1e9), schema.get("maximum", 1e9), allow_nan=False
-        )
+        return st.floats(schema.get("minimum", -1e9), schema.get("maximum", 1e9), allow_nan=False)
     if kind == "string":
         return st.text(max_size=12)
     if kind == "array":

@@ -7,7 +7,7 @@ module rewrites the rest:
 * ``#/components/schemas/X`` references become ``#/$defs/X`` and every component schema is included
   under ``$defs``, so a schema for one component is self-contained;
 * OpenAPI's ``nullable: true`` becomes ``anyOf: [<schema>, {"type": "null"}]``, including the
-  ``allOf: [{"$ref": ...}, {"nullable": true}]`` idiom, whose literal reading would *not* admit null;
+  ``allOf: [{"$ref": ...}, {"nullable": true}]`` idiom (read literally, it would reject null);
 * OpenAPI-only annotations (``example``, ``x-*`` extensions) are dropped.
 
 The result works with ``jsonschema.Draft202012Validator`` and with
@@ -29,7 +29,9 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 _COMPONENT_PREFIX = "#/components/schemas/"
 # Keywords whose value maps names to subschemas.
-_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_SCHEMA_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
 # Keywords whose value is one subschema.
 _SCHEMA_VALUES = frozenset(
     {
@@ -59,7 +61,7 @@ def spec_path() -> Path:
     override = os.environ.get("AIORUNLIST_SPEC")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "spec" / "list-runs.openapi.json"
+    return Path(__file__).resolve().parent / "data" / "list-runs.openapi.json"
 
 
 @functools.cache

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.schema_strategy import from_schema
 
 import aiorunlist
 from aiorunlist import Run, RunStatus, structure, unstructure
+from tests.schema_strategy import from_schema
 from tests.spec_schema import spec_examples, spec_schema
 
 FULL_RUN: dict[str, Any] = spec_examples()[0]["data"][0]
@@ -100,9 +100,10 @@ def test_known_status_prints_plainly(status: str) -> None:
     assert member.is_known
     assert str(member) == status
     assert f"{member}" == status
-    assert "{}".format(member) == status
+    assert f"{member}" == status
     assert {status: 1}[member] == 1
-    assert {member: 1}[status] == 1
+    by_member: dict[str, int] = {member: 1}
+    assert by_member[status] == 1
     assert member == status
 
 
@@ -168,7 +169,11 @@ def test_required_action_tool_calls() -> None:
             "type": "submit_tool_outputs",
             "submit_tool_outputs": {
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
                 ]
             },
         },

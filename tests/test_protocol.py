@@ -93,9 +93,7 @@ def test_read_page_lax_server() -> None:
 
 @pytest.mark.parametrize("thread_id", ["../x", "a/b", "a?b", "a#b", "%2F", "a b", "ü"])
 def test_thread_id_is_one_path_segment(thread_id: str) -> None:
-    url = build_url(
-        "http://h/v1", thread_id, limit=5, order="asc", after="run_1", before=None
-    )
+    url = build_url("http://h/v1", thread_id, limit=5, order="asc", after="run_1", before=None)
     path, _, query = url.partition("?")
     assert path.startswith("http://h/v1/threads/")
     segment = path.removeprefix("http://h/v1/threads/").removesuffix("/runs")
@@ -132,7 +130,7 @@ def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     args.update(kwargs)
     thread_id = args.pop("thread_id")
     with pytest.raises((ValueError, TypeError), match=message):
-        check_list_args(thread_id, **args)
+        check_list_args(thread_id, **args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,797 @@
+"""A real HTTP server that fakes ``GET /v1/threads/{thread_id}/runs`` of the Assistants API v2."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._data import make_id, make_run
+
+__all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "RecordedRequest"]
+
+_log = logging.getLogger("aiorunlist.testing")
+
+#: Every kind `FakeServer.chaos` knows; a string of digits (e.g. ``"502"``) is a status too.
+CHAOS_KINDS = ("429", "500", "503", "drop", "truncate", "not_json", "slow")
+
+_RUNS_PATH = re.compile(r"/v1/threads/(?P<thread_id>[^/]+)/runs")
+_INTEGER = re.compile(r"-?[0-9]+")
+_DEFAULT_LIMIT = 20
+_ORDERS = ("asc", "desc")
+_HTML = "text/html; charset=utf-8"
+
+# status -> (error type, message) of the error bodies a `Fault` with a status sends.
+_STATUS_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "Bad request."),
+    401: ("invalid_request_error", "Incorrect API key provided."),
+    403: ("invalid_request_error", "You are not allowed to perform this request."),
+    404: ("invalid_request_error", "Not found."),
+    409: ("invalid_request_error", "Another request is modifying this resource."),
+    429: ("requests", "Rate limit reached for requests. Please try again in 1ms."),
+    500: (
+        "server_error",
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    502: ("server_error", "Bad gateway."),
+    503: ("server_error", "The engine is currently overloaded, please try again later."),
+    504: ("server_error", "Gateway timeout."),
+}
+_CODE_ERRORS: dict[str, tuple[str, str]] = {
+    "insufficient_quota": (
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+}
+
+
+def _copy_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(headers)
+
+
+@attrs.frozen
+class Fault:
+    """A misbehaviour `FakeServer` applies to the next matching request(s).
+
+    What the request gets, in order of precedence:
+
+    * ``delay``: first wait this many seconds (then answer as below, or normally);
+    * ``drop``: close the connection without any response. Note that ``aiohttp.ClientSession``
+      transparently retries an idempotent request once when the server disconnects, so a client
+      only sees the error when the fault applies twice (``times=2``);
+    * ``truncate``: send the normal answer's status and headers, with its full
+      ``Content-Length``, but only the first half of its body, then close the connection;
+    * ``not_json``: an HTML page (``content-type: text/html``) with ``status`` (default 200),
+      like a misconfigured proxy or captive portal;
+    * ``body``: these raw bytes with ``status`` (default 200), as ``application/json`` unless
+      ``headers`` say otherwise;
+    * ``status``: an error body in the spec's ``ErrorResponse`` shape; ``error_code`` becomes
+      ``error.code`` (a 429 without ``error_code`` gets ``"rate_limit_exceeded"``).
+
+    ``headers`` are added to (and override) the headers of any response. ``thread_id`` restricts
+    the fault to requests for that thread (``None`` matches any request), and ``times`` is how
+    many requests it applies to.
+    """
+
+    status: int | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_copy_headers, hash=False)
+    error_code: str | None = None
+    body: bytes | None = None
+    delay: float = 0.0
+    truncate: bool = False
+    drop: bool = False
+    not_json: bool = False
+    thread_id: str | None = None
+    times: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.times < 1:
+            raise ValueError(f"times must be at least 1, got {self.times}")
+        if not self.delay >= 0:
+            raise ValueError(f"delay must be a non-negative number, got {self.delay}")
+        if self.status is not None and not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status code, got {self.status}")
+        shapes = [
+            name
+            for name, on in (
+                ("drop", self.drop),
+                ("truncate", self.truncate),
+                ("not_json", self.not_json),
+                ("body", self.body is not None),
+                ("error_code", self.error_code is not None),
+            )
+            if on
+        ]
+        if len(shapes) > 1:
+            raise ValueError(f"a Fault can only be one of {' / '.join(shapes)}")
+        if (self.drop or self.truncate) and self.status is not None:
+            raise ValueError("drop and truncate faults take no status")
+        if self.error_code is not None and self.status is None:
+            raise ValueError("error_code needs a status")
+
+    @property
+    def kind(self) -> str:
+        """A short name for what the fault does: drop, truncate, not_json, body, status, delay."""
+        if self.drop:
+            return "drop"
+        if self.truncate:
+            return "truncate"
+        if self.not_json:
+            return "not_json"
+        if self.body is not None:
+            return "body"
+        if self.status is not None:
+            return "status"
+        if self.delay > 0:
+            return "delay"
+        return "headers" if self.headers else "none"
+
+
+@attrs.frozen
+class RecordedRequest:
+    """One request `FakeServer` received, and what it answered.
+
+    ``status`` is the status answered: 0 when no response was sent (a dropped request, or one cut
+    short by the server closing), -1 while the request is still being handled. ``path`` is as
+    sent (percent-encoded, without the query); ``thread_id`` is its decoded thread segment, or
+    ``None`` for paths other than ``/v1/threads/{thread_id}/runs``. ``headers`` look names up
+    case-insensitively. ``request_id`` is the ``x-request-id`` the answer carried (or would have).
+    """
+
+    method: str
+    path: str
+    thread_id: str | None
+    query: Mapping[str, str] = attrs.field(hash=False)
+    headers: Mapping[str, str] = attrs.field(hash=False)
+    status: int
+    fault: Fault | None
+    received_at: float
+    request_id: str | None = None
+
+
+@attrs.define
+class _QueuedFault:
+    fault: Fault
+    remaining: int
+
+
+@attrs.define
+class _Chaos:
+    rate: float
+    rng: random.Random
+    faults: tuple[Fault, ...]
+
+    def draw(self) -> Fault | None:
+        if self.rng.random() >= self.rate:
+            return None
+        return self.rng.choice(self.faults)
+
+
+class _ApiError(Exception):
+    """An error answer of the fake API, raised inside the request handling."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = _error_body(message, type_=type_, param=param, code=code)
+        self.headers = headers or {}
+
+
+def _error_body(
+    message: str, *, type_: str, param: str | None = None, code: str | None = None
+) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def _fault_error_body(status: int, code: str | None) -> bytes:
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
+    if code is not None and code in _CODE_ERRORS:
+        type_, message = _CODE_ERRORS[code]
+    elif status in _STATUS_ERRORS:
+        type_, message = _STATUS_ERRORS[status]
+    else:
+        type_ = "server_error" if status >= 500 else "invalid_request_error"
+        message = _phrase(status) + "."
+    return _error_body(message, type_=type_, code=code)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _html_body(status: int) -> bytes:
+    if status == 200:
+        return (
+            b"<!DOCTYPE html>\n<html><head><title>Sign in to continue</title></head>\n"
+            b"<body><h1>Network login required</h1>"
+            b"<p>Please sign in to access the internet.</p></body></html>\n"
+        )
+    title = f"{status} {_phrase(status)}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        f"</body>\r\n</html>\r\n"
+    ).encode()
+
+
+def _chaos_fault(kind: str, slow_delay: float, retry_after_ms: int) -> Fault:
+    if kind == "drop":
+        return Fault(drop=True)
+    if kind == "truncate":
+        return Fault(truncate=True)
+    if kind == "not_json":
+        return Fault(not_json=True)
+    if kind == "slow":
+        return Fault(delay=slow_delay)
+    if kind.isdigit() and kind.isascii():
+        status = int(kind)
+        headers = {"retry-after-ms": str(retry_after_ms)} if status == 429 else {}
+        return Fault(status=status, headers=headers)
+    raise ValueError(f"unknown chaos kind {kind!r}; expected a status or one of {CHAOS_KINDS}")
+
+
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+def _close_transport(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+class FakeServer:
+    """An in-process fake of ``GET /v1/threads/{thread_id}/runs`` (Assistants API v2).
+
+    It is a real aiohttp server listening on ``host:port`` (port 0 picks a free one), so clients
+    talk to it over TCP exactly as to the real service: point them at `base_url`. It checks the
+    ``Authorization: Bearer`` key (``api_key``; ``None`` accepts any non-empty key) and, with
+    ``require_beta_header``, the ``OpenAI-Beta: assistants=v2`` header; validates ``limit``
+    (1..``max_limit``, default 20), ``order`` (``asc``/``desc``, default ``desc``) and the
+    ``after``/``before`` cursors; and pages through the runs of `threads` like the real service.
+    Errors have the spec's ``ErrorResponse`` shape and every answer has an ``x-request-id``.
+
+    Knobs for lax "compatible" servers: ``send_page_ids=False`` leaves ``first_id``/``last_id``
+    out of pages, ``send_request_id=False`` leaves out ``x-request-id``, and ``force_page_size``
+    ignores ``limit`` and always serves pages of that size. All options are plain attributes and
+    may be changed while the server runs.
+
+    Misbehaviour on demand: `add_fault` queues `Fault` objects, `chaos` injects random ones.
+    Every request is recorded in `requests`; `in_flight`/`max_in_flight` count concurrent ones.
+
+    Use it as ``async with FakeServer() as server: ...`` or call `start` and `close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = "sk-test-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        require_beta_header: bool = True,
+        send_page_ids: bool = True,
+        send_request_id: bool = True,
+        force_page_size: int | None = None,
+        max_limit: int = 100,
+    ) -> None:
+        if force_page_size is not None and force_page_size < 1:
+            raise ValueError(f"force_page_size must be at least 1, got {force_page_size}")
+        if max_limit < 1:
+            raise ValueError(f"max_limit must be at least 1, got {max_limit}")
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self.require_beta_header = require_beta_header
+        self.send_page_ids = send_page_ids
+        self.send_request_id = send_request_id
+        self.force_page_size = force_page_size
+        self.max_limit = max_limit
+        #: Runs per thread id, in creation (insertion) order. Served as stored.
+        self.threads: dict[str, list[dict[str, Any]]] = {}
+        #: Every request received, in arrival order.
+        self.requests: list[RecordedRequest] = []
+        #: Requests being handled right now.
+        self.in_flight = 0
+        #: Peak of `in_flight` since start or `reset_stats`.
+        self.max_in_flight = 0
+        self._faults: list[_QueuedFault] = []
+        self._chaos: _Chaos | None = None
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+        self._sleepers: set[asyncio.Future[bool]] = set()
+        self._base_url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening. Raises ``RuntimeError`` if the server is already running."""
+        if self._runner is not None:
+            raise RuntimeError("the fake server is already running")
+        self._closing = False
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            port = runner.addresses[0][1]
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = port
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._base_url = f"http://{host}:{port}/v1"
+
+    async def close(self) -> None:
+        """Stop the server and close every connection; requests still waiting out a ``delay``
+        are answered by closing their connection. Safe to call more than once."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing = True
+        for waiter in list(self._sleepers):
+            _resolve(waiter, False)
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        """The API root to give clients, e.g. ``http://127.0.0.1:54321/v1``."""
+        if self._base_url is None:
+            raise RuntimeError("the fake server has not been started")
+        return self._base_url
+
+    def url_for(self, thread_id: str) -> str:
+        """The full URL of the runs list of ``thread_id``."""
+        return f"{self.base_url}/threads/{thread_id}/runs"
+
+    # -- data --------------------------------------------------------------------------------
+
+    def add_thread(self, thread_id: str, runs: Iterable[Mapping[str, Any]] = ()) -> None:
+        """Create thread ``thread_id`` with ``runs`` given in creation order (oldest first).
+
+        Raises ``ValueError`` if the thread exists. See `add_runs` for what a run needs.
+        """
+        if thread_id in self.threads:
+            raise ValueError(f"thread {thread_id!r} already exists")
+        self.threads[thread_id] = []
+        self.add_runs(thread_id, runs)
+
+    def add_runs(self, thread_id: str, runs: Iterable[Mapping[str, Any]]) -> None:
+        """Append ``runs`` (oldest first) to thread ``thread_id``, creating it if needed.
+
+        Each run needs a string ``id`` that is new in the thread (else ``ValueError``) and an
+        integer ``created_at`` (else ``TypeError``); everything else is served exactly as given,
+        unknown fields included. The runs are copied (shallowly) into plain dicts and must be
+        serialisable by orjson.
+        """
+        thread = self.threads.setdefault(thread_id, [])
+        seen = {run["id"] for run in thread}
+        new: list[dict[str, Any]] = []
+        for run in runs:
+            stored = dict(run)
+            run_id = stored.get("id")
+            created_at = stored.get("created_at")
+            if not isinstance(run_id, str):
+                raise TypeError(f"a run needs a string 'id', got {run_id!r}")
+            if not isinstance(created_at, int) or isinstance(created_at, bool):
+                raise TypeError(f"run {run_id!r} needs an integer 'created_at'")
+            if run_id in seen:
+                raise ValueError(f"run {run_id!r} is already in thread {thread_id!r}")
+            orjson.dumps(stored)  # fail here rather than in a request
+            seen.add(run_id)
+            new.append(stored)
+        thread.extend(new)
+
+    def seed(
+        self,
+        n_threads: int,
+        runs_per_thread: int | Callable[[int], int],
+        *,
+        seed: int = 0,
+        prefix: str = "thread_",
+    ) -> list[str]:
+        """Add ``n_threads`` threads of realistic runs (see `make_run`) and return their ids.
+
+        ``runs_per_thread`` is a count, or a function of the thread's position (0-based) giving
+        its count. The same arguments always produce the same threads, ids and runs.
+        """
+        rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+        thread_ids: list[str] = []
+        for position in range(n_threads):
+            thread_id = make_id(prefix, "seed", seed, position)
+            count = runs_per_thread(position) if callable(runs_per_thread) else runs_per_thread
+            self.add_thread(thread_id, [make_run(thread_id, i, rng=rng) for i in range(count)])
+            thread_ids.append(thread_id)
+        return thread_ids
+
+    def expected_ids(self, thread_id: str, order: str = "desc") -> list[str]:
+        """The ids of ``thread_id``'s runs in listing order (``"asc"`` or ``"desc"``)."""
+        if order not in _ORDERS:
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        return [run["id"] for run in _ordered(self.threads[thread_id], order)]
+
+    # -- faults and stats --------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> None:
+        """Queue ``fault``. Each request takes the first queued fault that matches it (by
+        ``thread_id``; ``None`` matches every request) and uses up one of its ``times``."""
+        self._faults.append(_QueuedFault(fault, fault.times))
+
+    @property
+    def pending_faults(self) -> list[Fault]:
+        """The queued faults not used up yet, in queue order."""
+        return [queued.fault for queued in self._faults]
+
+    def clear_faults(self) -> None:
+        """Forget every queued fault (chaos stays as it is)."""
+        self._faults.clear()
+
+    def chaos(
+        self,
+        rate: float,
+        *,
+        seed: int = 0,
+        kinds: Sequence[str] = CHAOS_KINDS,
+        slow_delay: float = 0.05,
+        retry_after_ms: int = 1,
+    ) -> None:
+        """Give each request that no queued fault matches a random fault with probability
+        ``rate``, drawn from a ``random.Random(seed)``: the same requests in the same order get
+        the same faults. ``kinds`` are the faults to pick from: status codes as strings (429s
+        carry ``retry-after-ms: retry_after_ms``), ``"drop"``, ``"truncate"``, ``"not_json"``
+        and ``"slow"`` (a ``slow_delay`` seconds delay). ``rate`` 0 turns chaos off."""
+        if not 0 <= rate <= 1:
+            raise ValueError(f"rate must be between 0 and 1, got {rate}")
+        faults = tuple(_chaos_fault(kind, slow_delay, retry_after_ms) for kind in kinds)
+        if rate == 0:
+            self._chaos = None
+            return
+        if not faults:
+            raise ValueError("chaos needs at least one kind")
+        self._chaos = _Chaos(rate, random.Random(seed), faults)  # noqa: S311 - not for secrets
+
+    def reset_stats(self) -> None:
+        """Forget the recorded requests and restart `max_in_flight` from `in_flight`."""
+        self.requests.clear()
+        self.max_in_flight = self.in_flight
+
+    def _take_fault(self, thread_id: str | None) -> Fault | None:
+        for position, queued in enumerate(self._faults):
+            wanted = queued.fault.thread_id
+            if wanted is None or wanted == thread_id:
+                queued.remaining -= 1
+                if queued.remaining <= 0:
+                    del self._faults[position]
+                return queued.fault
+        return self._chaos.draw() if self._chaos is not None else None
+
+    # -- request handling --------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        # Match the raw path, then decode the segment: a thread id may contain an encoded "/".
+        raw_path = request.raw_path.partition("?")[0]
+        match = _RUNS_PATH.fullmatch(raw_path)
+        thread_id = unquote(match["thread_id"]) if match else None
+        fault = self._take_fault(thread_id)
+        request_id = f"req_{os.urandom(16).hex()}"
+        record = RecordedRequest(
+            method=request.method,
+            path=raw_path,
+            thread_id=thread_id,
+            query=dict(request.query),
+            headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+            status=-1,
+            fault=fault,
+            received_at=time.monotonic(),
+            request_id=request_id if self.send_request_id else None,
+        )
+        self.requests.append(record)
+        status = 0
+        try:
+            response, status = await self._respond(request, thread_id, fault, request_id)
+        except Exception:
+            _log.exception("fake server failed on %s %s", request.method, request.path_qs)
+            status = 500
+            body = _fault_error_body(500, None)
+            response = self._response(500, body, request_id)
+        finally:
+            self.in_flight -= 1
+            self._settle(record, status)
+        return response
+
+    def _settle(self, record: RecordedRequest, status: int) -> None:
+        requests = self.requests
+        for position in range(len(requests) - 1, -1, -1):
+            if requests[position] is record:
+                requests[position] = attrs.evolve(record, status=status)
+                return
+
+    async def _respond(
+        self,
+        request: web.Request,
+        thread_id: str | None,
+        fault: Fault | None,
+        request_id: str,
+    ) -> tuple[web.StreamResponse, int]:
+        extra: Mapping[str, str] = {}
+        if fault is not None:
+            if fault.delay > 0 and not await self._sleep(fault.delay):
+                return self._dropped(request), 0  # the server is closing
+            if fault.drop:
+                return self._dropped(request), 0
+            extra = fault.headers
+            if fault.not_json:
+                status = fault.status or 200
+                body = _html_body(status)
+                return self._response(status, body, request_id, extra, _HTML), status
+            if fault.body is not None:
+                status = fault.status or 200
+                return self._response(status, fault.body, request_id, extra), status
+            if fault.status is not None:
+                body = _fault_error_body(fault.status, fault.error_code)
+                return self._response(fault.status, body, request_id, extra), fault.status
+        try:
+            status, body = 200, self._list_runs(request, thread_id)
+        except _ApiError as error:
+            status, body = error.status, error.body
+            extra = {**error.headers, **extra}
+        if fault is not None and fault.truncate:
+            return await self._truncated(request, status, body, request_id, extra), status
+        return self._response(status, body, request_id, extra), status
+
+    async def _sleep(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; ``False`` if the server started closing meanwhile.
+
+        A bare future and a timer rather than ``wait_for(event.wait())``, which would show up
+        as one more task in ``asyncio.all_tasks()`` per delayed request.
+        """
+        if self._closing:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_later(delay, _resolve, waiter, True)
+        self._sleepers.add(waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._sleepers.discard(waiter)
+
+    def _headers(
+        self, request_id: str, extra: Mapping[str, str], content_type: str
+    ) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict()
+        headers["Content-Type"] = content_type
+        if self.send_request_id:
+            headers["x-request-id"] = request_id
+        headers.update(extra)
+        return headers
+
+    def _response(
+        self,
+        status: int,
+        body: bytes,
+        request_id: str,
+        extra: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> web.Response:
+        headers = self._headers(request_id, extra or {}, content_type)
+        return web.Response(status=status, body=body, headers=headers)
+
+    @staticmethod
+    def _dropped(request: web.Request) -> web.StreamResponse:
+        # Closing the transport first makes aiohttp's attempt to send this response fail with a
+        # ConnectionResetError, which it treats as a client disconnect: nothing is logged.
+        _close_transport(request)
+        response = web.Response(status=499)
+        response.force_close()
+        return response
+
+    async def _truncated(
+        self,
+        request: web.Request,
+        status: int,
+        body: bytes,
+        request_id: str,
+        extra: Mapping[str, str],
+    ) -> web.StreamResponse:
+        headers = self._headers(request_id, extra, "application/json")
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(body)
+        response.force_close()
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        # close() sends what is buffered, then the FIN; aiohttp's write_eof() afterwards has
+        # nothing left to write, so the short body is all the client gets.
+        _close_transport(request)
+        return response
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request) -> None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _ApiError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                code="invalid_api_key",
+            )
+        if self.api_key is not None and token != self.api_key:
+            shown = f"{token[:3]}{'*' * max(len(token) - 7, 1)}{token[-4:]}"
+            raise _ApiError(
+                401,
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+
+    @staticmethod
+    def _check_beta(request: web.Request) -> None:
+        values = [
+            token.strip().lower()
+            for header in request.headers.getall("OpenAI-Beta", [])
+            for token in header.split(",")
+        ]
+        if "assistants=v2" in values:
+            return
+        if "assistants=v1" in values:
+            message = (
+                "The v1 Assistants API has been deprecated. Please try again by setting the "
+                "header 'OpenAI-Beta: assistants=v2'."
+            )
+        else:
+            message = (
+                "You must provide the 'OpenAI-Beta' header to access the Assistants API. "
+                "Please try again by setting the header 'OpenAI-Beta: assistants=v2'."
+            )
+        raise _ApiError(400, message, code="invalid_beta")
+
+    def _limit(self, request: web.Request) -> int:
+        if self.force_page_size is not None:
+            return self.force_page_size
+        raw = request.query.get("limit")
+        if raw is None:
+            return min(_DEFAULT_LIMIT, self.max_limit)
+        if not _INTEGER.fullmatch(raw):
+            raise _ApiError(
+                400,
+                f"Invalid 'limit': expected an integer, but got '{raw}' instead.",
+                param="limit",
+                code="invalid_type",
+            )
+        limit = int(raw)
+        if limit < 1:
+            raise _ApiError(
+                400,
+                f"Invalid 'limit': integer below minimum value. Expected a value >= 1, "
+                f"but got {limit} instead.",
+                param="limit",
+                code="integer_below_min_value",
+            )
+        if limit > self.max_limit:
+            raise _ApiError(
+                400,
+                f"Invalid 'limit': integer above maximum value. Expected a value <= "
+                f"{self.max_limit}, but got {limit} instead.",
+                param="limit",
+                code="integer_above_max_value",
+            )
+        return limit
+
+    def _list_runs(self, request: web.Request, thread_id: str | None) -> bytes:
+        self._authenticate(request)
+        if thread_id is None:
+            raise _ApiError(404, f"Invalid URL ({request.method} {request.raw_path})")
+        if request.method != "GET":
+            raise _ApiError(
+                405,
+                f"Method {request.method} is not supported by this fake server for "
+                f"{request.raw_path}; only GET (list runs) is.",
+                headers={"Allow": "GET"},
+            )
+        if self.require_beta_header:
+            self._check_beta(request)
+        limit = self._limit(request)
+        order = request.query.get("order", "desc")
+        if order not in _ORDERS:
+            raise _ApiError(
+                400,
+                f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
+                param="order",
+                code="invalid_value",
+            )
+        thread = self.threads.get(thread_id)
+        if thread is None:
+            raise _ApiError(404, f"No thread found with id '{thread_id}'.")
+        runs = _ordered(thread, order)
+        after = self._cursor(request, runs, thread_id, "after")
+        before = self._cursor(request, runs, thread_id, "before")
+        if before is None:
+            start = 0 if after is None else after + 1
+            page = runs[start : start + limit]
+            has_more = start + limit < len(runs)
+        elif after is None:
+            start = max(0, before - limit)
+            page = runs[start:before]
+            has_more = start > 0
+        else:
+            window = runs[after + 1 : before]
+            page = window[:limit]
+            has_more = len(window) > limit
+        body: dict[str, Any] = {"object": "list", "data": page}
+        if self.send_page_ids:
+            body["first_id"] = page[0]["id"] if page else None
+            body["last_id"] = page[-1]["id"] if page else None
+        body["has_more"] = has_more
+        return orjson.dumps(body)
+
+    @staticmethod
+    def _cursor(
+        request: web.Request, runs: list[dict[str, Any]], thread_id: str, name: str
+    ) -> int | None:
+        value = request.query.get(name)
+        if value is None:
+            return None
+        for position, run in enumerate(runs):
+            if run["id"] == value:
+                return position
+        raise _ApiError(
+            400,
+            f"Invalid '{name}': no run found with id '{value}' in thread '{thread_id}'.",
+            param=name,
+        )
+
+
+def _ordered(runs: list[dict[str, Any]], order: str) -> list[dict[str, Any]]:
+    """``runs`` by ``created_at`` (ties in insertion order) for asc, that reversed for desc."""
+    ascending = sorted(runs, key=lambda run: run["created_at"])
+    if order == "desc":
+        ascending.reverse()
+    return ascending

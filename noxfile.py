@@ -1,0 +1,46 @@
+"""Developer sessions: tests on every supported Python, lint, typing, benchmarks.
+
+nox -s tests        # every Python in the classifiers that is installed
+nox -s lint typing  # ruff and mypy --strict
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typing"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHONS = nox.project.python_versions(PYPROJECT)
+
+
+def install_groups(session: nox.Session, *groups: str, editable: bool = True) -> None:
+    deps: list[str] = []
+    for group in groups:
+        deps.extend(nox.project.dependency_groups(PYPROJECT, group))
+    session.install(*(["-e", "."] if editable else ["."]), *deps)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (loopback only; warnings are errors)."""
+    install_groups(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    install_groups(session, "lint", editable=False)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and a file that uses the public API."""
+    install_groups(session, "typing")
+    session.run("mypy", "aiorunlist", "tests", "examples")

@@ -1,0 +1,239 @@
+"""Many threads: bounded, lazy, cancellation-safe fan-out over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aiorunlist
+from aiorunlist.testing import FakeServer, Fault, make_runs
+from tests.conftest import other_tasks
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_every_run_of_every_thread(client: aiorunlist.Client, server: FakeServer) -> None:
+    tids = server.seed(30, lambda i: (i * 7) % 23, seed=1)
+    by_thread: dict[str, list[str | None]] = defaultdict(list)
+    async with client.runs_many(tids, concurrency=5, page_size=4) as stream:
+        async for run in stream:
+            assert run.thread_id is not None
+            by_thread[run.thread_id].append(run.id)
+    for tid in tids:
+        assert by_thread.get(tid, []) == server.expected_ids(tid)
+    assert stream.failures == {}
+    assert stream.threads_done == 30
+
+
+async def test_async_iterable_of_ids(client: aiorunlist.Client, server: FakeServer) -> None:
+    tids = server.seed(5, 3)
+
+    async def ids() -> AsyncIterator[str]:
+        for tid in tids:
+            await anyio.lowlevel.checkpoint()
+            yield tid
+
+    async with client.runs_many(ids(), order="asc") as stream:
+        got = [run.id async for run in stream]
+    assert sorted(map(str, got)) == sorted(i for t in tids for i in server.expected_ids(t))
+
+
+async def test_ids_are_consumed_lazily(client: aiorunlist.Client, server: FakeServer) -> None:
+    tids = server.seed(200, 2)
+    pulled = 0
+
+    def ids() -> Iterator[str]:
+        nonlocal pulled
+        for tid in tids:
+            pulled += 1
+            yield tid
+
+    async with client.runs_many(ids(), concurrency=4) as stream:
+        async for _ in stream:
+            break
+    assert pulled <= 4 + 4 + 2  # workers plus what the buffer can hold, not 200
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+async def test_concurrency_bound_seen_by_the_server(server: FakeServer, concurrency: int) -> None:
+    tids = server.seed(24, 3)
+    server.add_fault(Fault(delay=0.03, times=1000))
+    async with (
+        aiorunlist.Client("sk-test-key-0123456789", base_url=server.base_url) as client,
+        client.runs_many(tids, concurrency=concurrency) as stream,
+    ):
+        count = sum([1 async for _ in stream])
+    assert count == 72
+    assert server.max_in_flight == concurrency
+
+
+async def test_slow_consumer_pauses_producers(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    tids = server.seed(100, 20)
+    async with client.runs_many(tids, concurrency=4, page_size=5) as stream:
+        await stream.__anext__()
+        await anyio.sleep(0.3)
+        sent = len(server.requests)
+        await anyio.sleep(0.2)
+        assert len(server.requests) == sent  # nobody is fetching: they wait for the consumer
+    # workers hold one page each, the buffer `concurrency` pages, the consumer one
+    assert sent <= 4 + 4 + 1 + 1
+
+
+async def test_raise_mode_propagates_the_failing_threads_own_error(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    tids = server.seed(10, 5)
+    tids.insert(3, "thread_missing")
+    before = other_tasks()
+    with pytest.raises(aiorunlist.NotFoundError) as info:
+        async with client.runs_many(tids, concurrency=2) as stream:
+            async for _ in stream:
+                pass
+    assert info.value.thread_id == "thread_missing"
+    assert other_tasks() <= before
+    assert len(await _all(client, tids[:2])) == 10  # client still usable
+
+
+async def test_collect_mode_keeps_going(client: aiorunlist.Client, server: FakeServer) -> None:
+    tids = server.seed(10, 5)
+    server.add_fault(Fault(status=403, thread_id=tids[4]))
+    ids = [*tids[:2], "thread_missing", "", *tids[2:]]
+    async with client.runs_many(ids, concurrency=3, on_error="collect") as stream:
+        got = [run.id async for run in stream]
+    assert set(stream.failures) == {"thread_missing", "", tids[4]}
+    assert isinstance(stream.failures["thread_missing"], aiorunlist.NotFoundError)
+    assert isinstance(stream.failures[tids[4]], aiorunlist.PermissionDeniedError)
+    assert isinstance(stream.failures[""], ValueError)
+    assert len(got) == 45
+    assert stream.threads_done == 9
+
+
+async def test_failing_id_iterable_is_raised(client: aiorunlist.Client, server: FakeServer) -> None:
+    tids = server.seed(3, 2)
+
+    def ids() -> Iterator[str]:
+        yield from tids
+        raise RuntimeError("the id source broke")
+
+    with pytest.raises(RuntimeError, match="id source broke"):
+        async with client.runs_many(ids(), on_error="collect") as stream:
+            async for _ in stream:
+                pass
+
+
+@pytest.mark.parametrize("how", ["break", "exception", "timeout"])
+async def test_leaving_early_cancels_everything(
+    client: aiorunlist.Client, server: FakeServer, how: str
+) -> None:
+    tids = server.seed(50, 30)
+    server.add_fault(Fault(delay=0.05, times=40))
+    before = other_tasks()
+    if how == "break":
+        async with client.runs_many(tids, concurrency=8, page_size=5) as stream:
+            async for _ in stream:
+                break
+    elif how == "exception":
+        with pytest.raises(KeyError):
+            async with client.runs_many(tids, concurrency=8, page_size=5) as stream:
+                async for _ in stream:
+                    raise KeyError("consumer failed")
+    else:
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.1):
+                async with client.runs_many(tids, concurrency=8, page_size=5) as stream:
+                    async for _ in stream:
+                        await anyio.sleep(1)
+    await anyio.sleep(0.01)
+    assert other_tasks() <= before
+    assert client._session is not None
+    connector = client._session.connector
+    assert connector is not None
+    assert not connector._acquired
+    gc.collect()
+    server.reset_stats()
+    assert len(await _all(client, tids[:3])) == 90
+
+
+async def test_bad_arguments(client: aiorunlist.Client) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        client.runs_many(["t"], concurrency=0)
+    with pytest.raises(ValueError, match="on_error"):
+        client.runs_many(["t"], on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="page_size"):
+        client.runs_many(["t"], page_size=500)
+    with pytest.raises(TypeError, match="single string"):
+        client.runs_many("thread_1")
+
+
+async def _all(client: aiorunlist.Client, tids: list[str]) -> list[aiorunlist.Run]:
+    async with client.runs_many(tids) as stream:
+        return [run async for run in stream]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    sizes=st.lists(st.integers(0, 25), min_size=0, max_size=12),
+    concurrency=st.integers(1, 6),
+    page_size=st.integers(1, 10),
+    order=st.sampled_from(["asc", "desc"]),
+    fault_rate=st.sampled_from([0.0, 0.15]),
+)
+async def test_fanout_property(
+    client: aiorunlist.Client,
+    server: FakeServer,
+    sizes: list[int],
+    concurrency: int,
+    page_size: int,
+    order: str,
+    fault_rate: float,
+) -> None:
+    server.chaos(fault_rate, seed=len(sizes), kinds=("429", "500", "drop", "truncate"))
+    tids = [f"thread_f{id(sizes)}_{i}_{n}" for i, n in enumerate(sizes)]
+    for tid, n in zip(tids, sizes, strict=True):
+        server.add_thread(tid, make_runs(tid, n))
+    by_thread: dict[str, list[str | None]] = defaultdict(list)
+    async with client.runs_many(
+        tids,
+        concurrency=concurrency,
+        page_size=page_size,
+        order=order,  # type: ignore[arg-type]
+        on_error="collect",
+    ) as stream:
+        async for run in stream:
+            assert run.thread_id is not None
+            by_thread[run.thread_id].append(run.id)
+    server.chaos(0)
+    for tid in tids:
+        if tid in stream.failures:
+            continue
+        assert by_thread.get(tid, []) == server.expected_ids(tid, order)
+    # With two retries per page, a failed thread needs three faults in a row.
+    assert len(stream.failures) <= len(tids)
+
+
+def test_event_loop_reuse_is_refused() -> None:
+    async def main(client: aiorunlist.Client, url: str) -> None:
+        async with FakeServer(api_key="k") as srv:
+            srv.add_thread("t", [])
+            client.base_url = srv.base_url
+            await client.list_page("t")
+
+    client = aiorunlist.Client("k", base_url="http://127.0.0.1:1/v1")
+    asyncio.run(main(client, ""))
+    with pytest.raises(aiorunlist.RunListError, match="another event loop"):
+        asyncio.run(main(client, ""))
+    asyncio.run(client.aclose())
