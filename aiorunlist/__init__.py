@@ -6,6 +6,7 @@ async with aiorunlist.Client() as client:
 """
 
 from ._client import Client, InsecureBaseURLWarning
+from ._control import Pacing
 from ._convert import structure, unstructure
 from ._fanout import RunStream
 from ._models import (
@@ -89,6 +90,7 @@ __all__ = [
     "NamedToolChoice",
     "NamedToolChoiceFunction",
     "NotFoundError",
+    "Pacing",
     "PaginationError",
     "PermissionDeniedError",
     "QuotaExceededError",

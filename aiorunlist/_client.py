@@ -17,6 +17,7 @@ import aiohttp
 import anyio
 from yarl import URL
 
+from ._control import Pacing, RetryBudget, TrafficControl, pause_from_headers
 from ._fanout import RunStream, runs_many
 from ._models import Run, RunPage
 from ._protocol import (
@@ -29,6 +30,7 @@ from ._protocol import (
     normalize_base_url,
     read_page,
     retry_delay,
+    retry_hint,
     should_retry,
 )
 from .exceptions import (
@@ -45,6 +47,9 @@ __all__ = ["Client", "InsecureBaseURLWarning"]
 logger = logging.getLogger("aiorunlist")
 
 Order = Literal["asc", "desc"]
+
+#: How many same-origin redirects one request follows.
+MAX_REDIRECTS = 5
 
 #: Default cap on one response body: far above a page of 100 large runs.
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -77,6 +82,17 @@ class Client:
         :class:`~aiorunlist.ResponseTooLargeError`.
     :param initial_retry_delay: first backoff delay in seconds (doubled per retry, jittered).
     :param max_retry_delay: the cap of the backoff delay.
+    :param connect_timeout: seconds to establish a connection (when ``timeout`` is a number).
+    :param read_timeout: seconds between two reads of the response (``None``: no own limit).
+    :param page_timeout: total seconds for one page, retries and their waits included; the
+        client never sleeps past it. ``None``: no total limit.
+    :param retry_budget: tokens shared by every request of the client; a retry spends 5 (10
+        after a connection failure), a success gives back what its retries spent or adds 1.
+        During an outage retries stop when it runs dry, instead of multiplying traffic.
+        ``None`` disables the budget.
+    :param pacing: a :class:`Pacing`: a fixed request rate, and/or adaptive slowing down on
+        429s and low ``x-ratelimit-remaining-requests``. A ``Retry-After`` on a 429 or 503 always
+        pauses every request of the client, with or without pacing.
     :raises RunListError: no API key given and ``OPENAI_API_KEY`` unset.
     :raises ValueError: a malformed ``base_url`` or a negative ``max_retries``.
     """
@@ -95,6 +111,11 @@ class Client:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         initial_retry_delay: float = 0.5,
         max_retry_delay: float = 8.0,
+        connect_timeout: float | None = 10.0,
+        read_timeout: float | None = None,
+        page_timeout: float | None = None,
+        retry_budget: int | None = 500,
+        pacing: Pacing | None = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY")
@@ -126,9 +147,22 @@ class Client:
         if isinstance(timeout, aiohttp.ClientTimeout):
             self._timeout = timeout
         else:
-            if not timeout > 0:
-                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-            self._timeout = aiohttp.ClientTimeout(total=float(timeout))
+            for name, value in (
+                ("timeout", timeout),
+                ("connect_timeout", connect_timeout),
+                ("read_timeout", read_timeout),
+            ):
+                if value is not None and not value > 0:
+                    raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+            self._timeout = aiohttp.ClientTimeout(
+                total=float(timeout), sock_connect=connect_timeout, sock_read=read_timeout
+            )
+        if page_timeout is not None and not page_timeout > 0:
+            raise ValueError(
+                f"page_timeout must be a positive number of seconds, got {page_timeout!r}"
+            )
+        if pacing is not None and not isinstance(pacing, Pacing):
+            raise TypeError(f"pacing must be an aiorunlist.Pacing, got {pacing!r}")
         if initial_retry_delay < 0 or max_retry_delay < 0:
             raise ValueError("retry delays must be >= 0")
         self.organization = organization
@@ -137,6 +171,11 @@ class Client:
         self.max_response_bytes = max_response_bytes
         self.initial_retry_delay = float(initial_retry_delay)
         self.max_retry_delay = float(max_retry_delay)
+        self.page_timeout = page_timeout
+        #: How many retries this client has made (all threads, all pages).
+        self.retries = 0
+        self._budget = None if retry_budget is None else RetryBudget(retry_budget)
+        self._control = TrafficControl(pacing)
         self._headers = build_headers(
             api_key, organization=organization, project=project, default_headers=default_headers
         )
@@ -247,6 +286,7 @@ class Client:
     async def _fetch_page(
         self, thread_id: str, limit: int, order: str, after: str | None, before: str | None
     ) -> RunPage:
+        """One page: wait for the client's turn, send, retry that one request as allowed."""
         url = URL(
             build_url(
                 self.base_url, thread_id, limit=limit, order=order, after=after, before=before
@@ -254,58 +294,67 @@ class Client:
             encoded=True,
         )
         session = self._get_session()
+        control = self._control
+        budget = self._budget
+        deadline = None if self.page_timeout is None else anyio.current_time() + self.page_timeout
         attempt = 0
+        spent = 0
         while True:
-            error: RunListError
-            hint_headers: Mapping[str, str] = {}
+            wait = control.reserve(anyio.current_time())
+            if wait > 0:
+                if deadline is not None and anyio.current_time() + wait > deadline:
+                    raise self._deadline_error(thread_id, attempt)
+                await anyio.sleep(wait)
+            error: APIConnectionError | APIStatusError | APIResponseValidationError
+            headers: Mapping[str, str] = {}
             try:
-                async with session.get(
-                    url,
-                    headers=self._headers,
-                    timeout=self._timeout,
-                    raise_for_status=False,
-                ) as resp:
-                    status = resp.status
-                    headers = resp.headers
-                    body = await self._read_body(resp, thread_id)
-            except (asyncio.TimeoutError, TimeoutError) as exc:
-                error = APITimeoutError(
-                    f"listing runs of thread {thread_id!r} timed out", thread_id=thread_id
-                )
-                error.__cause__ = exc
-            except aiohttp.ClientPayloadError as exc:
-                error = APIConnectionError(
-                    f"listing runs of thread {thread_id!r}: the response body was cut short "
-                    f"({exc})",
-                    thread_id=thread_id,
-                )
-                error.__cause__ = exc
-            except aiohttp.ClientError as exc:
-                error = APIConnectionError(
-                    f"listing runs of thread {thread_id!r}: could not reach {self.base_url} "
-                    f"({type(exc).__name__}: {exc})",
-                    thread_id=thread_id,
-                )
-                error.__cause__ = exc
+                status, headers, body = await self._send(session, url, thread_id, deadline)
+                page = read_page(status, headers, body, thread_id=thread_id)
+            except APIStatusError as exc:
+                error = exc
+                status = exc.status_code
+            except (APIConnectionError, APIResponseValidationError) as exc:
+                error = exc
+                status = 0
             else:
-                try:
-                    return read_page(status, headers, body, thread_id=thread_id)
-                except APIStatusError as exc:
-                    if not should_retry(status, headers, exc):
-                        raise
-                    error = exc
-                    hint_headers = headers
-                except APIResponseValidationError as exc:
-                    error = exc
+                if budget is not None:
+                    budget.success(spent)
+                control.succeeded(anyio.current_time(), headers)
+                return page
+            now = anyio.current_time()
+            if status == 429:
+                control.throttled(now)
+            if status:
+                control.pause(now, pause_from_headers(status, headers, retry_hint(headers)))
+            if isinstance(error, APIStatusError) and not should_retry(status, headers, error):
+                raise error
             if attempt >= self.max_retries:
                 raise error
+            if budget is not None:
+                cost = budget.acquire(connection_failure=isinstance(error, APIConnectionError))
+                if cost is None:
+                    logger.warning(
+                        "not retrying thread %s: the client's retry budget is spent (%s)",
+                        thread_id,
+                        error,
+                        extra={"thread_id": thread_id, "attempt": attempt + 1},
+                    )
+                    error.message += (
+                        " (not retried: this client's retry budget is spent, too many requests "
+                        "failed recently)"
+                    )
+                    raise error
+                spent += cost
             delay = retry_delay(
                 attempt,
-                hint_headers,
+                headers,
                 initial_delay=self.initial_retry_delay,
                 max_delay=self.max_retry_delay,
                 rng=self._rng,
             )
+            if deadline is not None and now + delay > deadline:
+                error.message += f" (not retried: page_timeout={self.page_timeout}s would pass)"
+                raise error
             logger.info(
                 "retrying thread %s in %.3fs (attempt %d of %d): %s",
                 thread_id,
@@ -319,8 +368,77 @@ class Client:
                     "request_id": getattr(error, "request_id", None),
                 },
             )
+            self.retries += 1
             await anyio.sleep(delay)
             attempt += 1
+
+    def _deadline_error(self, thread_id: str, attempt: int) -> APITimeoutError:
+        return APITimeoutError(
+            f"listing runs of thread {thread_id!r}: page_timeout={self.page_timeout}s passed "
+            f"after {attempt + 1} attempt(s)",
+            thread_id=thread_id,
+        )
+
+    async def _send(
+        self, session: aiohttp.ClientSession, url: URL, thread_id: str, deadline: float | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one request, following same-origin redirects; return status, headers, body.
+
+        Transport failures come out as :class:`APIConnectionError` / :class:`APITimeoutError`.
+        A redirect to another origin is refused: the API key would travel with it.
+        """
+        remaining = None if deadline is None else deadline - anyio.current_time()
+        if remaining is not None and remaining <= 0:
+            raise self._deadline_error(thread_id, 0)
+        try:
+            with anyio.fail_after(remaining):
+                for _hop in range(MAX_REDIRECTS + 1):
+                    logger.debug("GET %s (thread %s)", url, thread_id)
+                    async with session.get(
+                        url,
+                        headers=self._headers,
+                        timeout=self._timeout,
+                        raise_for_status=False,
+                        allow_redirects=False,
+                    ) as resp:
+                        status = resp.status
+                        headers = resp.headers
+                        if status in (301, 302, 303, 307, 308) and "Location" in headers:
+                            url = self._redirect_target(url, headers["Location"], thread_id)
+                            continue
+                        body = await self._read_body(resp, thread_id)
+                        return status, headers, body
+                raise APIConnectionError(
+                    f"listing runs of thread {thread_id!r}: more than {MAX_REDIRECTS} redirects",
+                    thread_id=thread_id,
+                )
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            if remaining is not None and anyio.current_time() >= deadline:  # type: ignore[operator]
+                raise self._deadline_error(thread_id, 0) from exc
+            raise APITimeoutError(
+                f"listing runs of thread {thread_id!r} timed out", thread_id=thread_id
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise APIConnectionError(
+                f"listing runs of thread {thread_id!r}: the response body was cut short ({exc})",
+                thread_id=thread_id,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"listing runs of thread {thread_id!r}: could not reach {self.base_url} "
+                f"({type(exc).__name__}: {exc})",
+                thread_id=thread_id,
+            ) from exc
+
+    def _redirect_target(self, url: URL, location: str, thread_id: str) -> URL:
+        target = url.join(URL(location))
+        if target.origin() != url.origin():
+            raise APIConnectionError(
+                f"listing runs of thread {thread_id!r}: the server redirected to another origin "
+                f"({target.origin()}); not following, as the API key would go with it",
+                thread_id=thread_id,
+            )
+        return target
 
     # --- a whole thread ------------------------------------------------------------------------
 

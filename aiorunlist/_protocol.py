@@ -46,6 +46,7 @@ __all__ = [
     "parse_go_duration",
     "read_page",
     "retry_delay",
+    "retry_hint",
     "should_retry",
 ]
 
@@ -284,7 +285,8 @@ def should_retry(status: int, headers: Mapping[str, str], error: BaseException |
     return status in RETRYABLE_STATUSES or status >= 500
 
 
-def _retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+def retry_hint(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asked to wait (``retry-after-ms``, then ``retry-after``), if any."""
     raw_ms = headers.get("retry-after-ms")
     if raw_ms is not None:
         try:
@@ -324,7 +326,7 @@ def retry_delay(
     HTTP date), honoured when it lies between 0 and ``max_hint``. Otherwise exponential
     backoff from ``initial_delay``, capped at ``max_delay``, with up to 25% jitter downwards.
     """
-    hint = _retry_after_seconds(headers, now)
+    hint = retry_hint(headers, now)
     if hint is not None and 0 <= hint <= max_hint:
         return hint
     backoff = min(initial_delay * 2.0**attempt, max_delay)

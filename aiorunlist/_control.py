@@ -1,0 +1,218 @@
+"""Traffic control shared by every request of one client: retry budget, pause, pacing.
+
+No I/O and no clock of its own: every method takes ``now`` (seconds, monotonic), so all of it
+is tested without a loop.
+
+* :class:`RetryBudget` is botocore's retry quota: each retry spends tokens from a bucket that
+  a clean success refills, so during an outage retries stop multiplying traffic.
+* :class:`TrafficControl` keeps the shared pause (a ``Retry-After`` seen by one request makes
+  every request of the client wait) and the pacing (:class:`Pacing`): a fixed rate, and an
+  adaptive mode that is off until the first throttle, then halves the rate on each 429 and
+  grows it back by 10% per success (AIMD; a burst of 429s within half a second counts once),
+  and that also slows down ahead of a throttle when ``x-ratelimit-remaining-requests`` runs
+  low before ``x-ratelimit-reset-requests``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Mapping
+
+import attrs
+
+from ._protocol import parse_go_duration
+
+__all__ = ["Pacing", "RetryBudget", "TrafficControl", "pause_from_headers"]
+
+
+@attrs.frozen
+class Pacing:
+    """How fast a client may send requests.
+
+    ``Pacing(requests_per_second=5)`` spaces requests evenly at 5 per second;
+    ``Pacing.per_minute(600)`` is the same. ``Pacing(adaptive=True)`` sends as fast as the
+    concurrency allows until the server throttles (a 429, or ``x-ratelimit-remaining-requests``
+    running low), then slows down and speeds back up as requests succeed. Both together start
+    at the fixed rate and adapt from there.
+    """
+
+    requests_per_second: float | None = attrs.field(default=None)
+    adaptive: bool = False
+    #: The slowest the adaptive mode will go.
+    min_requests_per_second: float = 0.5
+
+    @requests_per_second.validator
+    def _check_rate(self, _attribute: object, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError(f"requests_per_second must be > 0, got {value!r}")
+
+    @classmethod
+    def per_minute(cls, requests: float, *, adaptive: bool = False) -> Pacing:
+        """A fixed rate given per minute (rate-limit tiers are often quoted that way)."""
+        if not requests > 0:
+            raise ValueError(f"requests per minute must be > 0, got {requests!r}")
+        return cls(requests_per_second=requests / 60, adaptive=adaptive)
+
+
+class RetryBudget:
+    """A bucket of retry tokens shared by all requests of a client.
+
+    A retry costs ``retry_cost`` tokens (``timeout_cost`` after a timeout or a dropped
+    connection, which are the most expensive failures to repeat). A success refunds what its
+    own retries cost, or adds ``success_refill`` when it needed none. An empty bucket means
+    no more retries until successes refill it.
+    """
+
+    __slots__ = ("available", "capacity", "retry_cost", "success_refill", "timeout_cost")
+
+    def __init__(
+        self,
+        capacity: int = 500,
+        *,
+        retry_cost: int = 5,
+        timeout_cost: int = 10,
+        success_refill: int = 1,
+    ) -> None:
+        if capacity < 0:
+            raise ValueError(f"retry_budget must be >= 0, got {capacity!r}")
+        self.capacity = capacity
+        self.available = capacity
+        self.retry_cost = retry_cost
+        self.timeout_cost = timeout_cost
+        self.success_refill = success_refill
+
+    def acquire(self, *, connection_failure: bool) -> int | None:
+        """Take the tokens for one retry; ``None`` (and nothing taken) when there are too few."""
+        cost = self.timeout_cost if connection_failure else self.retry_cost
+        if self.available < cost:
+            return None
+        self.available -= cost
+        return cost
+
+    def success(self, spent: int) -> None:
+        """A request succeeded after retries that cost ``spent`` tokens (0: none)."""
+        self.available = min(self.capacity, self.available + (spent or self.success_refill))
+
+
+class TrafficControl:
+    """The shared pause and the pacing of one client (see the module docstring)."""
+
+    __slots__ = (
+        "adaptive",
+        "fixed_rate",
+        "last_decrease",
+        "min_rate",
+        "next_slot",
+        "paused_until",
+        "rate",
+        "sent",
+        "throttles",
+    )
+
+    #: Longest shared pause honoured from one response (seconds).
+    MAX_PAUSE = 60.0
+    #: Throttles closer together than this (seconds) count as one.
+    DECREASE_INTERVAL = 0.5
+    #: Growth of the adaptive rate per success.
+    INCREASE = 1.1
+    #: Rate-limit headers: slow down when fewer than this share of the window remains.
+    LOW_REMAINING = 0.1
+
+    def __init__(self, pacing: Pacing | None) -> None:
+        self.fixed_rate = pacing.requests_per_second if pacing else None
+        self.adaptive = bool(pacing and pacing.adaptive)
+        self.min_rate = pacing.min_requests_per_second if pacing else 0.5
+        #: The current rate limit in requests per second (``None``: unlimited).
+        self.rate: float | None = self.fixed_rate
+        self.next_slot = 0.0
+        self.last_decrease = float("-inf")
+        self.paused_until = 0.0
+        self.sent: deque[float] = deque()
+        #: How many throttles (429s) the client has seen.
+        self.throttles = 0
+
+    def reserve(self, now: float) -> float:
+        """Book the next request; return how long it must wait first (pause and pacing)."""
+        start = max(now, self.paused_until)
+        if self.rate is not None:
+            start = max(start, self.next_slot)
+            self.next_slot = start + 1.0 / self.rate
+        if self.adaptive:
+            self.sent.append(start)
+            while self.sent and self.sent[0] < start - 1.0:
+                self.sent.popleft()
+        return start - now
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Make every request of the client wait ``seconds`` from ``now`` (capped)."""
+        if seconds > 0:
+            self.paused_until = max(self.paused_until, now + min(seconds, self.MAX_PAUSE))
+
+    def throttled(self, now: float) -> None:
+        """A 429 arrived: in adaptive mode, halve the rate actually achieved."""
+        self.throttles += 1
+        if not self.adaptive or now < self.last_decrease + self.DECREASE_INTERVAL:
+            return  # one burst of 429s is one signal: slow down once for it
+        self.last_decrease = now
+        candidates = [r for r in (self.rate, float(len(self.sent))) if r]
+        current = min(candidates) if candidates else 1.0
+        self.rate = max(self.min_rate, current / 2)
+        self.next_slot = max(self.next_slot, now + 1.0 / self.rate)
+
+    def succeeded(self, now: float, headers: Mapping[str, str]) -> None:
+        """A request succeeded: in adaptive mode, speed back up, or slow down ahead of a limit."""
+        if not self.adaptive:
+            return
+        limit = _header_rate(headers, self.LOW_REMAINING)
+        if limit is not None:
+            self.rate = max(self.min_rate, min(self.rate or limit, limit))
+            return
+        if self.rate is None:
+            return
+        self.rate *= self.INCREASE
+        ceiling = self.fixed_rate
+        if ceiling is not None:
+            self.rate = min(self.rate, ceiling)
+        elif len(self.sent) and self.rate > 4 * len(self.sent):
+            self.rate = None  # far above what is being sent: pacing is off again
+
+
+def _header_rate(headers: Mapping[str, str], low: float) -> float | None:
+    """The rate that spreads the remaining requests over the reset time, when they run low."""
+    remaining_raw = headers.get("x-ratelimit-remaining-requests")
+    reset_raw = headers.get("x-ratelimit-reset-requests")
+    if remaining_raw is None or reset_raw is None:
+        return None
+    try:
+        remaining = int(remaining_raw)
+        reset = parse_go_duration(reset_raw)
+    except ValueError:
+        return None
+    limit_raw = headers.get("x-ratelimit-limit-requests")
+    try:
+        limit = int(limit_raw) if limit_raw is not None else None
+    except ValueError:
+        limit = None
+    if limit is not None and limit > 0 and remaining > low * limit:
+        return None
+    if limit is None and remaining > 10:
+        return None
+    return max(remaining, 1) / max(reset, 0.001)
+
+
+def pause_from_headers(status: int, headers: Mapping[str, str], hint: float | None) -> float:
+    """How long every request of the client should hold off after this answer (0: not at all).
+
+    A 429 or 503 with a retry hint pauses everyone for that long; so does a rate-limit window
+    with no requests left (``x-ratelimit-remaining-requests: 0``) until it resets.
+    """
+    pause = 0.0
+    if status in (429, 503) and hint is not None:
+        pause = hint
+    if headers.get("x-ratelimit-remaining-requests") == "0":
+        reset = headers.get("x-ratelimit-reset-requests")
+        if reset is not None:
+            with contextlib.suppress(ValueError):
+                pause = max(pause, parse_go_duration(reset))
+    return pause

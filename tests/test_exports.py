@@ -1,0 +1,31 @@
+"""``__all__`` is exactly the public names, sorted, each documented."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import aiorunlist
+import aiorunlist.exceptions
+import aiorunlist.testing
+
+
+@pytest.mark.parametrize("module", [aiorunlist, aiorunlist.exceptions, aiorunlist.testing])
+def test_all_is_exactly_the_public_names(module: object) -> None:
+    exported = list(module.__all__)  # type: ignore[attr-defined]
+    assert exported == sorted(exported)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+    }
+    assert set(exported) == public | ({"__version__"} & set(exported))
+
+
+@pytest.mark.parametrize("module", [aiorunlist, aiorunlist.exceptions, aiorunlist.testing])
+def test_public_objects_have_docstrings(module: object) -> None:
+    for name in module.__all__:  # type: ignore[attr-defined]
+        value = getattr(module, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{module.__name__}.{name} has no docstring"  # type: ignore[attr-defined]
