@@ -44,3 +44,21 @@ def typing(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and a file that uses the public API."""
     install_groups(session, "typing")
     session.run("mypy", "aiorunlist", "tests", "examples")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark aiorunlist against a raw aiohttp+orjson floor and openai-python.
+
+    nox -s bench                # the full run (docs/performance.md has the figures)
+    nox -s bench -- --quick     # fewer runs and rounds, a smoke test
+    """
+    install_groups(session, "bench")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Chaos, outage and load figures against the fake server (docs/reliability.md)."""
+    install_groups(session, "test")
+    session.run("python", "benchmarks/reliability.py", *session.posargs)

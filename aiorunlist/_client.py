@@ -176,6 +176,7 @@ class Client:
         self.retries = 0
         self._budget = None if retry_budget is None else RetryBudget(retry_budget)
         self._control = TrafficControl(pacing)
+        self._budget_dry = False
         self._headers = build_headers(
             api_key, organization=organization, project=project, default_headers=default_headers
         )
@@ -319,6 +320,7 @@ class Client:
             else:
                 if budget is not None:
                     budget.success(spent)
+                    self._budget_dry = False
                 control.succeeded(anyio.current_time(), headers)
                 return page
             now = anyio.current_time()
@@ -333,7 +335,11 @@ class Client:
             if budget is not None:
                 cost = budget.acquire(connection_failure=isinstance(error, APIConnectionError))
                 if cost is None:
-                    logger.warning(
+                    # One warning when the budget runs dry, not one per request of an outage.
+                    level = logging.INFO if self._budget_dry else logging.WARNING
+                    self._budget_dry = True
+                    logger.log(
+                        level,
                         "not retrying thread %s: the client's retry budget is spent (%s)",
                         thread_id,
                         error,
