@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._models import Run
 from ._protocol import PageWalk, check_list_args
+from .exceptions import RunListError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -63,6 +64,11 @@ class RunStream:
         while True:
             try:
                 page = await self._receive.receive()
+            except anyio.ClosedResourceError:
+                raise RunListError(
+                    "this RunStream is closed: iterate it inside its "
+                    "`async with client.runs_many(...)` block"
+                ) from None
             except anyio.EndOfStream:
                 if self._error is not None:
                     raise self._error from None
@@ -144,7 +150,8 @@ async def _fan_out(
                 for _ in range(concurrency):
                     group.start_soon(worker, send.clone(), group)
         finally:
-            await ids.aclose()
+            with anyio.CancelScope(shield=True):  # let the caller's id source clean up
+                await ids.aclose()
 
     # The consumer's own exception is caught here and raised again once the task group is
     # gone, so that it reaches the caller as itself, not wrapped in an ExceptionGroup.
@@ -158,6 +165,7 @@ async def _fan_out(
         finally:
             outer.cancel_scope.cancel()
             receive.close()
+            stream._current = iter(())
     if consumer_error is not None:
         raise consumer_error
 

@@ -237,3 +237,37 @@ def test_event_loop_reuse_is_refused() -> None:
     with pytest.raises(aiorunlist.RunListError, match="another event loop"):
         asyncio.run(main(client, ""))
     asyncio.run(client.aclose())
+
+
+async def test_stream_used_after_the_block_says_so(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    tids = server.seed(2, 3)
+    async with client.runs_many(tids) as stream:
+        await stream.__anext__()
+    with pytest.raises(aiorunlist.RunListError, match="inside its `async with"):
+        await stream.__anext__()
+
+
+async def test_async_id_source_is_left_to_its_owner(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    tids = server.seed(50, 3)
+    closed = False
+
+    async def ids() -> AsyncIterator[str]:
+        nonlocal closed
+        try:
+            for tid in tids:
+                yield tid
+        finally:
+            closed = True
+
+    source = ids()
+    async with client.runs_many(source, concurrency=2) as stream:
+        async for _ in stream:
+            break
+    # Only the caller's own generator may finish the source; aiorunlist closed its wrapper.
+    assert not closed
+    await source.aclose()  # type: ignore[attr-defined]
+    assert closed
