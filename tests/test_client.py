@@ -344,3 +344,16 @@ async def test_lax_server(server: FakeServer) -> None:
     assert page.first_id is None
     assert page.last_id is None
     assert page.request_id is None
+
+
+async def test_borrowed_session_with_raise_for_status_still_gives_typed_errors(
+    server: FakeServer,
+) -> None:
+    server.add_fault(Fault(status=429, error_code="insufficient_quota"))
+    async with (
+        aiohttp.ClientSession(raise_for_status=True) as session,
+        aiorunlist.Client(API_KEY, base_url=server.base_url, session=session) as client,
+    ):
+        with pytest.raises(aiorunlist.QuotaExceededError) as info:
+            await client.list_page("thread_any")
+    assert info.value.code == "insufficient_quota"  # the body was read, not dropped
