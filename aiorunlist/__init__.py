@@ -6,7 +6,7 @@ async with aiorunlist.Client() as client:
 """
 
 from ._client import Client, InsecureBaseURLWarning
-from ._control import Pacing
+from ._control import Pacing, RateLimitInfo
 from ._convert import structure, unstructure
 from ._fanout import RunStream
 from ._models import (
@@ -95,6 +95,7 @@ __all__ = [
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
+    "RateLimitInfo",
     "RequiredAction",
     "ResponseFormat",
     "ResponseFormatJSONObject",

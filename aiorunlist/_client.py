@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -17,7 +18,7 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from ._control import Pacing, RetryBudget, TrafficControl, pause_from_headers
+from ._control import Pacing, RateLimitInfo, RetryBudget, TrafficControl, pause_from_headers
 from ._fanout import RunStream, runs_many
 from ._models import Run, RunPage
 from ._protocol import (
@@ -177,6 +178,7 @@ class Client:
         self._budget = None if retry_budget is None else RetryBudget(retry_budget)
         self._control = TrafficControl(pacing)
         self._budget_dry = False
+        self._rate_limit: RateLimitInfo | None = None
         self._headers = build_headers(
             api_key, organization=organization, project=project, default_headers=default_headers
         )
@@ -211,6 +213,11 @@ class Client:
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """The ``x-ratelimit-*`` headers of the latest response that carried them, if any."""
+        return self._rate_limit
 
     @property
     def closed(self) -> bool:
@@ -318,12 +325,16 @@ class Client:
                 error = exc
                 status = 0
             else:
+                if "x-ratelimit-remaining-requests" in headers:
+                    self._rate_limit = RateLimitInfo.from_headers(headers, time.monotonic())
                 if budget is not None:
                     budget.success(spent)
                     self._budget_dry = False
                 control.succeeded(anyio.current_time(), headers)
                 return page
             now = anyio.current_time()
+            if "x-ratelimit-remaining-requests" in headers:
+                self._rate_limit = RateLimitInfo.from_headers(headers, time.monotonic())
             if status == 429:
                 control.throttled(now)
             if status:

@@ -23,7 +23,7 @@ import attrs
 
 from ._protocol import parse_go_duration
 
-__all__ = ["Pacing", "RetryBudget", "TrafficControl", "pause_from_headers"]
+__all__ = ["Pacing", "RateLimitInfo", "RetryBudget", "TrafficControl", "pause_from_headers"]
 
 
 @attrs.frozen
@@ -53,6 +53,54 @@ class Pacing:
         if not requests > 0:
             raise ValueError(f"requests per minute must be > 0, got {requests!r}")
         return cls(requests_per_second=requests / 60, adaptive=adaptive)
+
+
+@attrs.frozen
+class RateLimitInfo:
+    """The rate-limit headers of the latest response (``Client.rate_limit``).
+
+    Each field is ``None`` when the server did not send its header. Reset times are seconds
+    (the headers use Go durations such as ``6m0s``); ``observed_at`` is the
+    :func:`time.monotonic` reading of when the response arrived.
+    """
+
+    limit_requests: int | None
+    remaining_requests: int | None
+    reset_requests: float | None
+    limit_tokens: int | None
+    remaining_tokens: int | None
+    reset_tokens: float | None
+    observed_at: float
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], now: float) -> RateLimitInfo | None:
+        """Read ``x-ratelimit-*`` headers; ``None`` when there are none."""
+        if "x-ratelimit-remaining-requests" not in headers and (
+            "x-ratelimit-remaining-tokens" not in headers
+        ):
+            return None
+
+        def integer(name: str) -> int | None:
+            try:
+                return int(headers[name])
+            except (KeyError, ValueError):
+                return None
+
+        def duration(name: str) -> float | None:
+            try:
+                return parse_go_duration(headers[name])
+            except (KeyError, ValueError):
+                return None
+
+        return cls(
+            limit_requests=integer("x-ratelimit-limit-requests"),
+            remaining_requests=integer("x-ratelimit-remaining-requests"),
+            reset_requests=duration("x-ratelimit-reset-requests"),
+            limit_tokens=integer("x-ratelimit-limit-tokens"),
+            remaining_tokens=integer("x-ratelimit-remaining-tokens"),
+            reset_tokens=duration("x-ratelimit-reset-tokens"),
+            observed_at=now,
+        )
 
 
 class RetryBudget:

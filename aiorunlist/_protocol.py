@@ -224,6 +224,7 @@ def make_status_error(
         type=err_type,
         param=param,
         body=decoded,
+        headers=headers,
     )
 
 

@@ -28,6 +28,8 @@ Context travels as keyword-only attributes (``thread_id``, ``request_id``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "APIConnectionError",
     "APIResponseValidationError",
@@ -126,8 +128,11 @@ class APIStatusError(RunListError):
         type: str | None = None,
         param: str | None = None,
         body: object = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, thread_id=thread_id)
+        #: The response headers (``x-ratelimit-*``, ``retry-after``, ...).
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
         #: The HTTP status of the response.
         self.status_code = status_code
         #: ``x-request-id`` of the response, if the server sent one.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 
 import pytest
 
@@ -15,10 +17,17 @@ import aiorunlist.testing
 def test_all_is_exactly_the_public_names(module: object) -> None:
     exported = list(module.__all__)  # type: ignore[attr-defined]
     assert exported == sorted(exported)
+    own = module.__name__  # type: ignore[attr-defined]
     public = {
         name
         for name, value in vars(module).items()
-        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        and name not in ("annotations", "TYPE_CHECKING")
+        and (
+            getattr(value, "__module__", own).startswith("aiorunlist")
+            or typing.get_origin(value) in (typing.Union, types.UnionType)  # type aliases
+        )
     }
     assert set(exported) == public | ({"__version__"} & set(exported))
 

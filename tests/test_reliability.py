@@ -251,3 +251,34 @@ async def test_load_ten_thousand_threads(server: FakeServer) -> None:
     assert len(server.requests) == 20_000
     assert stream.threads_done == 10_000
     assert most_held <= 2 * concurrency + 1
+
+
+async def test_rate_limit_headers_are_exposed(server: FakeServer) -> None:
+    (tid,) = server.seed(1, 3)
+    limits = {
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "499",
+        "x-ratelimit-reset-requests": "120ms",
+        "x-ratelimit-limit-tokens": "30000",
+        "x-ratelimit-remaining-tokens": "29000",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    async with make_client(server, max_retries=0) as client:
+        before = client.rate_limit
+        assert before is None
+        server.add_fault(Fault(headers=limits))
+        await client.list_page(tid)
+        info = client.rate_limit
+        assert info is not None
+        assert (info.limit_requests, info.remaining_requests) == (500, 499)
+        assert info.reset_requests == pytest.approx(0.12)
+        assert info.reset_tokens == 360.0
+        assert info.remaining_tokens == 29000
+        server.add_fault(
+            Fault(status=429, headers={**limits, "x-ratelimit-remaining-requests": "0"})
+        )
+        with pytest.raises(aiorunlist.RateLimitError) as err:
+            await client.list_page(tid)
+        assert err.value.headers["x-ratelimit-remaining-requests"] == "0"
+        assert client.rate_limit is not None
+        assert client.rate_limit.remaining_requests == 0
