@@ -65,7 +65,9 @@ class Client:
 
     Use it as an async context manager (``async with Client() as client:``), or call
     :meth:`aclose` when done. One client holds one aiohttp session for its whole life; create
-    it once per application, not per request.
+    it once per application, not per request. Like that session, a client belongs to the
+    event loop it is first used in: using it from another loop (a second ``asyncio.run``)
+    raises :class:`RunListError`.
 
     :param api_key: the bearer key; defaults to ``$OPENAI_API_KEY``.
     :param base_url: the API root, e.g. ``"http://127.0.0.1:8080/v1"``; defaults to
@@ -257,8 +259,10 @@ class Client:
         :param thread_id: the thread, e.g. ``"thread_abc123"``.
         :param limit: runs per page, 1 to 100.
         :param order: ``"desc"`` (newest first, the API's default) or ``"asc"``.
-        :param after: list the runs that follow this run id.
-        :param before: list the runs that precede this run id.
+        :param after: list the runs that follow this run id in the listing's order (older
+            runs with ``"desc"``, newer ones with ``"asc"``).
+        :param before: list the runs that precede this run id in the listing's order (newer
+            runs with ``"desc"``): the ``limit`` nearest to it, in listing order.
         :raises ValueError: bad arguments (raised before anything is sent).
         :raises APIStatusError: the server answered 4xx/5xx (after retries where retryable).
         :raises APIConnectionError: no answer (after retries).
@@ -472,14 +476,18 @@ class Client:
 
         Nothing is sent until iteration starts, and the next page is requested only once the
         current one has been consumed. ``has_more`` is authoritative (no trailing empty
-        request). Each page request is retried on its own, so no run is ever yielded twice.
+        request). Each page request is retried on its own, so a retry never yields a run twice;
+        a server that ignores the cursor (sends the cursor's run again, or the same cursor
+        twice) raises :class:`PaginationError`.
 
         :param thread_id: the thread.
         :param order: ``"desc"`` (newest first) or ``"asc"``.
         :param page_size: runs per request, 1 to 100.
-        :param after: resume right after this run id.
-        :param before: walk backwards from this run id: every run listed before it, the one
-            nearest to it first (for an incremental sync that checkpoints the newest id seen).
+        :param after: resume right after this run id (the runs that follow it in the
+            listing's order: older ones with ``"desc"``).
+        :param before: walk backwards from this run id: every run listed before it (newer
+            ones with ``"desc"``), the one nearest to it first — for an incremental sync that
+            checkpoints the newest id it has handled.
         :raises ValueError: bad arguments, raised here, before iteration.
         :raises PaginationError: the server's pages do not advance.
 

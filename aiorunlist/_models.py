@@ -96,7 +96,13 @@ class _OpenEnum(str, enum.Enum):
 
 
 class RunStatus(_OpenEnum):
-    """The status of a run. Unknown statuses are kept (see :class:`_OpenEnum`)."""
+    """The status of a run.
+
+    An open enum, like every enum here: a status the library does not know (from a newer or
+    different server) is kept as a value of this class that equals its string
+    (``run.status == "paused_for_review"``), with ``is_known`` false, instead of failing.
+    ``str()`` and f-strings give the plain value; members hash like their strings.
+    """
 
     QUEUED = "queued"
     IN_PROGRESS = "in_progress"

@@ -391,7 +391,23 @@ class PageWalk:
         self.seen: set[str] = set()
 
     def ordered(self, page: RunPage) -> Sequence[Run]:
-        """The page's runs in the order they are to be handed out."""
+        """The page's runs in the order they are to be handed out.
+
+        Raises :class:`PaginationError` if the page holds the very run it was asked to start
+        after (or end before): the server ignores the cursor, and handing the page out would
+        repeat runs already delivered.
+        """
+        cursor = self.before if self.backward else self.after
+        if cursor is not None:
+            for run in page.data:
+                if run.id == cursor:
+                    raise PaginationError(
+                        f"thread {self.thread_id!r}: asked for the runs "
+                        f"{'before' if self.backward else 'after'} {cursor!r}, the server sent "
+                        "that run again; it does not honour 'after'/'before', so the listing "
+                        "would never end",
+                        thread_id=self.thread_id,
+                    )
         return page.data[::-1] if self.backward else page.data
 
     def advance(self, page: RunPage) -> bool:

@@ -20,7 +20,8 @@ Every error derives from :class:`RunListError`, so one ``except`` catches them a
         └── InternalServerError         500 and above
 
 Bad arguments (an empty ``thread_id``, a ``limit`` outside 1..100, ...) raise the
-built-in :class:`ValueError` before anything is sent.
+built-in :class:`ValueError` (:class:`TypeError` for a value of the wrong type, such as a
+thread id that is not a string) before anything is sent.
 
 Context travels as keyword-only attributes (``thread_id``, ``request_id``,
 ``status_code``, ...); no error ever carries the API key.
