@@ -2,6 +2,7 @@
 
 nox -s tests        # every Python in the classifiers that is installed
 nox -s lint typing  # ruff and mypy --strict
+nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ def typing(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and a file that uses the public API."""
     install_groups(session, "typing")
     session.run("mypy", "aiorunlist", "tests", "examples")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML documentation into docs/_build/html; any Sphinx warning fails the build.
+
+    -E re-reads every page, so a warning is reported on every build, not only the first.
+    Offline by design: no intersphinx, nothing fetched.
+    """
+    install_groups(session, "docs")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-E",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
 
 
 @nox.session

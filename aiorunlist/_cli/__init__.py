@@ -1,0 +1,26 @@
+"""The ``aiorunlist`` command line: export runs from many threads, and a demo on a fake server.
+
+The commands need click, an optional dependency (``pip install 'aiorunlist[cli]'``). This
+module imports nothing beyond the standard library, so that a missing click is reported in
+one line instead of a traceback, and so that ``import aiorunlist`` never pulls click in.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+_NEEDS_CLICK = "aiorunlist: the command line needs click: pip install 'aiorunlist[cli]'"
+
+
+def main() -> None:
+    """Run the ``aiorunlist`` command line (the console script and ``python -m aiorunlist``)."""
+    try:
+        from ._app import cli  # noqa: PLC0415 - click is optional: import it only when needed
+    except ImportError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "click":
+            raise
+        print(_NEEDS_CLICK, file=sys.stderr)
+        sys.exit(2)
+    cli.main(prog_name="aiorunlist")
