@@ -8,7 +8,7 @@ async with aiorunlist.Client() as client:
 from ._client import Client, InsecureBaseURLWarning
 from ._control import Pacing, RateLimitInfo
 from ._convert import structure, unstructure
-from ._fanout import RunStream
+from ._fanout import PageStream, RunStream, ThreadPage, ThreadStart
 from ._models import (
     CodeInterpreterTool,
     FileSearchOptions,
@@ -91,6 +91,7 @@ __all__ = [
     "NamedToolChoiceFunction",
     "NotFoundError",
     "Pacing",
+    "PageStream",
     "PaginationError",
     "PermissionDeniedError",
     "QuotaExceededError",
@@ -108,6 +109,8 @@ __all__ = [
     "RunStatus",
     "RunStream",
     "SubmitToolOutputs",
+    "ThreadPage",
+    "ThreadStart",
     "Tool",
     "ToolCall",
     "ToolChoice",

@@ -8,7 +8,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Literal
@@ -19,7 +19,7 @@ import anyio
 from yarl import URL
 
 from ._control import Pacing, RateLimitInfo, RetryBudget, TrafficControl, pause_from_headers
-from ._fanout import RunStream, runs_many
+from ._fanout import PageStream, RunStream, Threads, fan_out
 from ._models import Run, RunPage
 from ._protocol import (
     DEFAULT_BASE_URL,
@@ -520,7 +520,7 @@ class Client:
 
     def runs_many(
         self,
-        thread_ids: Iterable[str] | AsyncIterable[str],
+        thread_ids: Threads,
         *,
         concurrency: int = 16,
         order: Order = "desc",
@@ -535,7 +535,8 @@ class Client:
                 async for run in stream:
                     ...
 
-        :param thread_ids: any iterable or async iterable of thread ids, consumed lazily.
+        :param thread_ids: any iterable or async iterable of thread ids, consumed lazily; an
+            item may also be a :class:`ThreadStart` to list that thread from a cursor.
         :param concurrency: the most requests in flight at once (1 to 1024).
         :param order: ``"desc"`` or ``"asc"``, for every thread.
         :param page_size: runs per request, 1 to 100.
@@ -547,9 +548,38 @@ class Client:
         pauses the producers, so memory stays bounded by ``concurrency * page_size`` runs.
         Leaving the block early cancels all work at once; the client stays usable.
         """
-        return runs_many(
+        return fan_out(
             self,
             thread_ids,
+            RunStream,
+            concurrency=concurrency,
+            order=order,
+            page_size=page_size,
+            on_error=on_error,
+        )
+
+    def pages_many(
+        self,
+        thread_ids: Threads,
+        *,
+        concurrency: int = 16,
+        order: Order = "desc",
+        page_size: int = 100,
+        on_error: Literal["raise", "collect"] = "raise",
+    ) -> AbstractAsyncContextManager[PageStream]:
+        """The fan-out of :meth:`runs_many`, a page at a time, for consumers that checkpoint.
+
+        Hands out :class:`ThreadPage` items: the thread, its runs in :meth:`runs` order, and
+        ``last`` on the thread's final page, so an exporter can record per thread how far it
+        got (the last run id written, or that the thread is done) and resume with
+        :class:`ThreadStart` items. With ``on_error="collect"`` a failed thread ends with an
+        item whose ``error`` is set (and ``last`` true); ``stream.failures`` has them all.
+        The arguments and guarantees are those of :meth:`runs_many`.
+        """
+        return fan_out(
+            self,
+            thread_ids,
+            PageStream,
             concurrency=concurrency,
             order=order,
             page_size=page_size,

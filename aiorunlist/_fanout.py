@@ -1,27 +1,24 @@
-"""``runs_many``: a bounded, lazy, cancellation-safe fan-out over many threads.
+"""``runs_many`` and ``pages_many``: a bounded, lazy, cancellation-safe fan-out over threads.
 
 The shape follows anyio's advice for async generators: the task group lives in an
 ``@asynccontextmanager``, never in a generator that yields. The context manager starts one
 producer task, which runs ``concurrency`` workers in a task group of its own; each worker
-takes the next thread id, walks that thread page by page and sends each page into a bounded
-memory stream. The consumer reads pages from that stream through :class:`RunStream`, one run
-at a time. Cancelling the workers' own group on a failure leaves the consumer's code alone,
-so the failing thread's exception reaches it as itself, not as an ExceptionGroup.
+takes the next thread, walks it page by page and sends each page, as a :class:`ThreadPage`,
+into a bounded memory stream. The consumer reads that stream through :class:`RunStream` (one
+run at a time) or :class:`PageStream` (one page at a time, with the thread it belongs to and
+whether it was the thread's last). Cancelling the workers' own group on a failure leaves the
+consumer's code alone, so the failing thread's exception reaches it as itself, not as an
+ExceptionGroup.
 """
 
 from __future__ import annotations
 
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    Iterable,
-    Iterator,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -32,26 +29,80 @@ from .exceptions import RunListError
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["RunStream", "runs_many"]
+__all__ = ["PageStream", "RunStream", "ThreadPage", "ThreadStart", "fan_out"]
 
 
-class RunStream:
+@attrs.frozen
+class ThreadStart:
+    """A thread to list from a cursor, in :meth:`Client.runs_many` / :meth:`Client.pages_many`.
+
+    ``ThreadStart("thread_1", after="run_9")`` resumes that thread right after ``run_9``;
+    ``before`` walks backwards as in :meth:`Client.runs`. A plain string lists the whole thread.
+    """
+
+    thread_id: str
+    after: str | None = None
+    before: str | None = None
+
+
+@attrs.frozen
+class ThreadPage:
+    """One page of one thread, from :meth:`Client.pages_many`.
+
+    ``runs`` are in the order :meth:`Client.runs` would yield them. ``last`` is true on the
+    thread's final item: its listing is complete, or (with ``error`` set, under
+    ``on_error="collect"``) it failed after the pages already handed out.
+    """
+
+    thread_id: str
+    runs: Sequence[Run]
+    last: bool
+    error: Exception | None = None
+
+
+Threads = Iterable[str | ThreadStart] | AsyncIterable[str | ThreadStart]
+
+
+class _Stream:
+    __slots__ = ("_error", "_receive", "failures", "threads_done")
+
+    def __init__(self, receive: MemoryObjectReceiveStream[ThreadPage]) -> None:
+        self._receive = receive
+        self._error: BaseException | None = None
+        #: Failed thread id -> its exception (``on_error="collect"``).
+        self.failures: dict[str, Exception] = {}
+        #: How many threads were listed to the end (successfully).
+        self.threads_done = 0
+
+    async def _next_page(self) -> ThreadPage:
+        try:
+            return await self._receive.receive()
+        except anyio.ClosedResourceError:
+            raise RunListError(
+                f"this {type(self).__name__} is closed: iterate it inside its `async with` block"
+            ) from None
+        except anyio.EndOfStream:
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+    def _close(self) -> None:
+        self._receive.close()
+
+
+class RunStream(_Stream):
     """The runs of a :meth:`Client.runs_many` fan-out, as an async iterator.
 
     ``failures`` maps each thread id that failed to its exception (with
-    ``on_error="collect"``); read it after the iteration ended.
+    ``on_error="collect"``); read it after the iteration ended. ``threads_done`` counts the
+    threads listed to the end.
     """
 
-    __slots__ = ("_current", "_error", "_receive", "failures", "threads_done")
+    __slots__ = ("_current",)
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Sequence[Run]]) -> None:
-        self._receive = receive
+    def __init__(self, receive: MemoryObjectReceiveStream[ThreadPage]) -> None:
+        super().__init__(receive)
         self._current: Iterator[Run] = iter(())
-        self._error: BaseException | None = None
-        #: Failed thread id -> its exception (``on_error="collect"``).
-        self.failures: dict[str, BaseException] = {}
-        #: How many threads were listed to the end (successfully).
-        self.threads_done = 0
 
     def __aiter__(self) -> RunStream:
         return self
@@ -62,131 +113,193 @@ class RunStream:
         except StopIteration:
             pass
         while True:
-            try:
-                page = await self._receive.receive()
-            except anyio.ClosedResourceError:
-                raise RunListError(
-                    "this RunStream is closed: iterate it inside its "
-                    "`async with client.runs_many(...)` block"
-                ) from None
-            except anyio.EndOfStream:
-                if self._error is not None:
-                    raise self._error from None
-                raise StopAsyncIteration from None
-            if page:
-                it = iter(page)
+            page = await self._next_page()
+            if page.runs:
+                it = iter(page.runs)
                 self._current = it
                 return next(it)
 
+    def _close(self) -> None:
+        super()._close()
+        self._current = iter(())
 
-async def _aiter_ids(thread_ids: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator[str, None]:
-    if isinstance(thread_ids, AsyncIterable):
-        async for tid in thread_ids:
-            yield tid
+
+class PageStream(_Stream):
+    """The pages of a :meth:`Client.pages_many` fan-out: :class:`ThreadPage` items.
+
+    Each thread's pages arrive in order, its ``last`` page after all others, so a consumer
+    can checkpoint per thread. ``failures`` and ``threads_done`` as in :class:`RunStream`.
+    """
+
+    __slots__ = ()
+
+    def __aiter__(self) -> PageStream:
+        return self
+
+    async def __anext__(self) -> ThreadPage:
+        return await self._next_page()
+
+
+S = TypeVar("S", bound=_Stream)
+
+
+async def _aiter(threads: Threads) -> AsyncGenerator[str | ThreadStart, None]:
+    if isinstance(threads, AsyncIterable):
+        async for item in threads:
+            yield item
     else:
-        for tid in thread_ids:
-            yield tid
+        for item in threads:
+            yield item
+
+
+class _FanOut(Generic[S]):
+    """The workers of one fan-out (one instance per ``async with``)."""
+
+    def __init__(
+        self,
+        client: Client,
+        threads: Threads,
+        stream: S,
+        send: MemoryObjectSendStream[ThreadPage],
+        *,
+        concurrency: int,
+        order: str,
+        page_size: int,
+        on_error: str,
+        error_items: bool,
+    ) -> None:
+        self.client = client
+        self.items = _aiter(threads)
+        self.lock = anyio.Lock()
+        self.stream = stream
+        self.send = send
+        self.concurrency = concurrency
+        self.order = order
+        self.page_size = page_size
+        self.collect = on_error == "collect"
+        self.error_items = error_items
+
+    async def next_item(self) -> str | ThreadStart | None:
+        async with self.lock:
+            try:
+                return await self.items.__anext__()
+            except StopAsyncIteration:
+                return None
+
+    def fail(self, exc: Exception, group: TaskGroup) -> None:
+        if self.stream._error is None:
+            self.stream._error = exc
+        group.cancel_scope.cancel()
+
+    async def walk(self, out: MemoryObjectSendStream[ThreadPage], item: str | ThreadStart) -> None:
+        if isinstance(item, ThreadStart):
+            thread_id, after, before = item.thread_id, item.after, item.before
+        else:
+            thread_id, after, before = item, None, None
+        check_list_args(
+            thread_id, limit=self.page_size, order=self.order, after=after, before=before
+        )
+        walk = PageWalk(thread_id, after=after, before=before)
+        fetch = self.client._fetch_page
+        while True:
+            page = await fetch(thread_id, self.page_size, self.order, walk.after, walk.before)
+            runs = walk.ordered(page)
+            more = walk.advance(page)
+            await out.send(ThreadPage(thread_id, runs, not more))
+            if not more:
+                return
+
+    async def worker(self, out: MemoryObjectSendStream[ThreadPage], group: TaskGroup) -> None:
+        async with out:
+            while True:
+                try:
+                    item = await self.next_item()
+                except Exception as exc:  # the caller's own iterable failed: fatal either way
+                    self.fail(exc, group)
+                    return
+                if item is None:
+                    return
+                try:
+                    await self.walk(out, item)
+                except Exception as exc:
+                    if not self.collect:
+                        self.fail(exc, group)
+                        return
+                    key = item.thread_id if isinstance(item, ThreadStart) else item
+                    self.stream.failures[str(key)] = exc
+                    if self.error_items:
+                        await out.send(ThreadPage(str(key), (), True, exc))
+                    continue
+                self.stream.threads_done += 1
+
+    async def produce(self) -> None:
+        try:
+            async with self.send, anyio.create_task_group() as group:
+                for _ in range(self.concurrency):
+                    group.start_soon(self.worker, self.send.clone(), group)
+        finally:
+            with anyio.CancelScope(shield=True):  # let the caller's id source clean up
+                await self.items.aclose()
 
 
 @asynccontextmanager
-async def _fan_out(
+async def _run(
     client: Client,
+    threads: Threads,
+    stream_cls: type[S],
     *,
-    thread_ids: Iterable[str] | AsyncIterable[str],
     concurrency: int,
     order: str,
     page_size: int,
     on_error: str,
-) -> AsyncGenerator[RunStream, None]:
-    send, receive = anyio.create_memory_object_stream[Sequence[Run]](max_buffer_size=concurrency)
-    stream = RunStream(receive)
-    ids_lock = anyio.Lock()
-    ids = _aiter_ids(thread_ids)
-
-    async def next_id() -> str | None:
-        async with ids_lock:
-            try:
-                return await ids.__anext__()
-            except StopAsyncIteration:
-                return None
-
-    async def worker(out: MemoryObjectSendStream[Sequence[Run]], group: TaskGroup) -> None:
-        async with out:
-            while True:
-                try:
-                    thread_id = await next_id()
-                except Exception as exc:  # the caller's own iterable failed: fatal either way
-                    if stream._error is None:
-                        stream._error = exc
-                    group.cancel_scope.cancel()
-                    return
-                if thread_id is None:
-                    return
-                try:
-                    check_list_args(
-                        thread_id, limit=page_size, order=order, after=None, before=None
-                    )
-                    walk = PageWalk(thread_id, after=None, before=None)
-                    while True:
-                        page = await client._fetch_page(
-                            thread_id, page_size, order, walk.after, walk.before
-                        )
-                        await out.send(walk.ordered(page))
-                        if not walk.advance(page):
-                            break
-                except Exception as exc:
-                    if on_error == "collect":
-                        stream.failures[thread_id] = exc
-                        continue
-                    if stream._error is None:
-                        stream._error = exc
-                    group.cancel_scope.cancel()
-                    return
-                stream.threads_done += 1
-
-    async def produce() -> None:
-        try:
-            async with send, anyio.create_task_group() as group:
-                for _ in range(concurrency):
-                    group.start_soon(worker, send.clone(), group)
-        finally:
-            with anyio.CancelScope(shield=True):  # let the caller's id source clean up
-                await ids.aclose()
-
+) -> AsyncGenerator[S, None]:
+    send, receive = anyio.create_memory_object_stream[ThreadPage](max_buffer_size=concurrency)
+    stream = stream_cls(receive)
+    fan_out = _FanOut(
+        client,
+        threads,
+        stream,
+        send,
+        concurrency=concurrency,
+        order=order,
+        page_size=page_size,
+        on_error=on_error,
+        error_items=stream_cls is PageStream,
+    )
     # The consumer's own exception is caught here and raised again once the task group is
     # gone, so that it reaches the caller as itself, not wrapped in an ExceptionGroup.
     consumer_error: Exception | None = None
     async with anyio.create_task_group() as outer:
-        outer.start_soon(produce)
+        outer.start_soon(fan_out.produce)
         try:
             yield stream
         except Exception as exc:
             consumer_error = exc
         finally:
             outer.cancel_scope.cancel()
-            receive.close()
-            stream._current = iter(())
+            stream._close()
     if consumer_error is not None:
         raise consumer_error
 
 
-def runs_many(
+def fan_out(
     client: Client,
-    thread_ids: Iterable[str] | AsyncIterable[str],
+    threads: Threads,
+    stream_cls: type[S],
     *,
     concurrency: int = 16,
     order: Literal["asc", "desc"] = "desc",
     page_size: int = 100,
     on_error: Literal["raise", "collect"] = "raise",
-) -> AbstractAsyncContextManager[RunStream]:
+) -> AbstractAsyncContextManager[S]:
     """Check the arguments now, then return the fan-out's async context manager."""
-    if isinstance(thread_ids, (str, bytes)):
+    if isinstance(threads, (str, bytes)):
         raise TypeError(
             "thread_ids must be an iterable of thread ids, not a single string; "
             "pass [thread_id] for one thread"
         )
-    if not isinstance(thread_ids, (Iterable, AsyncIterable)):
-        raise TypeError(f"thread_ids must be an iterable or async iterable, got {thread_ids!r}")
+    if not isinstance(threads, (Iterable, AsyncIterable)):
+        raise TypeError(f"thread_ids must be an iterable or async iterable, got {threads!r}")
     if (
         isinstance(concurrency, bool)
         or not isinstance(concurrency, int)
@@ -198,9 +311,10 @@ def runs_many(
     check_list_args(
         "-", limit=page_size, order=order, after=None, before=None, limit_name="page_size"
     )
-    return _fan_out(
+    return _run(
         client,
-        thread_ids=thread_ids,
+        threads,
+        stream_cls,
         concurrency=concurrency,
         order=order,
         page_size=page_size,

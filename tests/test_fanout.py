@@ -271,3 +271,49 @@ async def test_async_id_source_is_left_to_its_owner(
     assert not closed
     await source.aclose()  # type: ignore[attr-defined]
     assert closed
+
+
+async def test_pages_many_reports_thread_ends_and_errors(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    tids = server.seed(6, lambda i: i * 4, seed=5)
+    server.add_fault(Fault(status=500, times=3, thread_id=tids[5]))
+    items = [*tids, "thread_missing"]
+    pages: dict[str, list[aiorunlist.ThreadPage]] = defaultdict(list)
+    async with client.pages_many(items, concurrency=3, page_size=3, on_error="collect") as stream:
+        async for page in stream:
+            assert not pages[page.thread_id] or not pages[page.thread_id][-1].last
+            pages[page.thread_id].append(page)
+    for tid in tids[:5]:
+        got = [r.id for p in pages[tid] for r in p.runs]
+        assert got == server.expected_ids(tid)
+        assert pages[tid][-1].last
+        assert all(not p.last for p in pages[tid][:-1])
+        assert all(p.error is None for p in pages[tid])
+    for failed in (tids[5], "thread_missing"):
+        assert pages[failed][-1].last
+        assert pages[failed][-1].error is stream.failures[failed]
+    assert stream.threads_done == 5
+
+
+async def test_thread_start_resumes_from_a_cursor(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    a, b, c = server.seed(3, 20)
+    ids_a, ids_b = server.expected_ids(a), server.expected_ids(b)
+    starts: list[str | aiorunlist.ThreadStart] = [
+        aiorunlist.ThreadStart(a, after=ids_a[7]),
+        aiorunlist.ThreadStart(b, before=ids_b[5]),
+        c,
+    ]
+    by_thread: dict[str, list[str | None]] = defaultdict(list)
+    async with client.runs_many(starts, page_size=4) as stream:
+        async for run in stream:
+            by_thread[str(run.thread_id)].append(run.id)
+    assert by_thread[a] == ids_a[8:]
+    assert by_thread[b] == list(reversed(ids_b[:5]))
+    assert by_thread[c] == server.expected_ids(c)
+    with pytest.raises(ValueError, match="after must be a run id"):
+        async with client.runs_many([aiorunlist.ThreadStart(a, after="")]) as stream:
+            async for _ in stream:
+                pass
