@@ -639,6 +639,45 @@ def test_resume_refuses_an_output_shorter_than_recorded(live: LiveServer, tmp_pa
     assert "fewer than" in result.stderr
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_spent_quota_stops_the_export_at_once(
+    live: LiveServer, tmp_path: Path, resume: bool
+) -> None:
+    tids = live.seed(60, 12, seed=3)  # 3 pages of 5 each
+    spent = tids[10]
+    live.do(
+        lambda: live.server.add_fault(
+            Fault(status=429, error_code="insufficient_quota", thread_id=spent)
+        )
+    )
+    out, state = tmp_path / "runs.jsonl", tmp_path / "runs.state"
+    args = runs_args(live, *tids, "--page-size", "5", "--concurrency", "2", "-o", str(out))
+    if resume:
+        args += ["--resume", str(state)]
+    first = invoke(args)
+    assert first.exit_code == 1
+    assert first.stderr.startswith("aiorunlist: error: ")
+    assert "quota" in first.stderr
+    assert len(first.stderr.splitlines()) == 1
+    # Stopped at the first such error: the threads far after it were never asked for.
+    asked = {request.thread_id for request in live.server.requests}
+    assert spent in asked
+    assert not asked & set(tids[20:])
+    written = jsonl(out.read_bytes())
+    assert 0 < len(written) < 20 * 12
+    assert not {run["thread_id"] for run in written} & {spent, *tids[20:]}
+    if resume:  # the journal agrees with the output: the next attempt finishes it exactly
+        per_thread = Counter(run["thread_id"] for run in written)
+        complete = {tid for tid, count in per_thread.items() if count == 12}
+        live.do(live.server.requests.clear)
+        again = invoke(args)
+        assert again.exit_code == 0, again.stderr
+        assert_exact_export(live, tids, jsonl(out.read_bytes()))
+        asked_again = {request.thread_id for request in live.server.requests}
+        assert spent in asked_again
+        assert not asked_again & complete
+
+
 def _start_export(live: LiveServer, tmp_path: Path, tids: list[str]) -> subprocess.Popen[bytes]:
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(tids) + "\n", encoding="utf-8")

@@ -1,17 +1,18 @@
 """The export engine behind ``aiorunlist runs`` and ``aiorunlist demo`` (no click in here).
 
-Two ways to list the threads, one consumer:
+One path for every export: the thread ids are read lazily and turned, one at a time, into the
+items of :meth:`Client.pages_many` (``on_error="collect"``): a plain id lists the whole thread,
+a :class:`~aiorunlist.ThreadStart` lists it from a cursor (``--after`` / ``--before``, or the
+last run written for a thread that a previous attempt left half done; threads the journal has
+as done are skipped). ``pages_many`` hands out each thread's pages in order, its final page
+marked ``last`` (a failed thread ends with an item carrying the error instead), so the consumer
+knows which thread each run belongs to and when each thread is finished: what ``--resume``
+checkpoints.
 
-* a plain export streams the thread ids into :meth:`Client.runs_many` (``on_error="collect"``);
-* an export that must checkpoint (``--resume``) or start from a cursor (``--after`` /
-  ``--before``) runs its own bounded fan-out over :meth:`Client.runs`, because it needs to
-  know which thread each run belongs to and when each thread is finished, which
-  ``runs_many`` does not tell. Each worker walks its thread page by page as ``Client.runs``
-  does (``list_page`` and the same ``PageWalk``) and sends ``(thread_id, page)`` items, then a
-  :class:`ThreadEnd`, into one bounded stream, so a thread's end always arrives after its runs.
-
-The consumer writes each run, counts it, and (with a journal) commits a checkpoint at most
-every half second and once more at the end, after an interruption included.
+The consumer writes each run, counts it, records per thread how far it got, and (with a
+journal) commits a checkpoint at most every half second and once more at the end, after an
+interruption included. A failed thread ends only itself, except for the errors every thread
+would have (a rejected key, a spent quota): the first of those stops the whole export.
 """
 
 from __future__ import annotations
@@ -20,25 +21,21 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager, contextmanager
-from typing import Literal, NamedTuple
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing, contextmanager
+from typing import Literal
 
 import anyio
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
-from .._fanout import RunStream
-from .._models import Run
-from .._protocol import PageWalk
+from .._fanout import PageStream, ThreadPage, ThreadStart
 from ..exceptions import AuthenticationError, QuotaExceededError
 from ._inputs import CLIError, ThreadIds
 from ._output import Summary, Writer, format_count
 from ._progress import Progress, bar
 from ._state import Journal
 
-__all__ = ["Export", "ThreadEnd"]
+__all__ = ["Export"]
 
 Order = Literal["asc", "desc"]
 
@@ -49,117 +46,6 @@ FATAL_ERRORS = (AuthenticationError, QuotaExceededError)
 CHECKPOINT_INTERVAL = 0.5
 #: Seconds between two redraws of the progress line.
 REDRAW_INTERVAL = 0.1
-
-
-class ThreadEnd(NamedTuple):
-    """A thread is finished: listed to the end (``error`` is ``None``) or failed."""
-
-    thread_id: str
-    error: Exception | None
-
-
-Item = tuple[str, Sequence[Run]] | ThreadEnd
-#: (thread id, after, before) of one thread to list.
-Job = tuple[str, str | None, str | None]
-
-
-class _Events:
-    """The items of :func:`thread_events`; raises a failure of the job source at the end."""
-
-    def __init__(self, receive: MemoryObjectReceiveStream[Item], errors: list[Exception]) -> None:
-        self._receive = receive
-        self._errors = errors
-
-    def __aiter__(self) -> _Events:
-        return self
-
-    async def __anext__(self) -> Item:
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            if self._errors:
-                raise self._errors[0] from None
-            raise StopAsyncIteration from None
-
-
-@asynccontextmanager
-async def thread_events(
-    client: Client,
-    jobs: AsyncGenerator[Job, None],
-    *,
-    concurrency: int,
-    order: Order,
-    page_size: int,
-) -> AsyncIterator[_Events]:
-    """A bounded fan-out over the threads' pages, one thread per worker at a time.
-
-    Yields an async iterator of ``(thread_id, runs of one page)`` items and a
-    :class:`ThreadEnd` after the last page of each thread. An error from ``jobs`` itself
-    stops everything and is raised by the iterator once the workers are gone; a thread's own
-    error only ends that thread.
-    """
-    send, receive = anyio.create_memory_object_stream[Item](max_buffer_size=concurrency)
-    errors: list[Exception] = []
-    lock = anyio.Lock()
-
-    async def next_job() -> Job | None:
-        async with lock:
-            try:
-                return await jobs.__anext__()
-            except StopAsyncIteration:
-                return None
-
-    async def worker(out: MemoryObjectSendStream[Item], group: TaskGroup) -> None:
-        async with out:
-            while True:
-                try:
-                    job = await next_job()
-                except Exception as exc:
-                    errors.append(exc)
-                    group.cancel_scope.cancel()
-                    return
-                if job is None:
-                    return
-                thread_id, after, before = job
-                try:
-                    # What Client.runs() does, a page at a time: one send per page.
-                    walk = PageWalk(thread_id, after=after, before=before)
-                    while True:
-                        page = await client.list_page(
-                            thread_id,
-                            limit=page_size,
-                            order=order,
-                            after=walk.after,
-                            before=walk.before,
-                        )
-                        await out.send((thread_id, walk.ordered(page)))
-                        if not walk.advance(page):
-                            break
-                except Exception as exc:
-                    await out.send(ThreadEnd(thread_id, exc))
-                else:
-                    await out.send(ThreadEnd(thread_id, None))
-
-    async def produce() -> None:
-        try:
-            async with send, anyio.create_task_group() as group:
-                for _ in range(concurrency):
-                    group.start_soon(worker, send.clone(), group)
-        finally:
-            await jobs.aclose()
-
-    consumer_error: Exception | None = None
-    async with anyio.create_task_group() as outer:
-        outer.start_soon(produce)
-        try:
-            yield _Events(receive, errors)
-        except Exception as exc:
-            consumer_error = exc
-        finally:
-            outer.cancel_scope.cancel()
-            receive.close()
-    if consumer_error is not None:
-        raise consumer_error
 
 
 @contextmanager
@@ -243,7 +129,6 @@ class Export:
         self.elapsed = 0.0
         # Internals.
         self._started = 0.0
-        self._stream: RunStream | None = None
         self._scope: anyio.CancelScope | None = None
         self._pending_last: dict[str, str] = {}
         self._pending_done: list[str] = []
@@ -252,30 +137,38 @@ class Export:
 
     # --- the consumer ----------------------------------------------------------------------------
 
-    def _handle_run(self, thread_id: str, run: Run) -> None:
-        if self.writer is not None:
-            self.writer.write(run)
-        if self.summary is not None:
-            self.summary.add(run)
-        self.runs += 1
-        if self.journal is not None:
+    def _handle_page(self, page: ThreadPage) -> None:
+        """Write and count one page of one thread; on its thread's last item, settle it."""
+        writer, summary = self.writer, self.summary
+        last_id: str | None = None
+        for run in page.runs:
+            if writer is not None:
+                writer.write(run)
+            if summary is not None:
+                summary.add(run)
+            self.runs += 1
             if run.id is not None:
-                self._pending_last[thread_id] = run.id
+                last_id = run.id
+        journal = self.journal is not None
+        if journal and page.runs:
+            if last_id is not None:
+                self._pending_last[page.thread_id] = last_id
             self._dirty = True
-            if time.monotonic() - self._last_commit >= CHECKPOINT_INTERVAL:
-                self.checkpoint()
-
-    def _handle_end(self, end: ThreadEnd) -> None:
-        if end.error is not None:
-            self.failures[end.thread_id] = end.error
-            if isinstance(end.error, FATAL_ERRORS):
-                self._stop(end.error)
-            return
-        self.threads_done += 1
-        if self.journal is not None:
-            self._pending_last.pop(end.thread_id, None)
-            self._pending_done.append(end.thread_id)
-            self._dirty = True
+        if page.last:
+            error = page.error
+            if error is not None:  # its runs so far stay recorded: a resume continues after them
+                self.failures[page.thread_id] = error
+                if isinstance(error, FATAL_ERRORS):
+                    self._stop(error)
+                    return
+            else:
+                self.threads_done += 1
+                if journal:
+                    self._pending_last.pop(page.thread_id, None)
+                    self._pending_done.append(page.thread_id)
+                    self._dirty = True
+        if journal and time.monotonic() - self._last_commit >= CHECKPOINT_INTERVAL:
+            self.checkpoint()
 
     def _stop(self, error: Exception) -> None:
         if self.fatal is None:
@@ -296,80 +189,59 @@ class Export:
         self._pending_done = []
         self._dirty = False
 
-    # --- the two sources -------------------------------------------------------------------------
+    # --- the source and the fan-out --------------------------------------------------------------
 
-    @property
-    def checkpoints(self) -> bool:
-        """Whether this export needs to know each run's thread (its own fan-out)."""
-        return self.journal is not None or self.after is not None or self.before is not None
-
-    async def _jobs(self) -> AsyncGenerator[Job, None]:
+    async def _starts(self) -> AsyncGenerator[str | ThreadStart, None]:
+        """The items for ``pages_many``, read lazily from the ids: a plain id, or a cursor."""
         point = self.journal.point if self.journal is not None else None
-        backward = self.before is not None and self.after is None
+        after, before = self.after, self.before
+        backward = before is not None and after is None
         async with aclosing(self.ids.__aiter__()) as ids:
             async for thread_id in ids:
-                if point is not None and thread_id in point.done:
-                    self.threads_skipped += 1
-                    continue
-                last = point.last.get(thread_id) if point is not None else None
-                if last is None:
-                    yield thread_id, self.after, self.before
-                elif backward:
-                    yield thread_id, None, last
+                last = None
+                if point is not None:
+                    if thread_id in point.done:
+                        self.threads_skipped += 1
+                        continue
+                    last = point.last.get(thread_id)
+                if last is not None:  # partly written: carry on right after its last run
+                    if backward:
+                        yield ThreadStart(thread_id, before=last)
+                    else:
+                        yield ThreadStart(thread_id, after=last, before=before)
+                elif after is None and before is None:
+                    yield thread_id
                 else:
-                    yield thread_id, last, self.before
+                    yield ThreadStart(thread_id, after=after, before=before)
 
-    async def _list_with_checkpoints(self) -> None:
-        async with thread_events(
-            self.client,
-            self._jobs(),
-            concurrency=self.concurrency,
-            order=self.order,
-            page_size=self.page_size,
-        ) as items:
-            handle_run, handle_end = self._handle_run, self._handle_end
-            async for item in items:
-                if isinstance(item, ThreadEnd):
-                    handle_end(item)
-                else:
-                    thread_id, runs = item
-                    for run in runs:
-                        handle_run(thread_id, run)
-
-    async def _list_with_runs_many(self) -> None:
-        ids = self.ids.__aiter__()
-        fan_out = self.client.runs_many(
-            ids,
+    async def _list(self) -> None:
+        starts = self._starts()
+        fan_out = self.client.pages_many(
+            starts,
             concurrency=self.concurrency,
             order=self.order,
             page_size=self.page_size,
             on_error="collect",
         )
+        stream: PageStream | None = None
         try:
-            async with aclosing(ids), fan_out as stream:
-                self._stream = stream
-                handle_run = self._handle_run
-                async for run in stream:
-                    handle_run(run.thread_id or "", run)
-        finally:  # stopped early too: what failed so far
-            if self._stream is not None:
-                self.threads_done = self._stream.threads_done
-                for thread_id, error in self._stream.failures.items():
-                    if isinstance(error, Exception):
-                        self.failures[thread_id] = error
+            # pages_many leaves its item source to the owner: closed here, and the ids with it.
+            async with aclosing(starts), fan_out as stream:
+                handle_page = self._handle_page
+                async for page in stream:
+                    handle_page(page)
+                    if self.fatal is not None:
+                        return
+        finally:  # stopped early too: every thread known to have failed, not only those seen
+            if stream is not None:
+                for thread_id, error in stream.failures.items():
+                    self.failures.setdefault(thread_id, error)
 
     # --- progress --------------------------------------------------------------------------------
 
     def threads_finished(self) -> int:
         """Threads listed to the end or failed so far (skipped ones included)."""
-        stream = self._stream
-        if stream is not None:
-            return stream.threads_done + len(stream.failures) + self.threads_skipped
         return self.threads_done + len(self.failures) + self.threads_skipped
-
-    def _failures_now(self) -> Mapping[str, BaseException]:
-        stream = self._stream
-        return stream.failures if stream is not None else self.failures
 
     def status_line(self, *, bars: bool = True) -> str:
         """The progress line: threads, runs, rate, retries, failures, time."""
@@ -392,24 +264,14 @@ class Export:
             f"{format_count(self.runs / elapsed)} runs/s",
             f"retries {format_count(self.client.retries)}",
         ]
-        failed = len(self._failures_now())
+        failed = len(self.failures)
         if failed:
             parts.append(f"failed {format_count(failed)}")
         parts.append(f"{elapsed:.1f}s")
         return "  ".join(parts)
 
     async def _monitor(self) -> None:
-        checked = 0
         while True:
-            # runs_many tells failures only through its dict: look at the new ones for an
-            # error every thread would have (our own fan-out reacts in _handle_end).
-            failures = self._failures_now()
-            if self._stream is not None and len(failures) > checked:
-                for error in list(failures.values())[checked:]:
-                    if isinstance(error, FATAL_ERRORS):
-                        self._stop(error)
-                        break
-                checked = len(failures)
             if self.progress is not None and self.progress.enabled:
                 line = self.status_line()
                 if len(line) + 2 > self.progress.width:  # a narrow terminal: the figures first
@@ -433,10 +295,7 @@ class Export:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._monitor)
                 try:
-                    if self.checkpoints:
-                        await self._list_with_checkpoints()
-                    else:
-                        await self._list_with_runs_many()
+                    await self._list()
                 except Exception as exc:
                     self.error = exc
                     # A bad line of input surfaces between two runs; anything else may
