@@ -56,6 +56,12 @@ MAX_REDIRECTS = 5
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
+def _add_note(error: RunListError, note: str) -> None:
+    """Say in the error's own message why it ends the page (kept in ``args`` too)."""
+    error.message = f"{error.message} ({note})"
+    error.args = (error.message,)
+
+
 class InsecureBaseURLWarning(UserWarning):
     """The base URL sends the API key in clear text (``http://`` to a host other than loopback)."""
 
@@ -129,8 +135,9 @@ class Client:
         if base_url is None:
             base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self.base_url: str = normalize_base_url(base_url)
-        host = urlsplit(self.base_url).hostname
-        if self.base_url.startswith("http://") and not is_loopback_host(host):
+        parts = urlsplit(self.base_url)
+        host = parts.hostname
+        if parts.scheme == "http" and not is_loopback_host(host):
             warnings.warn(
                 f"base_url {self.base_url!r} is plain http to {host!r}: the API key would "
                 "travel unencrypted; use https",
@@ -280,8 +287,10 @@ class Client:
                 f"more than max_response_bytes={cap}",
                 thread_id=thread_id,
             )
-        if length is not None:
+        if length is not None and resp.headers.get("Content-Encoding", "identity") == "identity":
             return await resp.read()
+        # Compressed (Content-Length counts the compressed bytes) or of unknown length: count
+        # the decoded bytes as they come, so a small gzip bomb cannot fill memory either.
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_any():
@@ -305,19 +314,15 @@ class Client:
             ),
             encoded=True,
         )
-        session = self._get_session()
         control = self._control
         budget = self._budget
         deadline = None if self.page_timeout is None else anyio.current_time() + self.page_timeout
         attempt = 0
         spent = 0
+        error: RunListError | None = None
         while True:
-            wait = control.reserve(anyio.current_time())
-            if wait > 0:
-                if deadline is not None and anyio.current_time() + wait > deadline:
-                    raise self._deadline_error(thread_id, attempt)
-                await anyio.sleep(wait)
-            error: APIConnectionError | APIStatusError | APIResponseValidationError
+            await self._wait_turn(thread_id, deadline, attempt, error)
+            session = self._get_session()  # per attempt: the client may have been closed
             headers: Mapping[str, str] = {}
             try:
                 status, headers, body = await self._send(session, url, thread_id, deadline)
@@ -343,13 +348,27 @@ class Client:
                 control.throttled(now)
             if status:
                 control.pause(now, pause_from_headers(status, headers, retry_hint(headers)))
-            if isinstance(error, APIStatusError) and not should_retry(status, headers, error):
+            if isinstance(error, APIStatusError):
+                if not should_retry(status, headers, error):
+                    raise error
+            elif not error.retryable:
                 raise error
             if attempt >= self.max_retries:
                 raise error
+            delay = retry_delay(
+                attempt,
+                headers,
+                initial_delay=self.initial_retry_delay,
+                max_delay=self.max_retry_delay,
+                rng=self._rng,
+            )
+            if deadline is not None and now + delay > deadline:
+                _add_note(error, f"not retried: page_timeout={self.page_timeout}s would pass")
+                raise error
+            cost = 0
             if budget is not None:
-                cost = budget.acquire(connection_failure=isinstance(error, APIConnectionError))
-                if cost is None:
+                taken = budget.acquire(connection_failure=isinstance(error, APIConnectionError))
+                if taken is None:
                     # One warning when the budget runs dry, not one per request of an outage.
                     level = logging.INFO if self._budget_dry else logging.WARNING
                     self._budget_dry = True
@@ -360,22 +379,13 @@ class Client:
                         error,
                         extra={"thread_id": thread_id, "attempt": attempt + 1},
                     )
-                    error.message += (
-                        " (not retried: this client's retry budget is spent, too many requests "
-                        "failed recently)"
+                    _add_note(
+                        error,
+                        "not retried: this client's retry budget is spent, too many requests "
+                        "failed recently",
                     )
                     raise error
-                spent += cost
-            delay = retry_delay(
-                attempt,
-                headers,
-                initial_delay=self.initial_retry_delay,
-                max_delay=self.max_retry_delay,
-                rng=self._rng,
-            )
-            if deadline is not None and now + delay > deadline:
-                error.message += f" (not retried: page_timeout={self.page_timeout}s would pass)"
-                raise error
+                cost = taken
             logger.info(
                 "retrying thread %s in %.3fs (attempt %d of %d): %s",
                 thread_id,
@@ -389,9 +399,41 @@ class Client:
                     "request_id": getattr(error, "request_id", None),
                 },
             )
+            try:
+                await anyio.sleep(delay)
+            except BaseException:
+                if budget is not None and cost:
+                    budget.success(cost)  # the retry never happened: give its tokens back
+                raise
+            spent += cost
             self.retries += 1
-            await anyio.sleep(delay)
             attempt += 1
+
+    async def _wait_turn(
+        self, thread_id: str, deadline: float | None, attempt: int, error: RunListError | None
+    ) -> None:
+        """Wait for the shared pause and the pacing; book a slot only once it is this one's.
+
+        A wait that would pass ``page_timeout`` raises at once: the last error if there was
+        one (noting why it was not retried), else an :class:`APITimeoutError`.
+        """
+        control = self._control
+        while True:
+            now = anyio.current_time()
+            wait = control.wait(now)
+            if wait <= 0:
+                control.book(now)
+                return
+            if deadline is not None and now + wait > deadline:
+                if error is not None:
+                    _add_note(
+                        error,
+                        f"not retried: waiting {wait:.1f}s for the server's pause or the "
+                        f"pacing would pass page_timeout={self.page_timeout}s",
+                    )
+                    raise error
+                raise self._deadline_error(thread_id, attempt)
+            await anyio.sleep(wait)
 
     def _deadline_error(self, thread_id: str, attempt: int) -> APITimeoutError:
         return APITimeoutError(
@@ -432,6 +474,7 @@ class Client:
                 raise APIConnectionError(
                     f"listing runs of thread {thread_id!r}: more than {MAX_REDIRECTS} redirects",
                     thread_id=thread_id,
+                    retryable=False,
                 )
         except (TimeoutError, asyncio.TimeoutError) as exc:
             if remaining is not None and anyio.current_time() >= deadline:  # type: ignore[operator]
@@ -458,6 +501,7 @@ class Client:
                 f"listing runs of thread {thread_id!r}: the server redirected to another origin "
                 f"({target.origin()}); not following, as the API key would go with it",
                 thread_id=thread_id,
+                retryable=False,
             )
         return target
 
@@ -545,7 +589,9 @@ class Client:
             and ``stream.failures`` maps each failed thread id to its exception.
 
         Each thread's runs arrive in that thread's order; threads interleave. A slow consumer
-        pauses the producers, so memory stays bounded by ``concurrency * page_size`` runs.
+        pauses the producers, so the client holds at most ``2 * concurrency + 1`` pages at once
+        (a page in each worker's hands, up to ``concurrency`` buffered, the one being read),
+        however many threads and runs there are.
         Leaving the block early cancels all work at once; the client stays usable.
         """
         return fan_out(

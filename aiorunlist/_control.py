@@ -180,17 +180,25 @@ class TrafficControl:
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
 
-    def reserve(self, now: float) -> float:
-        """Book the next request; return how long it must wait first (pause and pacing)."""
+    def wait(self, now: float) -> float:
+        """How long a request must wait before it may go (the pause, then the pacing)."""
         start = max(now, self.paused_until)
         if self.rate is not None:
             start = max(start, self.next_slot)
-            self.next_slot = start + 1.0 / self.rate
-        if self.adaptive:
-            self.sent.append(start)
-            while self.sent and self.sent[0] < start - 1.0:
-                self.sent.popleft()
         return start - now
+
+    def book(self, now: float) -> None:
+        """A request goes now (call only once :meth:`wait` says 0): take the pacing slot.
+
+        Booking when the request really leaves, not when it starts waiting, means a request
+        cancelled while it waits leaves no slot behind.
+        """
+        if self.rate is not None:
+            self.next_slot = max(self.next_slot, now) + 1.0 / self.rate
+        if self.adaptive:
+            self.sent.append(now)
+            while self.sent and self.sent[0] < now - 1.0:
+                self.sent.popleft()
 
     def pause(self, now: float, seconds: float) -> None:
         """Make every request of the client wait ``seconds`` from ``now`` (capped)."""
@@ -256,8 +264,8 @@ def pause_from_headers(status: int, headers: Mapping[str, str], hint: float | No
     with no requests left (``x-ratelimit-remaining-requests: 0``) until it resets.
     """
     pause = 0.0
-    if status in (429, 503) and hint is not None:
-        pause = hint
+    if status in (429, 503) and hint is not None and hint <= TrafficControl.MAX_PAUSE:
+        pause = hint  # a longer hint is ignored, as retry_delay() ignores it
     if headers.get("x-ratelimit-remaining-requests") == "0":
         reset = headers.get("x-ratelimit-reset-requests")
         if reset is not None:

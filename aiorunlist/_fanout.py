@@ -82,9 +82,11 @@ class _Stream:
                 f"this {type(self).__name__} is closed: iterate it inside its `async with` block"
             ) from None
         except anyio.EndOfStream:
-            if self._error is not None:
-                raise self._error from None
-            raise StopAsyncIteration from None
+            pass
+        # Raised outside the except block, so the error keeps its own __cause__ and context.
+        if self._error is not None:
+            raise self._error
+        raise StopAsyncIteration
 
     def _close(self) -> None:
         self._receive.close()
@@ -142,6 +144,9 @@ class PageStream(_Stream):
 
 S = TypeVar("S", bound=_Stream)
 
+#: The end of the caller's thread iterable (``None`` is a possible, invalid, item).
+_END = object()
+
 
 async def _aiter(threads: Threads) -> AsyncGenerator[str | ThreadStart, None]:
     if isinstance(threads, AsyncIterable):
@@ -179,12 +184,13 @@ class _FanOut(Generic[S]):
         self.collect = on_error == "collect"
         self.error_items = error_items
 
-    async def next_item(self) -> str | ThreadStart | None:
+    async def next_item(self) -> str | ThreadStart | object:
+        """The next thread from the caller's iterable, or ``_END`` when it is exhausted."""
         async with self.lock:
             try:
                 return await self.items.__anext__()
             except StopAsyncIteration:
-                return None
+                return _END
 
     def fail(self, exc: Exception, group: TaskGroup) -> None:
         if self.stream._error is None:
@@ -217,18 +223,19 @@ class _FanOut(Generic[S]):
                 except Exception as exc:  # the caller's own iterable failed: fatal either way
                     self.fail(exc, group)
                     return
-                if item is None:
+                if item is _END:
                     return
                 try:
-                    await self.walk(out, item)
+                    await self.walk(out, item)  # type: ignore[arg-type]
                 except Exception as exc:
                     if not self.collect:
                         self.fail(exc, group)
                         return
                     key = item.thread_id if isinstance(item, ThreadStart) else item
-                    self.stream.failures[str(key)] = exc
+                    key = key if isinstance(key, str) else repr(key)
+                    self.stream.failures[key] = exc
                     if self.error_items:
-                        await out.send(ThreadPage(str(key), (), True, exc))
+                        await out.send(ThreadPage(key, (), True, exc))
                     continue
                 self.stream.threads_done += 1
 
@@ -266,14 +273,18 @@ async def _run(
         on_error=on_error,
         error_items=stream_cls is PageStream,
     )
-    # The consumer's own exception is caught here and raised again once the task group is
-    # gone, so that it reaches the caller as itself, not wrapped in an ExceptionGroup.
-    consumer_error: Exception | None = None
+    # The consumer's own exception (KeyboardInterrupt, SystemExit and GeneratorExit included)
+    # is caught here and raised again once the task group is gone, so that it reaches the
+    # caller as itself, not wrapped in an ExceptionGroup. Cancellation passes through.
+    consumer_error: BaseException | None = None
+    cancelled = anyio.get_cancelled_exc_class()
     async with anyio.create_task_group() as outer:
         outer.start_soon(fan_out.produce)
         try:
             yield stream
-        except Exception as exc:
+        except cancelled:
+            raise
+        except BaseException as exc:
             consumer_error = exc
         finally:
             outer.cancel_scope.cancel()

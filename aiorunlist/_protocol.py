@@ -6,6 +6,7 @@ Nothing here touches the network or the event loop, so all of it is tested witho
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import math
 import random
 import time
@@ -95,11 +96,19 @@ def normalize_base_url(base_url: str) -> str:
 
 
 def is_loopback_host(host: str | None) -> bool:
-    """Whether ``host`` names this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    """Whether ``host`` names this machine: ``localhost``, or a loopback IP (127/8, ``::1``).
+
+    Names that merely start with ``127.`` (``127.0.0.1.example.com``) are not loopback.
+    """
     if host is None:
         return False
-    host = host.strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_list_args(
@@ -172,7 +181,15 @@ def build_headers(
     if project:
         headers["OpenAI-Project"] = project
     if default_headers:
-        headers.update(default_headers)
+        names = {name.lower(): name for name in headers}
+        for name, value in default_headers.items():
+            if name.lower() == "authorization":
+                continue  # the API key is sent as the client's own bearer token
+            existing = names.pop(name.lower(), None)
+            if existing is not None:
+                del headers[existing]  # header names are case-insensitive: replace, not add
+            headers[name] = value
+            names[name.lower()] = name
     headers["Authorization"] = f"Bearer {api_key}"
     return headers
 
@@ -243,6 +260,7 @@ def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id
             thread_id=thread_id,
             status_code=status,
             request_id=request_id,
+            retryable=False,
         )
     try:
         decoded = orjson.loads(body)
@@ -264,6 +282,7 @@ def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id
             thread_id=thread_id,
             status_code=status,
             request_id=request_id,
+            retryable=False,
         ) from exc
 
 
@@ -330,7 +349,7 @@ def retry_delay(
     hint = retry_hint(headers, now)
     if hint is not None and 0 <= hint <= max_hint:
         return hint
-    backoff = min(initial_delay * 2.0**attempt, max_delay)
+    backoff = min(initial_delay * 2.0 ** min(attempt, 64), max_delay)
     jitter = 1 - 0.25 * (rng or random).random()
     return max(backoff * jitter, 0.0)
 

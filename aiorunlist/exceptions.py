@@ -79,14 +79,25 @@ class ResponseTooLargeError(RunListError):
 
 
 class APIConnectionError(RunListError):
-    """The request got no usable answer: connection refused or reset, DNS failure, cut body."""
+    """The request got no usable answer: connection refused or reset, DNS failure, cut body.
+
+    Also a redirect that is not followed (to another origin, or too many); those have
+    ``retryable`` false.
+    """
 
     def __init__(
-        self, message: str, *, thread_id: str | None = None, request_id: str | None = None
+        self,
+        message: str,
+        *,
+        thread_id: str | None = None,
+        request_id: str | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message, thread_id=thread_id)
         #: ``x-request-id`` of the response, if one had started to arrive.
         self.request_id = request_id
+        #: Whether sending the request again could help.
+        self.retryable = retryable
 
 
 class APITimeoutError(APIConnectionError):
@@ -103,12 +114,17 @@ class APIResponseValidationError(RunListError):
         thread_id: str | None = None,
         status_code: int = 200,
         request_id: str | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message, thread_id=thread_id)
         #: The HTTP status of the response.
         self.status_code = status_code
         #: ``x-request-id`` of the response, if the server sent one.
         self.request_id = request_id
+        #: Whether asking again could help: true for a body that is not JSON (a proxy's page,
+        #: JSON cut short), false for JSON of the wrong shape, which the same server would
+        #: send again.
+        self.retryable = retryable
 
 
 class APIStatusError(RunListError):

@@ -61,9 +61,25 @@ def test_default_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert aiorunlist.Client("k").base_url == "https://api.openai.com/v1"
 
 
-def test_plain_http_to_remote_host_warns() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.invalid/v1",
+        "HTTP://example.invalid/v1",
+        "http://127.0.0.1.nip.io/v1",
+        "http://127.attacker.example/v1",
+    ],
+)
+def test_plain_http_to_remote_host_warns(url: str) -> None:
     with pytest.warns(aiorunlist.InsecureBaseURLWarning, match="unencrypted"):
-        aiorunlist.Client("k", base_url="http://example.invalid/v1")
+        aiorunlist.Client("k", base_url=url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.2:8/v1", "http://[::1]:8/v1", "http://localhost:8/v1"]
+)
+def test_plain_http_to_loopback_is_fine(url: str) -> None:
+    aiorunlist.Client("k", base_url=url)  # warnings are errors in this suite
 
 
 @pytest.mark.parametrize(

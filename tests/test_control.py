@@ -10,6 +10,15 @@ from aiorunlist import Pacing
 from aiorunlist._control import RetryBudget, TrafficControl, pause_from_headers
 
 
+def go(control: TrafficControl, now: float) -> float:
+    """Wait as a request would, then book: returns how long it waited in all."""
+    waited = 0.0
+    while (wait := control.wait(now + waited)) > 0:
+        waited += wait
+    control.book(now + waited)
+    return waited
+
+
 def test_budget_runs_dry_and_refills() -> None:
     budget = RetryBudget(20, retry_cost=5, timeout_cost=10, success_refill=1)
     assert budget.acquire(connection_failure=True) == 10
@@ -42,9 +51,17 @@ def test_budget_stays_within_bounds(events: list[str]) -> None:
 
 def test_fixed_pacing_spaces_requests() -> None:
     control = TrafficControl(Pacing(requests_per_second=4))
-    waits = [control.reserve(10.0) for _ in range(5)]
+    waits = [go(control, 10.0) for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
-    assert control.reserve(20.0) == 0.0  # idle time is not banked into a burst
+    assert go(control, 20.0) == 0.0  # idle time is not banked into a burst
+
+
+def test_waiting_without_going_books_nothing() -> None:
+    control = TrafficControl(Pacing(requests_per_second=1))
+    go(control, 0.0)
+    for _ in range(10):  # ten requests that waited and were cancelled
+        assert control.wait(0.5) == pytest.approx(0.5)
+    assert go(control, 1.0) == 0.0
 
 
 def test_per_minute() -> None:
@@ -57,24 +74,24 @@ def test_per_minute() -> None:
 
 def test_shared_pause_holds_everyone() -> None:
     control = TrafficControl(None)
-    assert control.reserve(0.0) == 0.0
+    assert go(control, 0.0) == 0.0
     control.pause(1.0, 2.0)
-    assert control.reserve(1.5) == pytest.approx(1.5)
-    assert control.reserve(2.9) == pytest.approx(0.1)
-    assert control.reserve(3.0) == 0.0
+    assert go(control, 1.5) == pytest.approx(1.5)
+    assert go(control, 2.9) == pytest.approx(0.1)
+    assert go(control, 3.0) == 0.0
     control.pause(5.0, 3600)
-    assert control.reserve(5.0) == TrafficControl.MAX_PAUSE
+    assert go(control, 5.0) == TrafficControl.MAX_PAUSE
 
 
 def test_adaptive_is_off_until_the_first_throttle() -> None:
     control = TrafficControl(Pacing(adaptive=True))
     for i in range(40):
-        assert control.reserve(i / 40) == 0.0  # 40 requests in one second: unpaced
+        assert go(control, i / 40) == 0.0  # 40 requests in one second: unpaced
     control.throttled(1.0)
     assert control.rate == pytest.approx(20.0)  # half of what was achieved
     control.throttled(1.1)  # the same burst: no second halving
     assert control.rate == pytest.approx(20.0)
-    assert control.reserve(1.0) > 0
+    assert go(control, 1.0) > 0
     rate = control.rate
     control.succeeded(1.1, {})
     assert control.rate is not None
@@ -110,6 +127,7 @@ def test_fixed_pacing_is_not_adapted() -> None:
         (503, {}, 1.0, 1.0),
         (500, {}, 1.0, 0.0),
         (429, {}, None, 0.0),
+        (429, {}, 3600.0, 0.0),
         (
             200,
             {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6m0s"},

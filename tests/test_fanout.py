@@ -6,7 +6,9 @@ import asyncio
 import gc
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 
+import aiohttp
 import anyio
 import anyio.lowlevel
 import pytest
@@ -317,3 +319,61 @@ async def test_thread_start_resumes_from_a_cursor(
         async with client.runs_many([aiorunlist.ThreadStart(a, after="")]) as stream:
             async for _ in stream:
                 pass
+
+
+@pytest.mark.parametrize("on_error", ["raise", "collect"])
+async def test_none_among_the_ids_is_an_error_not_the_end(
+    client: aiorunlist.Client, server: FakeServer, on_error: str
+) -> None:
+    a, b, c = server.seed(3, 2)
+    ids: list[str | None] = [a, None, b, c]
+    if on_error == "raise":
+        with pytest.raises(TypeError, match="thread_id must be a string"):
+            async with client.runs_many(ids, concurrency=1) as stream:  # type: ignore[arg-type]
+                async for _ in stream:
+                    pass
+        return
+    async with client.runs_many(ids, concurrency=1, on_error="collect") as stream:  # type: ignore[arg-type]
+        got = {str(run.thread_id) async for run in stream}
+    assert got == {a, b, c}
+    assert isinstance(stream.failures["None"], TypeError)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+async def test_base_exceptions_from_the_block_come_out_as_themselves(
+    client: aiorunlist.Client, server: FakeServer, exc_type: type[BaseException]
+) -> None:
+    tids = server.seed(10, 5)
+    before = other_tasks()
+    with pytest.raises(exc_type):
+        async with client.runs_many(tids, concurrency=3) as stream:
+            async for _ in stream:
+                raise exc_type
+    assert other_tasks() <= before
+
+
+async def test_generator_wrapper_closed_early(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    tids = server.seed(10, 5)
+
+    async def all_runs() -> AsyncIterator[aiorunlist.Run]:
+        async with client.runs_many(tids) as stream:
+            async for run in stream:
+                yield run
+
+    async with aclosing(all_runs()) as runs:  # type: ignore[type-var]
+        async for _ in runs:
+            break  # GeneratorExit travels through the fan-out and must come out as itself
+
+
+async def test_raised_thread_error_keeps_its_cause(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    (tid,) = server.seed(1, 3)
+    server.add_fault(Fault(drop=True, times=100))
+    with pytest.raises(aiorunlist.APIConnectionError) as info:
+        async with client.runs_many([tid]) as stream:
+            async for _ in stream:
+                pass
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)

@@ -156,6 +156,16 @@ def test_headers() -> None:
     assert "OpenAI-Organization" not in build_headers("k")
 
 
+def test_default_headers_replace_case_insensitively_but_never_the_key() -> None:
+    h = build_headers(
+        "sk-1", default_headers={"openai-beta": "assistants=v3", "authorization": "Basic x"}
+    )
+    assert [k for k in h if k.lower() == "openai-beta"] == ["openai-beta"]
+    assert h["openai-beta"] == "assistants=v3"
+    assert [k for k in h if k.lower() == "authorization"] == ["Authorization"]
+    assert h["Authorization"] == "Bearer sk-1"
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "expected"),
     [

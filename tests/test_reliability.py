@@ -193,9 +193,11 @@ async def test_no_key_to_another_origin(
 ) -> None:
     url, seen = redirector
     server.add_thread("thread_r", [])
-    async with aiorunlist.Client(API_KEY, base_url=url + "/v1", max_retries=0) as client:
-        with pytest.raises(aiorunlist.APIConnectionError, match="another origin"):
+    async with aiorunlist.Client(API_KEY, base_url=url + "/v1", max_retries=3) as client:
+        with pytest.raises(aiorunlist.APIConnectionError, match="another origin") as info:
             await client.list_page("thread_r")
+    assert not info.value.retryable
+    assert len(seen) == 1  # refused once, not retried
     assert server.requests == []  # the other origin never saw the request, nor the key
     async with aiorunlist.Client(API_KEY, base_url=url + "/same") as client:
         page = await client.list_page("thread_r")
@@ -282,3 +284,107 @@ async def test_rate_limit_headers_are_exposed(server: FakeServer) -> None:
         assert err.value.headers["x-ratelimit-remaining-requests"] == "0"
         assert client.rate_limit is not None
         assert client.rate_limit.remaining_requests == 0
+
+
+async def test_cancelled_waiters_leave_no_pacing_slots_behind(server: FakeServer) -> None:
+    tids = server.seed(40, 1)
+    async with make_client(server, pacing=aiorunlist.Pacing(requests_per_second=10)) as client:
+        async with client.runs_many(tids, concurrency=20) as stream:
+            async for _ in stream:
+                break  # 19 workers were waiting for their slots
+        started = time.monotonic()
+        await client.list_page(tids[0])
+        assert time.monotonic() - started < 0.3  # one slot of 0.1 s at most, not 1.9 s
+
+
+async def test_a_retry_that_never_happens_costs_no_budget(server: FakeServer) -> None:
+    server.add_thread("thread_b", [])
+    async with make_client(
+        server, retry_budget=50, page_timeout=0.2, initial_retry_delay=1, max_retry_delay=1
+    ) as client:
+        for _ in range(3):
+            server.add_fault(Fault(status=500))
+            with pytest.raises(aiorunlist.InternalServerError, match="page_timeout"):
+                await client.list_page("thread_b")
+        assert client._budget is not None
+        assert client._budget.available == 50
+        assert client.retries == 0
+    async with make_client(
+        server, retry_budget=50, initial_retry_delay=1, max_retry_delay=1
+    ) as client:
+        server.add_fault(Fault(status=500))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.list_page, "thread_b")
+            await anyio.sleep(0.1)  # it is now sleeping before its retry
+            assert client._budget is not None
+            assert client._budget.available == 45
+            tg.cancel_scope.cancel()
+        budget = client._budget
+        assert budget is not None
+        assert budget.available == 50  # the cancelled retry gave its tokens back
+
+
+async def test_wrong_shapes_and_refused_redirects_are_not_retried(server: FakeServer) -> None:
+    server.add_thread("thread_w", [])
+    server.add_fault(Fault(body=b'{"object": "list", "data": {}}', times=5))
+    async with make_client(server, max_retries=3) as client:
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="not a list of runs"):
+            await client.list_page("thread_w")
+    assert len(server.requests) == 1  # the same server would send the same thing again
+
+
+async def test_long_retry_after_is_ignored_consistently(server: FakeServer) -> None:
+    (tid,) = server.seed(1, 2)
+    server.add_fault(Fault(status=429, headers={"retry-after": "3600"}))
+    async with make_client(server, page_timeout=5) as client:
+        page = await client.list_page(tid)  # backed off briefly, not paused for an hour
+    assert len(page.data) == 2
+
+
+async def test_closing_the_client_during_a_retry_says_so(server: FakeServer) -> None:
+    server.add_thread("thread_c", [])
+    server.add_fault(Fault(status=500))
+    client = make_client(server, initial_retry_delay=0.2, max_retry_delay=0.2)
+    async with anyio.create_task_group() as tg:
+
+        async def close_soon() -> None:
+            await anyio.sleep(0.05)
+            await client.aclose()
+
+        tg.start_soon(close_soon)
+        with pytest.raises(aiorunlist.RunListError, match="closed"):
+            await client.list_page("thread_c")
+
+
+@pytest.fixture
+async def gzip_bomb() -> AsyncIterator[str]:
+    """A server answering with 20 KB of gzip that inflates to 20 MB."""
+    import gzip
+
+    payload = gzip.compress(b"[" + b" " * 20_000_000 + b"]")
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(
+            body=payload,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+async def test_size_cap_counts_decompressed_bytes(gzip_bomb: str) -> None:
+    async with aiorunlist.Client(
+        API_KEY, base_url=gzip_bomb, max_response_bytes=1_000_000, max_retries=0
+    ) as client:
+        with pytest.raises(aiorunlist.ResponseTooLargeError):
+            await client.list_page("thread_x")
