@@ -7,6 +7,14 @@ attrs fields (straight-line code: one ``dict.get`` per field, nested models and 
 where the field's type says so), and those are registered on a private
 :class:`cattrs.Converter`. The hot path (a page of runs) calls the generated ``Run`` hook
 directly, skipping the converter's dispatch.
+
+Building a typed ``Run`` is most of what the client spends per run beyond decoding JSON, so
+the structure hooks avoid the costs that do not change the result (docs/performance.md has
+the measurements): fields are written with plain slot stores on a builder subclass instead of
+a frozen ``__init__``'s ``object.__setattr__`` per field (:func:`_builder`); a dict whose key
+set was seen before costs one comparison to find its absent keys, shared as one frozenset;
+and small value objects that repeat (``{"type": "auto", "last_messages": null}``) are shared,
+frozen instances (``_INTERNABLE``).
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ from ._models import (
     CodeInterpreterTool,
     FileSearchTool,
     FunctionTool,
+    IncompleteDetails,
     NamedToolChoice,
+    NamedToolChoiceFunction,
     ResponseFormatJSONObject,
     ResponseFormatJSONSchema,
     ResponseFormatText,
     Run,
     RunPage,
+    TruncationStrategy,
     UnknownResponseFormat,
     UnknownTool,
 )
@@ -65,20 +76,24 @@ _RESPONSE_FORMATS: dict[str, type] = {
 }
 
 
-def _structure_tool(value: Any) -> Any:
-    if value.__class__ is not dict:
-        _expect_object(value, "a tool")
-    kind = value.get("type")
-    cls = _TOOLS.get(kind) if kind.__class__ is str else None
-    if cls is None:
-        return UnknownTool(kind, value)
-    return _structure_fns[cls](value)
+#: ``type`` -> the generated structure hook of that tool / response format (filled below,
+#: once the hooks exist).
+_TOOL_HOOKS: dict[str, StructureFn] = {}
+_RESPONSE_FORMAT_HOOKS: dict[str, StructureFn] = {}
 
 
 def _structure_tools(value: Any) -> tuple[Any, ...]:
     if value.__class__ is not list:
         raise TypeError(f"expected a JSON array for tools, got {type(value).__name__}")
-    return tuple([_structure_tool(v) for v in value])
+    hooks = _TOOL_HOOKS
+    tools = []
+    for tool in value:  # one loop, no call per tool but its own hook's
+        if tool.__class__ is not dict:
+            _expect_object(tool, "a tool")
+        kind = tool.get("type")
+        hook = hooks.get(kind) if kind.__class__ is str else None
+        tools.append(UnknownTool(kind, tool) if hook is None else hook(tool))
+    return tuple(tools)
 
 
 def _structure_response_format(value: Any) -> Any:
@@ -87,10 +102,10 @@ def _structure_response_format(value: Any) -> Any:
     if value.__class__ is not dict:
         _expect_object(value, "response_format")
     kind = value.get("type")
-    cls = _RESPONSE_FORMATS.get(kind) if kind.__class__ is str else None
-    if cls is None:
+    hook = _RESPONSE_FORMAT_HOOKS.get(kind) if kind.__class__ is str else None
+    if hook is None:
         return UnknownResponseFormat(kind, value)
-    return _structure_fns[cls](value)
+    return hook(value)
 
 
 def _structure_tool_choice(value: Any) -> Any:
@@ -130,21 +145,120 @@ def _strip_none(tp: Any) -> Any:
     return tp
 
 
+#: At most this many key sets are remembered per class (runs from one server share a
+#: handful; the cap only guards against a server that varies its keys endlessly).
+_MAX_SHAPES = 64
+#: At most this many shared instances are kept per internable class (see _generate).
+_MAX_INTERNED = 256
+
+
+def _builder(cls: type) -> type:
+    """A subclass of ``cls`` that may be written to, used only while building an instance.
+
+    A frozen attrs class sets each field with ``object.__setattr__`` (a call per field). The
+    builder has the same slots, a no-op ``__init__`` and the plain ``object.__setattr__`` /
+    ``__delattr__``, so the generated hook writes fields with ordinary attribute stores (the
+    interpreter's fast slot store), then turns the finished object into a ``cls`` by assigning
+    ``__class__`` (same layout, so CPython allows it). No one ever sees a builder instance.
+    """
+    return type(
+        f"_{cls.__name__}Builder",
+        (cls,),
+        {
+            "__slots__": (),
+            "__init__": object.__init__,
+            "__setattr__": object.__setattr__,
+            "__delattr__": object.__delattr__,
+            "__module__": __name__,
+        },
+    )
+
+
+class _Shapes:
+    """The key sets of one class seen so far, to tell ``_absent`` with one comparison.
+
+    ``by_count[n]`` is ``(present, absent)`` for the last dict of ``n`` keys that had no
+    unknown key: a dict ``d`` of ``n`` keys with ``present.issuperset(d)`` has exactly those
+    keys, so its ``_absent`` is ``absent``, shared (not a new frozenset per object).
+    """
+
+    __slots__ = ("by_count", "interned", "known")
+
+    def __init__(self, known: frozenset[str]) -> None:
+        self.known = known
+        empty: frozenset[str] = frozenset()
+        self.by_count: dict[int, tuple[frozenset[str], frozenset[str]]] = {
+            len(known): (known, empty)
+        }
+        self.interned: dict[frozenset[str], frozenset[str]] = {empty: empty}
+
+    def absent(self, d: dict[str, Any], *, exact: bool) -> frozenset[str]:
+        """The known keys missing from ``d`` (``exact``: ``d`` has no unknown key)."""
+        absent = self.known.difference(d)
+        shared = self.interned.get(absent)
+        if shared is None:
+            if len(self.interned) >= _MAX_SHAPES:
+                return absent
+            self.interned[absent] = shared = absent
+        if exact:
+            self.by_count[len(d)] = (self.known - shared, shared)
+        return shared
+
+
+#: Small value objects whose values repeat from run to run: an instance whose values are all
+#: strings or ``None`` is shared (see _generate), e.g. ``{"type": "file_search"}``; one with
+#: a nested object or a number is built as usual. Not ``Usage`` (its counts rarely repeat)
+#: nor ``FunctionCall`` (its arguments never do).
+_INTERNABLE: frozenset[type] = frozenset(
+    {
+        CodeInterpreterTool,
+        FileSearchTool,
+        IncompleteDetails,
+        NamedToolChoice,
+        NamedToolChoiceFunction,
+        ResponseFormatJSONObject,
+        ResponseFormatText,
+        TruncationStrategy,
+    }
+)
+
+
 def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
-    """Generate the structure and unstructure functions of one model class."""
+    """Generate the structure and unstructure functions of one model class.
+
+    The structure function is straight-line code: one ``dict.get`` and one slot store per
+    field, on a builder (see :func:`_builder`) that its last line makes a ``cls``. A dict whose
+    key set was seen before (the common case: a server sends the same keys every time) costs
+    one comparison of its keys; only other dicts pay for working out unknown fields and absent
+    keys. Small value objects (``_INTERNABLE``) whose values are all strings or
+    ``None`` are shared: the same ``{"type": "auto", "last_messages": null}`` gives the same
+    frozen ``TruncationStrategy``, which saves building it and keeps it out of the garbage
+    collector's way.
+    """
     fields = [f for f in attrs.fields(cls) if f.name not in ("unknown_fields", "_absent")]
+    # The hooks write fields directly (see _builder), so nothing attrs' __init__ would run
+    # may exist: fail at import rather than skip it silently.
+    for f in attrs.fields(cls):
+        if f.validator is not None or f.converter is not None:
+            raise TypeError(f"{cls.__name__}.{f.name}: the hooks skip validators and converters")
+    if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
+        raise TypeError(f"{cls.__name__}: the generated hooks skip __attrs_post_init__")
     known = frozenset(f.name for f in fields)
+    shapes = _Shapes(known)
+    internable = cls in _INTERNABLE
     ns: dict[str, Any] = {
         "cls": cls,
+        "Builder": _builder(cls),
         "KNOWN": known,
-        "N_KNOWN": len(known),
+        "SHAPES": shapes.by_count,
+        "absent_of": shapes.absent,
         "EMPTY": EMPTY,
-        "NOTHING_ABSENT": frozenset(),
         "expect_object": _expect_object,
-        "fns": _structure_fns,
         "ufns": _unstructure_fns,
+        "INTERNED": {},
+        "MAX_INTERNED": _MAX_INTERNED,
     }
-    args: list[str] = []
+    sets: list[str] = []
     outs: list[str] = []
     for i, f in enumerate(fields):
         key = repr(f.name)
@@ -152,54 +266,83 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         attr = f"o.{f.name}"
         tp = _strip_none(f.type)
         special = _SPECIAL.get((cls, f.name))
+        if internable:
+            get = f"v{i}"  # read once, before the shared-instance look-up
         if special is not None:
             ns[f"s{i}"], ns[f"u{i}"] = special
-            args.append(f"None if (v{i} := {get}) is None else s{i}(v{i})")
+            value = f"None if (v := {get}) is None else s{i}(v)"
             outs.append(f"None if (x := {attr}) is None else u{i}(x)")
         elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+            # Known values are one dict look-up; others go through the enum (kept, see _OpenEnum).
             ns[f"m{i}"] = tp._value2member_map_
             ns[f"e{i}"] = tp
-            args.append(f"None if (v{i} := {get}) is None else (m{i}.get(v{i}) or e{i}(v{i}))")
+            value = f"None if (v := {get}) is None else (m{i}.get(v) or e{i}(v))"
             outs.append(f"None if (x := {attr}) is None else x._value_")
         elif isinstance(tp, type) and attrs.has(tp):
+            _links.append((ns, f"h{i}", tp))
             ns[f"c{i}"] = tp
-            args.append(f"None if (v{i} := {get}) is None else fns[c{i}](v{i})")
+            value = f"None if (v := {get}) is None else h{i}(v)"
             outs.append(f"None if (x := {attr}) is None else ufns[c{i}](x)")
         elif typing.get_origin(tp) is tuple and attrs.has(typing.get_args(tp)[0]):
+            _links.append((ns, f"h{i}", typing.get_args(tp)[0]))
             ns[f"c{i}"] = typing.get_args(tp)[0]
-            args.append(
-                f"None if (v{i} := {get}) is None else "
-                f"tuple([fns[c{i}](y) for y in (v{i} if v{i}.__class__ is list "
-                f"else expect_object(v{i}, 'a list'))])"
+            value = (
+                f"None if (v := {get}) is None else "
+                f"tuple([h{i}(y) for y in (v if v.__class__ is list "
+                f"else expect_object(v, 'a list'))])"
             )
             outs.append(f"None if (x := {attr}) is None else [ufns[c{i}](y) for y in x]")
         else:
-            args.append(get)
+            value = get
             outs.append(attr)
-    nl = "\n        "
+        sets.append(f"o.{f.name} = {value}")
+    nl = "\n    "
     name = cls.__name__
+    if internable:
+        reads = "; ".join(f"v{i} = g({f.name!r})" for i, f in enumerate(fields))
+        text = " and ".join(f"(v{i} is None or v{i}.__class__ is str)" for i in range(len(fields)))
+        values = "".join(f"v{i}, " for i in range(len(fields)))
+        intern_lookup = f"""{reads}
+    if u is EMPTY and {text}:
+        ikey = (a, {values})
+        o = INTERNED.get(ikey)
+        if o is not None:
+            return o
+    else:
+        ikey = None"""
+        intern_store = """if ikey is not None and len(INTERNED) < MAX_INTERNED:
+        INTERNED[ikey] = o"""
+    else:
+        intern_lookup = intern_store = ""
     structure_src = f"""
 def structure_{name}(d):
     if d.__class__ is not dict:
         expect_object(d, {name!r})
     g = d.get
-    if KNOWN.issuperset(d):
+    shape = SHAPES.get(len(d))
+    if shape is not None and shape[0].issuperset(d):
         u = EMPTY
-        a = NOTHING_ABSENT if len(d) == N_KNOWN else KNOWN.difference(d)
+        a = shape[1]
+    elif KNOWN.issuperset(d):
+        u = EMPTY
+        a = absent_of(d, exact=True)
     else:
         u = {{k: v for k, v in d.items() if k not in KNOWN}}
-        a = KNOWN.difference(d)
-    return cls(
-        {("," + nl).join(args)},
-        unknown_fields=u,
-        _absent=a,
-    )
+        a = absent_of(d, exact=False)
+    {intern_lookup}
+    o = Builder()
+    {nl.join(sets)}
+    o.unknown_fields = u
+    o._absent = a
+    o.__class__ = cls
+    {intern_store}
+    return o
 """
     items = [f"{f.name!r}: {out}" for f, out in zip(fields, outs, strict=True)]
     unstructure_src = f"""
 def unstructure_{name}(o):
     d = {{
-        {("," + nl).join(items)},
+        {("," + nl + "    ").join(items)},
     }}
     a = o._absent
     if a:
@@ -212,6 +355,11 @@ def unstructure_{name}(o):
 """
     exec(compile(structure_src + unstructure_src, f"<aiorunlist hooks for {name}>", "exec"), ns)  # noqa: S102 - generated from our own attrs fields, no outside input
     return ns[f"structure_{name}"], ns[f"unstructure_{name}"]
+
+
+#: (namespace, name, class): a generated hook calls the hook of a nested class directly, by
+#: a name filled in once every hook exists.
+_links: list[tuple[dict[str, Any], str, type]] = []
 
 
 def _models() -> list[type]:
@@ -228,6 +376,12 @@ for _cls in _models():
     attrs.resolve_types(_cls)
 for _cls in _models():
     _structure_fns[_cls], _unstructure_fns[_cls] = _generate(_cls)
+for _ns, _name, _cls in _links:
+    _ns[_name] = _structure_fns[_cls]
+_TOOL_HOOKS.update({kind: _structure_fns[cls] for kind, cls in _TOOLS.items()})
+_RESPONSE_FORMAT_HOOKS.update(
+    {kind: _structure_fns[cls] for kind, cls in _RESPONSE_FORMATS.items()}
+)
 
 #: The generated structure hook of :class:`Run` (the hot path calls it directly).
 structure_run: Callable[[Any], Run] = _structure_fns[Run]
