@@ -24,15 +24,18 @@ from ._models import Run, RunPage
 from ._protocol import (
     DEFAULT_BASE_URL,
     PageWalk,
+    RawPage,
     build_headers,
     build_url,
     check_list_args,
+    decode_page,
     is_loopback_host,
     normalize_base_url,
-    read_page,
     retry_delay,
     retry_hint,
     should_retry,
+    structure_runs,
+    to_run_page,
 )
 from .exceptions import (
     APIConnectionError,
@@ -276,7 +279,8 @@ class Client:
         :raises APIResponseValidationError: a 2xx answer that is not a list of runs.
         """
         check_list_args(thread_id, limit=limit, order=order, after=after, before=before)
-        return await self._fetch_page(thread_id, limit, order, after, before)
+        raw = await self._fetch_page(thread_id, limit, order, after, before)
+        return to_run_page(raw, thread_id=thread_id)
 
     async def _read_body(self, resp: aiohttp.ClientResponse, thread_id: str) -> bytes:
         cap = self.max_response_bytes
@@ -306,8 +310,9 @@ class Client:
 
     async def _fetch_page(
         self, thread_id: str, limit: int, order: str, after: str | None, before: str | None
-    ) -> RunPage:
-        """One page: wait for the client's turn, send, retry that one request as allowed."""
+    ) -> RawPage:
+        """One page, decoded but not yet typed: wait for the client's turn, send, retry that
+        one request as allowed."""
         url = URL(
             build_url(
                 self.base_url, thread_id, limit=limit, order=order, after=after, before=before
@@ -326,7 +331,7 @@ class Client:
             headers: Mapping[str, str] = {}
             try:
                 status, headers, body = await self._send(session, url, thread_id, deadline)
-                page = read_page(status, headers, body, thread_id=thread_id)
+                page = decode_page(status, headers, body, thread_id=thread_id)
             except APIStatusError as exc:
                 error = exc
                 status = exc.status_code
@@ -557,7 +562,7 @@ class Client:
         walk = PageWalk(thread_id, after=after, before=before)
         while True:
             page = await self._fetch_page(thread_id, page_size, order, walk.after, walk.before)
-            for run in walk.ordered(page):
+            for run in structure_runs(page, walk.ordered(page), thread_id=thread_id):
                 yield run
             if not walk.advance(page):
                 return

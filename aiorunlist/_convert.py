@@ -33,6 +33,7 @@ from ._models import (
     EMPTY,
     CodeInterpreterTool,
     FileSearchTool,
+    FrozenDict,
     FunctionTool,
     IncompleteDetails,
     NamedToolChoice,
@@ -115,8 +116,8 @@ def _structure_tool_choice(value: Any) -> Any:
 
 
 def _unstructure_union_member(value: Any) -> Any:
-    if value.__class__ is str:
-        return value
+    if value.__class__ is str or value.__class__ is dict:
+        return value  # a plain string, or JSON a caller put in a model they built
     if value.__class__ in (UnknownTool, UnknownResponseFormat):
         return dict(value.payload)
     return _unstructure_fns[value.__class__](value)
@@ -253,6 +254,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         "SHAPES": shapes.by_count,
         "absent_of": shapes.absent,
         "EMPTY": EMPTY,
+        "FrozenDict": FrozenDict,
         "expect_object": _expect_object,
         "ufns": _unstructure_fns,
         "INTERNED": {},
@@ -277,7 +279,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
             ns[f"m{i}"] = tp._value2member_map_
             ns[f"e{i}"] = tp
             value = f"None if (v := {get}) is None else (m{i}.get(v) or e{i}(v))"
-            outs.append(f"None if (x := {attr}) is None else x._value_")
+            outs.append(f"None if (x := {attr}) is None else getattr(x, '_value_', x)")
         elif isinstance(tp, type) and attrs.has(tp):
             _links.append((ns, f"h{i}", tp))
             ns[f"c{i}"] = tp
@@ -327,7 +329,7 @@ def structure_{name}(d):
         u = EMPTY
         a = absent_of(d, exact=True)
     else:
-        u = {{k: v for k, v in d.items() if k not in KNOWN}}
+        u = FrozenDict({{k: v for k, v in d.items() if k not in KNOWN}})
         a = absent_of(d, exact=False)
     {intern_lookup}
     o = Builder()
@@ -412,7 +414,7 @@ def structure_page_body(
         last_id=body.get("last_id"),
         object=body.get("object"),
         request_id=request_id,
-        unknown_fields=unknown or EMPTY,
+        unknown_fields=FrozenDict(unknown) if unknown else EMPTY,
     )
 
 

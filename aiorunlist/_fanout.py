@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio
 import attrs
@@ -23,8 +23,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._models import Run
-from ._protocol import PageWalk, check_list_args
-from .exceptions import RunListError
+from ._protocol import PageWalk, RawPage, check_list_args, structure_runs
+from .exceptions import APIResponseValidationError, RunListError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -63,11 +63,34 @@ class ThreadPage:
 Threads = Iterable[str | ThreadStart] | AsyncIterable[str | ThreadStart]
 
 
-class _Stream:
-    __slots__ = ("_error", "_receive", "failures", "threads_done")
+class _Item:
+    """What a worker sends: one decoded page of a thread (typed by the consumer), or its end."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[ThreadPage]) -> None:
+    __slots__ = ("error", "items", "last", "raw", "thread_id")
+
+    def __init__(
+        self,
+        thread_id: str,
+        raw: RawPage | None,
+        items: list[Any],
+        last: bool,
+        error: Exception | None = None,
+    ) -> None:
+        self.thread_id = thread_id
+        self.raw = raw
+        self.items = items
+        self.last = last
+        self.error = error
+
+
+class _Stream:
+    __slots__ = ("_collect", "_dropped", "_error", "_receive", "failures", "threads_done")
+
+    def __init__(self, receive: MemoryObjectReceiveStream[_Item], collect: bool) -> None:
         self._receive = receive
+        self._collect = collect
+        #: Threads whose page the consumer found malformed: their later pages are dropped.
+        self._dropped: set[str] = set()
         self._error: BaseException | None = None
         #: Failed thread id -> its exception (``on_error="collect"``).
         self.failures: dict[str, Exception] = {}
@@ -75,6 +98,31 @@ class _Stream:
         self.threads_done = 0
 
     async def _next_page(self) -> ThreadPage:
+        """The next page, typed here, right before its runs are handed out.
+
+        Typed runs are built by the consumer, not by the worker that fetched them: what waits
+        in the buffer is decoded JSON, and the typed objects live only while they are used,
+        which keeps them out of the garbage collector's older generations.
+        """
+        while True:
+            item = await self._next_item()
+            if item.error is not None or item.raw is None:
+                return ThreadPage(item.thread_id, (), True, item.error)
+            if item.thread_id in self._dropped:
+                continue  # a page after the malformed one of its thread: drop it
+            try:
+                runs = structure_runs(item.raw, item.items, thread_id=item.thread_id)
+            except APIResponseValidationError as exc:
+                if not self._collect:
+                    raise
+                self.failures[item.thread_id] = exc
+                self._dropped.add(item.thread_id)
+                return ThreadPage(item.thread_id, (), True, exc)
+            if item.last:
+                self.threads_done += 1
+            return ThreadPage(item.thread_id, runs, item.last)
+
+    async def _next_item(self) -> _Item:
         try:
             return await self._receive.receive()
         except anyio.ClosedResourceError:
@@ -102,8 +150,8 @@ class RunStream(_Stream):
 
     __slots__ = ("_current",)
 
-    def __init__(self, receive: MemoryObjectReceiveStream[ThreadPage]) -> None:
-        super().__init__(receive)
+    def __init__(self, receive: MemoryObjectReceiveStream[_Item], collect: bool) -> None:
+        super().__init__(receive, collect)
         self._current: Iterator[Run] = iter(())
 
     def __aiter__(self) -> RunStream:
@@ -120,6 +168,7 @@ class RunStream(_Stream):
                 it = iter(page.runs)
                 self._current = it
                 return next(it)
+            # An empty page, or the end of a failed thread (already in ``failures``).
 
     def _close(self) -> None:
         super()._close()
@@ -165,7 +214,7 @@ class _FanOut(Generic[S]):
         client: Client,
         threads: Threads,
         stream: S,
-        send: MemoryObjectSendStream[ThreadPage],
+        send: MemoryObjectSendStream[_Item],
         *,
         concurrency: int,
         order: str,
@@ -197,7 +246,7 @@ class _FanOut(Generic[S]):
             self.stream._error = exc
         group.cancel_scope.cancel()
 
-    async def walk(self, out: MemoryObjectSendStream[ThreadPage], item: str | ThreadStart) -> None:
+    async def walk(self, out: MemoryObjectSendStream[_Item], item: str | ThreadStart) -> None:
         if isinstance(item, ThreadStart):
             thread_id, after, before = item.thread_id, item.after, item.before
         else:
@@ -207,15 +256,16 @@ class _FanOut(Generic[S]):
         )
         walk = PageWalk(thread_id, after=after, before=before)
         fetch = self.client._fetch_page
+        dropped = self.stream._dropped
         while True:
             page = await fetch(thread_id, self.page_size, self.order, walk.after, walk.before)
-            runs = walk.ordered(page)
+            items = walk.ordered(page)
             more = walk.advance(page)
-            await out.send(ThreadPage(thread_id, runs, not more))
-            if not more:
+            await out.send(_Item(thread_id, page, items, not more))
+            if not more or thread_id in dropped:  # the consumer found a malformed page
                 return
 
-    async def worker(self, out: MemoryObjectSendStream[ThreadPage], group: TaskGroup) -> None:
+    async def worker(self, out: MemoryObjectSendStream[_Item], group: TaskGroup) -> None:
         async with out:
             while True:
                 try:
@@ -235,9 +285,8 @@ class _FanOut(Generic[S]):
                     key = key if isinstance(key, str) else repr(key)
                     self.stream.failures[key] = exc
                     if self.error_items:
-                        await out.send(ThreadPage(key, (), True, exc))
+                        await out.send(_Item(key, None, [], True, exc))
                     continue
-                self.stream.threads_done += 1
 
     async def produce(self) -> None:
         try:
@@ -260,8 +309,8 @@ async def _run(
     page_size: int,
     on_error: str,
 ) -> AsyncGenerator[S, None]:
-    send, receive = anyio.create_memory_object_stream[ThreadPage](max_buffer_size=concurrency)
-    stream = stream_cls(receive)
+    send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=concurrency)
+    stream = stream_cls(receive, on_error == "collect")
     fan_out = _FanOut(
         client,
         threads,

@@ -16,10 +16,10 @@ So ``unstructure(structure(d, Run)) == d`` for any run a server sends.
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NoReturn, TypeAlias
 
 import attrs
 
@@ -58,8 +58,30 @@ __all__ = [
     "Usage",
 ]
 
+
 #: The shared empty mapping for ``unknown_fields`` (read-only, so sharing it is safe).
-EMPTY: Mapping[str, Any] = MappingProxyType({})
+class FrozenDict(dict[str, Any]):
+    """A read-only dict: what ``unknown_fields`` holds (it pickles and copies like a dict)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("unknown_fields is read-only; use attrs.evolve() to change a model")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
+        return FrozenDict(copy.deepcopy(dict(self), memo))
+
+
+EMPTY: Mapping[str, Any] = FrozenDict()
 _NOTHING_ABSENT: frozenset[str] = frozenset()
 
 
@@ -161,7 +183,7 @@ class FileSearchRanker(_OpenEnum):
 
 
 def _unknown() -> Any:
-    return attrs.field(default=EMPTY, repr=False, kw_only=True)
+    return attrs.field(default=EMPTY, repr=False, kw_only=True, hash=False)
 
 
 def _absent() -> Any:
@@ -277,7 +299,9 @@ class FunctionDefinition:
 
     name: str | None = None
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = attrs.field(
+        default=None, hash=False
+    )  # JSON as sent: compared, not hashed
     strict: bool | None = None
     unknown_fields: Mapping[str, Any] = _unknown()
     _absent: frozenset[str] = _absent()
@@ -298,7 +322,7 @@ class UnknownTool:
     """A tool whose ``type`` the library does not know; ``payload`` is the whole object as sent."""
 
     type: str | None
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any] = attrs.field(hash=False)
 
 
 #: One entry of ``Run.tools``.
@@ -350,7 +374,9 @@ class JSONSchemaFormat:
 
     name: str | None = None
     description: str | None = None
-    schema: dict[str, Any] | None = None
+    schema: dict[str, Any] | None = attrs.field(
+        default=None, hash=False
+    )  # JSON as sent: compared, not hashed
     strict: bool | None = None
     unknown_fields: Mapping[str, Any] = _unknown()
     _absent: frozenset[str] = _absent()
@@ -371,7 +397,7 @@ class UnknownResponseFormat:
     """A response format object whose ``type`` the library does not know, kept whole."""
 
     type: str | None
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any] = attrs.field(hash=False)
 
 
 #: ``Run.response_format``: the string ``"auto"`` (or another string a server sends) or an object.
@@ -435,7 +461,9 @@ class Run:
     model: str | None = None
     instructions: str | None = None
     tools: tuple[Tool, ...] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = attrs.field(
+        default=None, hash=False
+    )  # JSON as sent: compared, not hashed
     usage: Usage | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -445,7 +473,9 @@ class Run:
     response_format: ResponseFormat | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: dict[str, Any] | None = attrs.field(
+        default=None, hash=False
+    )  # JSON as sent: compared, not hashed
     reasoning_effort: str | None = None
     unknown_fields: Mapping[str, Any] = _unknown()
     _absent: frozenset[str] = _absent()

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 
-from ._convert import structure_page_body
+from ._convert import structure_page_body, structure_run
 from ._models import Run, RunPage
 from ._version import __version__
 from .exceptions import (
@@ -41,6 +41,7 @@ __all__ = [
     "build_headers",
     "build_url",
     "check_list_args",
+    "decode_page",
     "is_loopback_host",
     "make_status_error",
     "normalize_base_url",
@@ -49,6 +50,8 @@ __all__ = [
     "retry_delay",
     "retry_hint",
     "should_retry",
+    "structure_runs",
+    "to_run_page",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -245,11 +248,50 @@ def make_status_error(
     )
 
 
-def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str) -> RunPage:
-    """Read one answer into a :class:`RunPage`, or raise the error it stands for.
+class RawPage:
+    """A decoded list answer whose runs are still JSON objects (structured later, on demand).
 
-    Raises :class:`APIStatusError` (a subclass per status) for 4xx/5xx and
-    :class:`APIResponseValidationError` for a 2xx body that is not a list of runs.
+    Decoding checks the envelope (``data`` a list of objects, ``has_more`` a boolean), which
+    is what paging needs; building typed runs is left to whoever hands them out, so that
+    pages waiting in a fan-out's buffer are plain decoded JSON, not typed objects.
+    """
+
+    __slots__ = ("body", "data", "has_more", "request_id", "status")
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        data: list[Any],
+        has_more: bool,
+        status: int,
+        request_id: str | None,
+    ) -> None:
+        self.body = body
+        self.data = data
+        self.has_more = has_more
+        self.status = status
+        self.request_id = request_id
+
+
+def _shape_error(
+    thread_id: str, status: int, request_id: str | None, what: object
+) -> APIResponseValidationError:
+    return APIResponseValidationError(
+        f"listing runs of thread {thread_id!r}: the HTTP {status} body is not a list of runs: "
+        f"{what}",
+        thread_id=thread_id,
+        status_code=status,
+        request_id=request_id,
+        retryable=False,
+    )
+
+
+def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str) -> RawPage:
+    """Decode one answer into a :class:`RawPage`, or raise the error it stands for.
+
+    Raises :class:`APIStatusError` (a subclass per status) for 4xx/5xx, and
+    :class:`APIResponseValidationError` for a 2xx body that is not JSON (``retryable``) or
+    not a list of JSON objects (not retryable).
     """
     request_id = headers.get("x-request-id")
     if status >= 400:
@@ -273,17 +315,52 @@ def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id
             status_code=status,
             request_id=request_id,
         ) from None
+    if decoded.__class__ is not dict:
+        raise _shape_error(thread_id, status, request_id, f"a JSON {type(decoded).__name__}")
+    data = decoded.get("data")
+    if data.__class__ is not list:
+        raise _shape_error(
+            thread_id, status, request_id, f"expected 'data' to be a JSON array, got {data!r:.40}"
+        )
+    for item in data:
+        if item.__class__ is not dict:
+            raise _shape_error(
+                thread_id, status, request_id, f"expected runs as JSON objects, got {item!r:.40}"
+            )
+    has_more = decoded.get("has_more", False)
+    if has_more.__class__ is not bool:
+        raise _shape_error(
+            thread_id,
+            status,
+            request_id,
+            f"expected 'has_more' to be a boolean, got {has_more!r:.40}",
+        )
+    return RawPage(decoded, data, has_more, status, request_id)
+
+
+def structure_runs(raw: RawPage, items: Sequence[Any], *, thread_id: str) -> tuple[Run, ...]:
+    """Typed runs from some of ``raw``'s run objects; a malformed run raises (not retryable)."""
     try:
-        return structure_page_body(decoded, request_id=request_id)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise APIResponseValidationError(
-            f"listing runs of thread {thread_id!r}: the HTTP {status} body is not a list of "
-            f"runs: {exc}",
-            thread_id=thread_id,
-            status_code=status,
-            request_id=request_id,
-            retryable=False,
-        ) from exc
+        return tuple([structure_run(d) for d in items])
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise _shape_error(thread_id, raw.status, raw.request_id, exc) from exc
+
+
+def to_run_page(raw: RawPage, *, thread_id: str) -> RunPage:
+    """The typed :class:`RunPage` of a decoded answer."""
+    try:
+        return structure_page_body(raw.body, request_id=raw.request_id)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise _shape_error(thread_id, raw.status, raw.request_id, exc) from exc
+
+
+def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str) -> RunPage:
+    """Read one answer into a :class:`RunPage`, or raise the error it stands for.
+
+    Raises :class:`APIStatusError` (a subclass per status) for 4xx/5xx and
+    :class:`APIResponseValidationError` for a 2xx body that is not a list of runs.
+    """
+    return to_run_page(decode_page(status, headers, body, thread_id=thread_id), thread_id=thread_id)
 
 
 # --- retries -------------------------------------------------------------------------------------
@@ -409,8 +486,8 @@ class PageWalk:
         self.backward = before is not None and after is None
         self.seen: set[str] = set()
 
-    def ordered(self, page: RunPage) -> Sequence[Run]:
-        """The page's runs in the order they are to be handed out.
+    def ordered(self, page: RawPage) -> list[Any]:
+        """The page's run objects in the order they are to be handed out.
 
         Raises :class:`PaginationError` if the page holds the very run it was asked to start
         after (or end before): the server ignores the cursor, and handing the page out would
@@ -419,7 +496,7 @@ class PageWalk:
         cursor = self.before if self.backward else self.after
         if cursor is not None:
             for run in page.data:
-                if run.id == cursor:
+                if run.get("id") == cursor:
                     raise PaginationError(
                         f"thread {self.thread_id!r}: asked for the runs "
                         f"{'before' if self.backward else 'after'} {cursor!r}, the server sent "
@@ -429,7 +506,7 @@ class PageWalk:
                     )
         return page.data[::-1] if self.backward else page.data
 
-    def advance(self, page: RunPage) -> bool:
+    def advance(self, page: RawPage) -> bool:
         """Move the cursor past ``page``; ``False`` when the listing is complete."""
         if not page.has_more:
             return False
@@ -440,7 +517,7 @@ class PageWalk:
                 thread_id=self.thread_id,
             )
         edge = page.data[0] if self.backward else page.data[-1]
-        cursor = edge.id
+        cursor = edge.get("id")
         if not isinstance(cursor, str) or not cursor:
             raise PaginationError(
                 f"thread {self.thread_id!r}: a run without an id cannot serve as a cursor",

@@ -377,3 +377,41 @@ async def test_raised_thread_error_keeps_its_cause(
             async for _ in stream:
                 pass
     assert isinstance(info.value.__cause__, aiohttp.ClientError)
+
+
+@pytest.mark.parametrize("mode", ["runs", "pages"])
+async def test_malformed_run_fails_its_thread_after_a_clean_prefix(
+    client: aiorunlist.Client, server: FakeServer, mode: str
+) -> None:
+    good = server.seed(4, 6)
+    bad_runs = make_runs("thread_bad", 6)
+    bad_runs[1] = {**bad_runs[1], "status": 5}  # oldest-but-one: on the second page, desc
+    server.add_thread("thread_bad", bad_runs)
+    expected_prefix = server.expected_ids("thread_bad")[:3]
+    got: dict[str, list[str | None]] = defaultdict(list)
+    if mode == "runs":
+        async with client.runs_many(
+            [*good, "thread_bad"], page_size=3, on_error="collect"
+        ) as stream:
+            async for run in stream:
+                got[str(run.thread_id)].append(run.id)
+    else:
+        async with client.pages_many(
+            [*good, "thread_bad"], page_size=3, on_error="collect"
+        ) as pages:
+            async for page in pages:
+                got[page.thread_id].extend(r.id for r in page.runs)
+                if page.thread_id == "thread_bad" and page.last:
+                    assert isinstance(page.error, aiorunlist.APIResponseValidationError)
+        stream = pages  # type: ignore[assignment]
+    err = stream.failures["thread_bad"]
+    assert isinstance(err, aiorunlist.APIResponseValidationError)
+    assert not err.retryable
+    assert got["thread_bad"] == expected_prefix
+    for tid in good:
+        assert got[tid] == server.expected_ids(tid)
+    assert stream.threads_done == 4
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="not a list of runs"):
+        async with client.runs_many(["thread_bad"], page_size=3) as stream:
+            async for _ in stream:
+                pass

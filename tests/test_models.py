@@ -233,3 +233,37 @@ def test_enum_format_spec_applies_to_the_value() -> None:
 def test_generated_runs_are_valid_against_the_spec(run: dict[str, Any]) -> None:
     # Keeps the strategy honest: what the round-trip test feeds in is what the spec admits.
     jsonschema.Draft202012Validator(_RUN_SCHEMA).validate(run)
+
+
+def test_models_pickle_copy_and_hash() -> None:
+    import pickle
+
+    d = {**FULL_RUN, "brand_new": {"x": [1]}}
+    run = structure(d, Run)
+    for clone in (pickle.loads(pickle.dumps(run)), copy.deepcopy(run), copy.copy(run)):
+        assert clone == run
+        assert type(clone) is Run
+        assert unstructure(clone) == d
+    assert hash(run) == hash(structure(copy.deepcopy(d), Run))
+    assert len({run, structure(copy.deepcopy(d), Run)}) == 1
+
+
+def test_unknown_fields_are_read_only() -> None:
+    run = structure({**MINIMAL_RUN, "extra": 1}, Run)
+    with pytest.raises(TypeError, match="read-only"):
+        run.unknown_fields["x"] = 2  # type: ignore[index]
+    assert run.unknown_fields == {"extra": 1}
+
+
+def test_unstructure_models_built_by_hand() -> None:
+    run = Run(
+        id="run_1",
+        status="queued",  # type: ignore[arg-type]
+        response_format={"type": "text"},  # type: ignore[arg-type]
+        tool_choice="auto",
+    )
+    out = unstructure(run)
+    assert out["status"] == "queued"
+    assert out["response_format"] == {"type": "text"}
+    evolved = attrs.evolve(structure(MINIMAL_RUN, Run), status="failed")  # type: ignore[arg-type]
+    assert unstructure(evolved)["status"] == "failed"

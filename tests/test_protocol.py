@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 import aiorunlist
 from aiorunlist._protocol import (
     PageWalk,
+    RawPage,
     build_headers,
     build_url,
     check_list_args,
+    decode_page,
     make_status_error,
     normalize_base_url,
     parse_go_duration,
@@ -229,8 +231,9 @@ def test_go_duration_rejects(text: str) -> None:
         parse_go_duration(text)
 
 
-def _page(ids: list[str], has_more: bool) -> aiorunlist.RunPage:
-    return aiorunlist.RunPage(data=tuple(aiorunlist.Run(id=i) for i in ids), has_more=has_more)
+def _page(ids: list[str], has_more: bool) -> RawPage:
+    body = orjson.dumps({"object": "list", "data": [{"id": i} for i in ids], "has_more": has_more})
+    return decode_page(200, {}, body, thread_id="t")
 
 
 def test_walk_forward_and_backward() -> None:
@@ -240,7 +243,7 @@ def test_walk_forward_and_backward() -> None:
     assert not w.advance(_page(["c"], False))
     back = PageWalk("t", after=None, before="z")
     p = _page(["x", "y"], True)
-    assert [r.id for r in back.ordered(p)] == ["y", "x"]
+    assert [r["id"] for r in back.ordered(p)] == ["y", "x"]
     assert back.advance(p)
     assert back.before == "x"
 
