@@ -22,6 +22,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._convert import structure_run
 from ._models import Run
 from ._protocol import PageWalk, RawPage, check_list_args, structure_runs
 from .exceptions import APIResponseValidationError, RunListError
@@ -146,33 +147,77 @@ class RunStream(_Stream):
     ``failures`` maps each thread id that failed to its exception (with
     ``on_error="collect"``); read it after the iteration ended. ``threads_done`` counts the
     threads listed to the end.
+
+    Each run is typed as it is handed out, so a typed run lives only as long as its consumer
+    keeps it. A run the library cannot read (a server sending ``"status": 5``) fails its
+    thread there: the runs before it were delivered, each once and in order; the rest of the
+    thread is dropped.
     """
 
-    __slots__ = ("_current",)
+    __slots__ = ("_current", "_item")
 
     def __init__(self, receive: MemoryObjectReceiveStream[_Item], collect: bool) -> None:
         super().__init__(receive, collect)
-        self._current: Iterator[Run] = iter(())
+        self._current: Iterator[Any] = iter(())
+        self._item: _Item | None = None
 
-    def __aiter__(self) -> RunStream:
-        return self
+    def __aiter__(self) -> AsyncGenerator[Run, None]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncGenerator[Run, None]:
+        # An async generator hands out runs faster than a coroutine per ``__anext__``. Its
+        # position lives in the stream (``_current``), so a second ``async for`` over the same
+        # stream carries on where the first one stopped; it holds no task group or cancel
+        # scope, so it may be left suspended.
+        while True:
+            item = self._item
+            if item is not None:
+                try:
+                    for raw_run in self._current:
+                        yield structure_run(raw_run)
+                except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                    self._malformed(item, exc)
+                else:
+                    if item.last:
+                        self.threads_done += 1
+                self._item = None
+            try:
+                item = await self._next_item()
+            except StopAsyncIteration:
+                return
+            if item.raw is not None and item.thread_id not in self._dropped:
+                self._item = item
+                self._current = iter(item.items)
+
+    def _malformed(self, item: _Item, exc: Exception) -> None:
+        assert item.raw is not None  # noqa: S101 - pages with runs always carry their answer
+        error = APIResponseValidationError(
+            f"listing runs of thread {item.thread_id!r}: the HTTP {item.raw.status} body is not "
+            f"a list of runs: {exc}",
+            thread_id=item.thread_id,
+            status_code=item.raw.status,
+            request_id=item.raw.request_id,
+            retryable=False,
+        )
+        error.__cause__ = exc
+        if not self._collect:
+            raise error
+        self.failures[item.thread_id] = error
+        self._dropped.add(item.thread_id)
+        self._current = iter(())
 
     async def __anext__(self) -> Run:
+        """The next run (``async for`` is faster; both share one position)."""
+        it = self._iterate()
         try:
-            return next(self._current)
-        except StopIteration:
-            pass
-        while True:
-            page = await self._next_page()
-            if page.runs:
-                it = iter(page.runs)
-                self._current = it
-                return next(it)
-            # An empty page, or the end of a failed thread (already in ``failures``).
+            return await it.__anext__()
+        finally:
+            await it.aclose()
 
     def _close(self) -> None:
         super()._close()
         self._current = iter(())
+        self._item = None
 
 
 class PageStream(_Stream):
@@ -309,7 +354,7 @@ async def _run(
     page_size: int,
     on_error: str,
 ) -> AsyncGenerator[S, None]:
-    send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=concurrency)
+    send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=0)
     stream = stream_cls(receive, on_error == "collect")
     fan_out = _FanOut(
         client,

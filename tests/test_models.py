@@ -240,7 +240,8 @@ def test_models_pickle_copy_and_hash() -> None:
 
     d = {**FULL_RUN, "brand_new": {"x": [1]}}
     run = structure(d, Run)
-    for clone in (pickle.loads(pickle.dumps(run)), copy.deepcopy(run), copy.copy(run)):
+    pickled = pickle.loads(pickle.dumps(run))  # noqa: S301 - our own bytes, just made
+    for clone in (pickled, copy.deepcopy(run), copy.copy(run)):
         assert clone == run
         assert type(clone) is Run
         assert unstructure(clone) == d
