@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -51,6 +52,8 @@ __all__ = ["Client", "InsecureBaseURLWarning"]
 logger = logging.getLogger("aiorunlist")
 
 Order = Literal["asc", "desc"]
+
+_NO_DEADLINE = contextlib.nullcontext()
 
 #: How many same-origin redirects one request follows.
 MAX_REDIRECTS = 5
@@ -459,7 +462,8 @@ class Client:
         if remaining is not None and remaining <= 0:
             raise self._deadline_error(thread_id, 0)
         try:
-            with anyio.fail_after(remaining):
+            # No page_timeout: no cancel scope to enter and leave on every request.
+            with anyio.fail_after(remaining) if remaining is not None else _NO_DEADLINE:
                 for _hop in range(MAX_REDIRECTS + 1):
                     logger.debug("GET %s (thread %s)", url, thread_id)
                     async with session.get(
