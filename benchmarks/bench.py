@@ -42,7 +42,6 @@ ROOT = HERE.parent
 PY = sys.executable
 
 #: Contenders that measure changes proposed for files the benchmark does not own.
-PROPOSALS = ("aiorunlist-gc-paused", "aiorunlist-lazy-pages")
 
 #: The targets (issue 4).
 MAX_CPU_VS_RAW = 2.0  # aiorunlist CPU/run at most this many times the raw floor's
@@ -176,15 +175,7 @@ def listing_rounds(
         results: dict[str, dict[str, Any]] = {}
         for contender in list(contenders):
             env = baseline_env if "@" in contender else None
-            try:
-                res = run_client(contender, base_url, args, threads=args.threads, env=env)
-            except RuntimeError as exc:
-                if contender not in PROPOSALS or r > 0:
-                    raise
-                # A proposal patches private internals; when they changed, skip it, loudly.
-                print(f"  skipping {contender}: {exc}", file=sys.stderr, flush=True)
-                contenders.remove(contender)
-                continue
+            res = run_client(contender, base_url, args, threads=args.threads, env=env)
             if res["runs"] != expected:
                 raise RuntimeError(f"{contender} listed {res['runs']} runs, not {expected}")
             results[contender] = res
@@ -446,11 +437,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="with --baseline-ref: take only these files from the ref, the rest from the "
         "working tree (e.g. aiorunlist/_convert.py,aiorunlist/_models.py)",
     )
-    parser.add_argument(
-        "--proposals",
-        action="store_true",
-        help="also measure changes proposed for the client's other files (benchmarks/proposals.py)",
-    )
     parser.add_argument("--profile", metavar="FILE", help="also profile aiorunlist (pyinstrument)")
     parser.add_argument("--json", metavar="FILE", help="write every measurement to FILE")
     parser.add_argument("--quick", action="store_true", help="fewer runs and rounds (~1 min)")
@@ -462,8 +448,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--api-key", default="sk-bench")
     args = parser.parse_args(argv)
-    if args.proposals:
-        args.contenders = [*args.contenders, *PROPOSALS]
     if args.quick:
         args.threads = min(args.threads, 40)
         args.rounds = min(args.rounds, 3)

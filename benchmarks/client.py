@@ -12,8 +12,6 @@ Contenders:
 * ``aiorunlist``: ``client.runs_many(thread_ids, concurrency=16, page_size=100)``, reading
   ``run.status`` (and ``run.id``) of every typed :class:`aiorunlist.Run`;
 * ``raw``: the floor: aiohttp + orjson over plain dicts, 16 workers, the same requests;
-* ``aiorunlist-gc-paused``, ``aiorunlist-lazy-pages``: aiorunlist with a change proposed for
-  a file the benchmark does not own, patched in (``benchmarks/proposals.py``);
 * ``openai``: openai-python's ``AsyncOpenAI().beta.threads.runs.list(thread_id, limit=100)``
   auto-paging, 16 threads at a time.
 
@@ -171,12 +169,7 @@ class GCTimer:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     _import_contender(args.contender)
-    listing_fn = CONTENDERS.get(args.contender)
-    if listing_fn is None:
-        from proposals import PATCHES
-
-        PATCHES[args.contender]()
-        listing_fn = list_aiorunlist
+    listing_fn = CONTENDERS[args.contender]
     gc_timer = GCTimer()
     rss_before = _current_rss_mb()
     ids = thread_ids(args.threads, args.distinct_threads)
@@ -214,9 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "contender", choices=sorted([*CONTENDERS, "aiorunlist-gc-paused", "aiorunlist-lazy-pages"])
-    )
+    parser.add_argument("contender", choices=sorted(CONTENDERS))
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--api-key", default="sk-bench")
     parser.add_argument("--threads", type=int, default=200, help="threads the server holds")
