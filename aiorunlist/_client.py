@@ -598,9 +598,9 @@ class Client:
             and ``stream.failures`` maps each failed thread id to its exception.
 
         Each thread's runs arrive in that thread's order; threads interleave. A slow consumer
-        pauses the producers, so the client holds at most ``2 * concurrency + 1`` pages at once
-        (a page in each worker's hands, up to ``concurrency`` buffered, the one being read),
-        however many threads and runs there are.
+        pauses the producers, so the client holds at most ``concurrency + 1`` pages at once (a
+        page in each worker's hands, waiting to be taken, and the one being read), however
+        many threads and runs there are.
         Leaving the block early cancels all work at once; the client stays usable.
         """
         return fan_out(
