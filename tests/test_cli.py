@@ -81,6 +81,9 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.call(self.server.close())
+        # Closed transports finish closing in later loop iterations (connection_lost); stop
+        # the loop only after those ran, or their sockets are left to the garbage collector.
+        self.call(asyncio.sleep(0.05))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
