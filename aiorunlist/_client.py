@@ -9,7 +9,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Literal
@@ -311,8 +311,14 @@ class Client:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _fetch_page(
-        self, thread_id: str, limit: int, order: str, after: str | None, before: str | None
+    async def _fetch_page(  # noqa: PLR0917 - private; the page's parameters in URL order
+        self,
+        thread_id: str,
+        limit: int,
+        order: str,
+        after: str | None,
+        before: str | None,
+        decode: Callable[[int, Mapping[str, str], bytes], Awaitable[RawPage]] | None = None,
     ) -> RawPage:
         """One page, decoded but not yet typed: wait for the client's turn, send, retry that
         one request as allowed."""
@@ -334,7 +340,10 @@ class Client:
             headers: Mapping[str, str] = {}
             try:
                 status, headers, body = await self._send(session, url, thread_id, deadline)
-                page = decode_page(status, headers, body, thread_id=thread_id)
+                if decode is None:
+                    page = decode_page(status, headers, body, thread_id=thread_id)
+                else:  # the fan-out has its consumer decode the page (see _fanout)
+                    page = await decode(status, headers, body)
             except APIStatusError as exc:
                 error = exc
                 status = exc.status_code

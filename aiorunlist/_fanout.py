@@ -13,7 +13,7 @@ ExceptionGroup.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -24,7 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._convert import structure_run
 from ._models import Run
-from ._protocol import PageWalk, RawPage, check_list_args, structure_runs
+from ._protocol import PageWalk, RawPage, check_list_args, decode_page, structure_runs
 from .exceptions import APIResponseValidationError, RunListError
 
 if TYPE_CHECKING:
@@ -64,23 +64,50 @@ class ThreadPage:
 Threads = Iterable[str | ThreadStart] | AsyncIterable[str | ThreadStart]
 
 
-class _Item:
-    """What a worker sends: one decoded page of a thread (typed by the consumer), or its end."""
+class _Verdict:
+    """The consumer's answer to a worker about one handed-over page."""
 
-    __slots__ = ("error", "items", "last", "raw", "thread_id")
+    __slots__ = ("error", "event", "more", "raw")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.raw: RawPage | None = None
+        self.more = False
+        self.error: Exception | None = None
+
+
+class _Dropped(Exception):
+    """The consumer dropped a page of a thread that already failed (no new failure)."""
+
+
+class _Item:
+    """What a worker sends: an answer to decode and hand out, or (``error``) a thread's end.
+
+    The worker hands over the response bytes, not decoded JSON: bytes are nothing for the
+    garbage collector to traverse while they wait. The consumer decodes them, checks the page
+    (its cursor bookkeeping included), tells the worker through ``verdict``, and only then
+    hands out the runs, typed one by one.
+    """
+
+    __slots__ = ("body", "error", "headers", "status", "thread_id", "verdict", "walk")
 
     def __init__(
         self,
         thread_id: str,
-        raw: RawPage | None,
-        items: list[Any],
-        last: bool,
+        *,
+        walk: PageWalk | None = None,
+        status: int = 0,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        verdict: _Verdict | None = None,
         error: Exception | None = None,
     ) -> None:
         self.thread_id = thread_id
-        self.raw = raw
-        self.items = items
-        self.last = last
+        self.walk = walk
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.verdict = verdict
         self.error = error
 
 
@@ -98,30 +125,55 @@ class _Stream:
         #: How many threads were listed to the end (successfully).
         self.threads_done = 0
 
-    async def _next_page(self) -> ThreadPage:
-        """The next page, typed here, right before its runs are handed out.
+    def _accept(self, item: _Item) -> tuple[RawPage, list[Any], bool] | None:
+        """Decode a handed-over answer, check it, and give the worker its verdict.
 
-        Typed runs are built by the consumer, not by the worker that fetched them: what waits
-        in the buffer is decoded JSON, and the typed objects live only while they are used,
-        which keeps them out of the garbage collector's older generations.
+        Returns the page, its run objects in hand-out order, and whether it is the thread's
+        last; ``None`` when the page is not to be handed out (the worker then retries the
+        request, or fails the thread, as the error says).
         """
+        verdict = item.verdict
+        walk = item.walk
+        assert verdict is not None  # noqa: S101 - set on every answer item
+        assert walk is not None  # noqa: S101 - likewise
+        if item.thread_id in self._dropped:
+            verdict.error = _Dropped()
+            verdict.event.set()
+            return None
+        try:
+            raw = decode_page(item.status, item.headers or {}, item.body, thread_id=item.thread_id)
+            items = walk.ordered(raw)
+            more = walk.advance(raw)
+        except Exception as exc:
+            verdict.error = exc
+            verdict.event.set()
+            return None
+        verdict.raw = raw
+        verdict.more = more
+        verdict.event.set()
+        return raw, items, not more
+
+    async def _next_page(self) -> ThreadPage:
+        """The next page, decoded and typed here, right before its runs are handed out."""
         while True:
             item = await self._next_item()
-            if item.error is not None or item.raw is None:
+            if item.verdict is None:
                 return ThreadPage(item.thread_id, (), True, item.error)
-            if item.thread_id in self._dropped:
-                continue  # a page after the malformed one of its thread: drop it
+            accepted = self._accept(item)
+            if accepted is None:
+                continue
+            raw, items, last = accepted
             try:
-                runs = structure_runs(item.raw, item.items, thread_id=item.thread_id)
+                runs = structure_runs(raw, items, thread_id=item.thread_id)
             except APIResponseValidationError as exc:
                 if not self._collect:
                     raise
                 self.failures[item.thread_id] = exc
                 self._dropped.add(item.thread_id)
                 return ThreadPage(item.thread_id, (), True, exc)
-            if item.last:
+            if last:
                 self.threads_done += 1
-            return ThreadPage(item.thread_id, runs, item.last)
+            return ThreadPage(item.thread_id, runs, last)
 
     async def _next_item(self) -> _Item:
         try:
@@ -159,7 +211,8 @@ class RunStream(_Stream):
     def __init__(self, receive: MemoryObjectReceiveStream[_Item], collect: bool) -> None:
         super().__init__(receive, collect)
         self._current: Iterator[Any] = iter(())
-        self._item: _Item | None = None
+        #: The page being handed out: its thread, answer, and whether it is the thread's last.
+        self._item: tuple[str, RawPage, bool] | None = None
 
     def __aiter__(self) -> AsyncGenerator[Run, None]:
         return self._iterate()
@@ -170,40 +223,44 @@ class RunStream(_Stream):
         # stream carries on where the first one stopped; it holds no task group or cancel
         # scope, so it may be left suspended.
         while True:
-            item = self._item
-            if item is not None:
+            current = self._item
+            if current is not None:
                 try:
                     for raw_run in self._current:
                         yield structure_run(raw_run)
                 except (TypeError, ValueError, AttributeError, KeyError) as exc:
-                    self._malformed(item, exc)
+                    self._malformed(current, exc)
                 else:
-                    if item.last:
+                    if current[2]:
                         self.threads_done += 1
                 self._item = None
             try:
                 item = await self._next_item()
             except StopAsyncIteration:
                 return
-            if item.raw is not None and item.thread_id not in self._dropped:
-                self._item = item
-                self._current = iter(item.items)
+            if item.verdict is None:
+                continue  # a failed thread's end (already in ``failures``)
+            accepted = self._accept(item)
+            if accepted is not None:
+                raw, items, last = accepted
+                self._item = (item.thread_id, raw, last)
+                self._current = iter(items)
 
-    def _malformed(self, item: _Item, exc: Exception) -> None:
-        assert item.raw is not None  # noqa: S101 - pages with runs always carry their answer
+    def _malformed(self, current: tuple[str, RawPage, bool], exc: Exception) -> None:
+        thread_id, raw, _last = current
         error = APIResponseValidationError(
-            f"listing runs of thread {item.thread_id!r}: the HTTP {item.raw.status} body is not "
+            f"listing runs of thread {thread_id!r}: the HTTP {raw.status} body is not "
             f"a list of runs: {exc}",
-            thread_id=item.thread_id,
-            status_code=item.raw.status,
-            request_id=item.raw.request_id,
+            thread_id=thread_id,
+            status_code=raw.status,
+            request_id=raw.request_id,
             retryable=False,
         )
         error.__cause__ = exc
         if not self._collect:
             raise error
-        self.failures[item.thread_id] = error
-        self._dropped.add(item.thread_id)
+        self.failures[thread_id] = error
+        self._dropped.add(thread_id)
         self._current = iter(())
 
     async def __anext__(self) -> Run:
@@ -301,14 +358,30 @@ class _FanOut(Generic[S]):
         )
         walk = PageWalk(thread_id, after=after, before=before)
         fetch = self.client._fetch_page
-        dropped = self.stream._dropped
-        while True:
-            page = await fetch(thread_id, self.page_size, self.order, walk.after, walk.before)
-            items = walk.ordered(page)
-            more = walk.advance(page)
-            await out.send(_Item(thread_id, page, items, not more))
-            if not more or thread_id in dropped:  # the consumer found a malformed page
-                return
+
+        more = True
+
+        async def hand_over(status: int, headers: Mapping[str, str], body: bytes) -> RawPage:
+            if not 200 <= status < 300:
+                return decode_page(status, headers, body, thread_id=thread_id)  # raises
+            verdict = _Verdict()
+            await out.send(
+                _Item(
+                    thread_id, walk=walk, status=status, headers=headers, body=body, verdict=verdict
+                )
+            )
+            await verdict.event.wait()
+            if verdict.error is not None:
+                raise verdict.error
+            assert verdict.raw is not None  # noqa: S101 - set with every verdict that is no error
+            nonlocal more
+            more = verdict.more
+            return verdict.raw
+
+        while more:
+            # The consumer advances ``walk`` when it accepts a page, before handing out its
+            # runs; the next request starts from there.
+            await fetch(thread_id, self.page_size, self.order, walk.after, walk.before, hand_over)
 
     async def worker(self, out: MemoryObjectSendStream[_Item], group: TaskGroup) -> None:
         async with out:
@@ -322,6 +395,8 @@ class _FanOut(Generic[S]):
                     return
                 try:
                     await self.walk(out, item)  # type: ignore[arg-type]
+                except _Dropped:
+                    continue  # the consumer already recorded this thread's failure
                 except Exception as exc:
                     if not self.collect:
                         self.fail(exc, group)
@@ -330,7 +405,7 @@ class _FanOut(Generic[S]):
                     key = key if isinstance(key, str) else repr(key)
                     self.stream.failures[key] = exc
                     if self.error_items:
-                        await out.send(_Item(key, None, [], True, exc))
+                        await out.send(_Item(key, error=exc))
                     continue
 
     async def produce(self) -> None:

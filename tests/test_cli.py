@@ -80,6 +80,8 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Connections the command line just closed end in the server's loop: let them.
+        self.call(asyncio.sleep(0.05))
         self.call(self.server.close())
         # Closed transports finish closing in later loop iterations (connection_lost); stop
         # the loop only after those ran, or their sockets are left to the garbage collector.

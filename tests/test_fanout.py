@@ -11,6 +11,7 @@ from contextlib import aclosing
 import aiohttp
 import anyio
 import anyio.lowlevel
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -418,3 +419,38 @@ async def test_malformed_run_fails_its_thread_after_a_clean_prefix(
         async with client.runs_many(["thread_bad"], page_size=3) as stream:
             async for _ in stream:
                 pass
+
+
+async def test_pages_checked_by_the_consumer_before_anything_is_handed_out(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    """The consumer decodes each page: a repeated cursor fails the thread before delivery,
+    a non-JSON page is retried by its worker, and a thread dropped after a malformed run
+    stops fetching, keeping its first error."""
+    good = server.seed(3, 9)
+    server.add_thread("thread_loop", [])
+    loop_page = orjson.dumps(
+        {"object": "list", "data": [{"id": "run_a"}, {"id": "run_b"}], "has_more": True}
+    )
+    server.add_fault(Fault(body=loop_page, thread_id="thread_loop", times=5))
+    server.add_fault(Fault(not_json=True, thread_id=good[0]))
+    long_runs = make_runs("thread_long", 12)
+    long_runs[-4] = {**long_runs[-4], "status": 5}  # desc, pages of 3: on the 2nd page
+    server.add_thread("thread_long", long_runs)
+    got: dict[str, list[str | None]] = defaultdict(list)
+    async with client.runs_many(
+        [*good, "thread_loop", "thread_long"], page_size=3, concurrency=2, on_error="collect"
+    ) as stream:
+        async for run in stream:
+            got[str(run.thread_id) if run.thread_id else "thread_loop"].append(run.id)
+    assert got["thread_loop"] == ["run_a", "run_b"]  # once: the repeat was refused
+    assert isinstance(stream.failures["thread_loop"], aiorunlist.PaginationError)
+    for tid in good:
+        assert got[tid] == server.expected_ids(tid)
+    not_json = [r for r in server.requests if r.fault is not None and r.fault.not_json]
+    assert [r.thread_id for r in not_json] == [good[0]]  # and good[0] still came out whole
+    long_ids = server.expected_ids("thread_long")
+    assert got["thread_long"] == long_ids[:3]  # the bad run was the 4th
+    assert isinstance(stream.failures["thread_long"], aiorunlist.APIResponseValidationError)
+    asked = [r for r in server.requests if r.thread_id == "thread_long"]
+    assert len(asked) <= 3  # stopped soon after the consumer dropped the thread
