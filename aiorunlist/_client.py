@@ -343,7 +343,19 @@ class Client:
                 if decode is None:
                     page = decode_page(status, headers, body, thread_id=thread_id)
                 else:  # the fan-out has its consumer decode the page (see _fanout)
-                    page = await decode(status, headers, body)
+                    waited_from = anyio.current_time()
+                    try:
+                        page = await decode(status, headers, body)
+                    except (APIStatusError, APIResponseValidationError):
+                        raise
+                    except BaseException:
+                        # The request itself succeeded (a page the consumer refused for its
+                        # cursor, or a thread it dropped, or the fan-out ending): book it so.
+                        self._succeeded(headers, spent)
+                        raise
+                    finally:
+                        if deadline is not None:  # time spent waiting on the consumer is not
+                            deadline += anyio.current_time() - waited_from  # the request's
             except APIStatusError as exc:
                 error = exc
                 status = exc.status_code
@@ -351,12 +363,7 @@ class Client:
                 error = exc
                 status = 0
             else:
-                if "x-ratelimit-remaining-requests" in headers:
-                    self._rate_limit = RateLimitInfo.from_headers(headers, time.monotonic())
-                if budget is not None:
-                    budget.success(spent)
-                    self._budget_dry = False
-                control.succeeded(anyio.current_time(), headers)
+                self._succeeded(headers, spent)
                 return page
             now = anyio.current_time()
             if "x-ratelimit-remaining-requests" in headers:
@@ -425,6 +432,15 @@ class Client:
             spent += cost
             self.retries += 1
             attempt += 1
+
+    def _succeeded(self, headers: Mapping[str, str], spent: int) -> None:
+        """Book a request that got its page: rate-limit headers, budget refund, pacing."""
+        if "x-ratelimit-remaining-requests" in headers:
+            self._rate_limit = RateLimitInfo.from_headers(headers, time.monotonic())
+        if self._budget is not None:
+            self._budget.success(spent)
+            self._budget_dry = False
+        self._control.succeeded(anyio.current_time(), headers)
 
     async def _wait_turn(
         self, thread_id: str, deadline: float | None, attempt: int, error: RunListError | None

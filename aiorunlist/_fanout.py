@@ -13,6 +13,7 @@ ExceptionGroup.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
@@ -112,10 +113,22 @@ class _Item:
 
 
 class _Stream:
-    __slots__ = ("_collect", "_dropped", "_error", "_receive", "failures", "threads_done")
+    __slots__ = (
+        "_collect",
+        "_dropped",
+        "_error",
+        "_pending",
+        "_receive",
+        "failures",
+        "threads_done",
+    )
 
-    def __init__(self, receive: MemoryObjectReceiveStream[_Item], collect: bool) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[None], collect: bool) -> None:
         self._receive = receive
+        #: Items handed over by workers, oldest first. The channel only carries a wake-up per
+        #: item: a receive cancelled after its wake-up arrived loses nothing (the item waits
+        #: here), where losing the item itself would leave its worker waiting forever.
+        self._pending: deque[_Item] = deque()
         self._collect = collect
         #: Threads whose page the consumer found malformed: their later pages are dropped.
         self._dropped: set[str] = set()
@@ -176,8 +189,11 @@ class _Stream:
             return ThreadPage(item.thread_id, runs, last)
 
     async def _next_item(self) -> _Item:
+        pending = self._pending
         try:
-            return await self._receive.receive()
+            while not pending:
+                await self._receive.receive()
+            return pending.popleft()
         except anyio.ClosedResourceError:
             raise RunListError(
                 f"this {type(self).__name__} is closed: iterate it inside its `async with` block"
@@ -191,6 +207,7 @@ class _Stream:
 
     def _close(self) -> None:
         self._receive.close()
+        self._pending.clear()
 
 
 class RunStream(_Stream):
@@ -208,7 +225,7 @@ class RunStream(_Stream):
 
     __slots__ = ("_current", "_item")
 
-    def __init__(self, receive: MemoryObjectReceiveStream[_Item], collect: bool) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[None], collect: bool) -> None:
         super().__init__(receive, collect)
         self._current: Iterator[Any] = iter(())
         #: The page being handed out: its thread, answer, and whether it is the thread's last.
@@ -316,7 +333,7 @@ class _FanOut(Generic[S]):
         client: Client,
         threads: Threads,
         stream: S,
-        send: MemoryObjectSendStream[_Item],
+        send: MemoryObjectSendStream[None],
         *,
         concurrency: int,
         order: str,
@@ -343,12 +360,17 @@ class _FanOut(Generic[S]):
             except StopAsyncIteration:
                 return _END
 
+    async def hand_over(self, out: MemoryObjectSendStream[None], item: _Item) -> None:
+        """Queue ``item`` for the consumer and wake it (see ``_Stream._pending``)."""
+        self.stream._pending.append(item)
+        await out.send(None)
+
     def fail(self, exc: Exception, group: TaskGroup) -> None:
         if self.stream._error is None:
             self.stream._error = exc
         group.cancel_scope.cancel()
 
-    async def walk(self, out: MemoryObjectSendStream[_Item], item: str | ThreadStart) -> None:
+    async def walk(self, out: MemoryObjectSendStream[None], item: str | ThreadStart) -> None:
         if isinstance(item, ThreadStart):
             thread_id, after, before = item.thread_id, item.after, item.before
         else:
@@ -361,15 +383,16 @@ class _FanOut(Generic[S]):
 
         more = True
 
-        async def hand_over(status: int, headers: Mapping[str, str], body: bytes) -> RawPage:
+        async def decode_by_consumer(
+            status: int, headers: Mapping[str, str], body: bytes
+        ) -> RawPage:
             if not 200 <= status < 300:
                 return decode_page(status, headers, body, thread_id=thread_id)  # raises
             verdict = _Verdict()
-            await out.send(
-                _Item(
-                    thread_id, walk=walk, status=status, headers=headers, body=body, verdict=verdict
-                )
+            item = _Item(
+                thread_id, walk=walk, status=status, headers=headers, body=body, verdict=verdict
             )
+            await self.hand_over(out, item)
             await verdict.event.wait()
             if verdict.error is not None:
                 raise verdict.error
@@ -381,9 +404,11 @@ class _FanOut(Generic[S]):
         while more:
             # The consumer advances ``walk`` when it accepts a page, before handing out its
             # runs; the next request starts from there.
-            await fetch(thread_id, self.page_size, self.order, walk.after, walk.before, hand_over)
+            await fetch(
+                thread_id, self.page_size, self.order, walk.after, walk.before, decode_by_consumer
+            )
 
-    async def worker(self, out: MemoryObjectSendStream[_Item], group: TaskGroup) -> None:
+    async def worker(self, out: MemoryObjectSendStream[None], group: TaskGroup) -> None:
         async with out:
             while True:
                 try:
@@ -398,14 +423,16 @@ class _FanOut(Generic[S]):
                 except _Dropped:
                     continue  # the consumer already recorded this thread's failure
                 except Exception as exc:
+                    key = item.thread_id if isinstance(item, ThreadStart) else item
+                    key = key if isinstance(key, str) else repr(key)
+                    if key in self.stream._dropped:
+                        continue  # failed again after the consumer failed it: keep the first
                     if not self.collect:
                         self.fail(exc, group)
                         return
-                    key = item.thread_id if isinstance(item, ThreadStart) else item
-                    key = key if isinstance(key, str) else repr(key)
                     self.stream.failures[key] = exc
                     if self.error_items:
-                        await out.send(_Item(key, error=exc))
+                        await self.hand_over(out, _Item(key, error=exc))
                     continue
 
     async def produce(self) -> None:
@@ -429,7 +456,7 @@ async def _run(
     page_size: int,
     on_error: str,
 ) -> AsyncGenerator[S, None]:
-    send, receive = anyio.create_memory_object_stream[_Item](max_buffer_size=0)
+    send, receive = anyio.create_memory_object_stream[None](max_buffer_size=0)
     stream = stream_cls(receive, on_error == "collect")
     fan_out = _FanOut(
         client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -18,9 +19,11 @@ from hypothesis import strategies as st
 
 import aiorunlist
 from aiorunlist.testing import FakeServer, Fault, make_runs
-from tests.conftest import other_tasks
+from tests.conftest import API_KEY, other_tasks
 
 pytestmark = pytest.mark.anyio
+
+_examples = itertools.count()
 
 
 async def test_every_run_of_every_thread(client: aiorunlist.Client, server: FakeServer) -> None:
@@ -204,7 +207,8 @@ async def test_fanout_property(
     fault_rate: float,
 ) -> None:
     server.chaos(fault_rate, seed=len(sizes), kinds=("429", "500", "drop", "truncate"))
-    tids = [f"thread_f{id(sizes)}_{i}_{n}" for i, n in enumerate(sizes)]
+    example = next(_examples)  # object ids repeat across examples; a counter does not
+    tids = [f"thread_f{example}_{i}_{n}" for i, n in enumerate(sizes)]
     for tid, n in zip(tids, sizes, strict=True):
         server.add_thread(tid, make_runs(tid, n))
     by_thread: dict[str, list[str | None]] = defaultdict(list)
@@ -454,3 +458,64 @@ async def test_pages_checked_by_the_consumer_before_anything_is_handed_out(
     assert isinstance(stream.failures["thread_long"], aiorunlist.APIResponseValidationError)
     asked = [r for r in server.requests if r.thread_id == "thread_long"]
     assert len(asked) <= 3  # stopped soon after the consumer dropped the thread
+
+
+async def test_cancelled_anext_loses_nothing_and_hangs_nothing(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    """asyncio cancels a receive even after its item arrived; the item must not be lost."""
+    import random
+
+    tids = server.seed(40, 7)
+    rng = random.Random(3)
+    got: list[str | None] = []
+    with anyio.fail_after(30):
+        async with client.runs_many(tids, concurrency=8, page_size=2) as stream:
+            while True:
+                try:
+                    run = await asyncio.wait_for(stream.__anext__(), rng.random() / 1000)
+                except asyncio.TimeoutError:
+                    continue
+                except StopAsyncIteration:
+                    break
+                got.append(run.id)
+    expected = [i for t in tids for i in server.expected_ids(t)]
+    assert sorted(map(str, got)) == sorted(expected)
+
+
+async def test_waiting_on_a_slow_consumer_does_not_use_up_page_timeout(
+    server: FakeServer,
+) -> None:
+    (tid,) = server.seed(1, 4)
+    server.add_fault(Fault(not_json=True))  # the first page: retried after waiting
+    async with (
+        aiorunlist.Client(
+            API_KEY, base_url=server.base_url, page_timeout=0.5, initial_retry_delay=0.001
+        ) as client,
+        client.runs_many([tid], page_size=2, on_error="collect") as stream,
+    ):
+        got = []
+        async for run in stream:
+            got.append(run.id)
+            await anyio.sleep(0.3)
+    assert stream.failures == {}
+    assert got == server.expected_ids(tid)
+
+
+async def test_refused_pages_still_count_as_answered(server: FakeServer) -> None:
+    server.add_thread("thread_loop", [])
+    page = orjson.dumps({"object": "list", "data": [{"id": "run_a"}], "has_more": True})
+    limits = {"x-ratelimit-remaining-requests": "7", "x-ratelimit-reset-requests": "1s"}
+    server.add_fault(Fault(body=page, headers=limits, thread_id="thread_loop"))
+    server.add_fault(Fault(not_json=True, thread_id="thread_loop"))
+    server.add_fault(Fault(body=page, headers=limits, thread_id="thread_loop"))
+    async with aiorunlist.Client(
+        API_KEY, base_url=server.base_url, retry_budget=20, initial_retry_delay=0.001
+    ) as client:
+        async with client.runs_many(["thread_loop"], on_error="collect") as stream:
+            assert [run.id async for run in stream] == ["run_a"]
+        assert isinstance(stream.failures["thread_loop"], aiorunlist.PaginationError)
+        assert client._budget is not None
+        assert client._budget.available == 20  # the retry's tokens came back
+        assert client.rate_limit is not None
+        assert client.rate_limit.remaining_requests == 7
