@@ -13,12 +13,14 @@ ExceptionGroup.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -189,17 +191,32 @@ class _Stream:
             return ThreadPage(item.thread_id, runs, last)
 
     async def _next_item(self) -> _Item:
+        """The oldest handed-over item, once its wake-up is taken (which releases its worker).
+
+        A wake-up taken by a receive that was then cancelled is lost, never the item: with an
+        item waiting and no wake-up to take, the item is taken all the same.
+        """
         pending = self._pending
+        receive = self._receive
         try:
-            while not pending:
-                await self._receive.receive()
-            return pending.popleft()
+            await anyio.lowlevel.checkpoint()  # let workers and connections run between pages
+            while True:
+                # A wake-up may belong to an item already taken (taken before its worker got
+                # to send the wake-up); items are what counts, wake-ups only release workers.
+                with contextlib.suppress(anyio.WouldBlock):
+                    receive.receive_nowait()
+                if pending:
+                    return pending.popleft()
+                await receive.receive()
+                if pending:
+                    return pending.popleft()
         except anyio.ClosedResourceError:
             raise RunListError(
                 f"this {type(self).__name__} is closed: iterate it inside its `async with` block"
             ) from None
         except anyio.EndOfStream:
-            pass
+            if pending:
+                return pending.popleft()
         # Raised outside the except block, so the error keeps its own __cause__ and context.
         if self._error is not None:
             raise self._error
@@ -361,7 +378,11 @@ class _FanOut(Generic[S]):
                 return _END
 
     async def hand_over(self, out: MemoryObjectSendStream[None], item: _Item) -> None:
-        """Queue ``item`` for the consumer and wake it (see ``_Stream._pending``)."""
+        """Queue ``item`` for the consumer and wake it (see ``_Stream._pending``).
+
+        The wake-up channel has no buffer: the worker waits until the consumer takes a
+        wake-up, then waits for the verdict on its page.
+        """
         self.stream._pending.append(item)
         await out.send(None)
 
