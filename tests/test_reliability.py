@@ -9,7 +9,8 @@ import itertools
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -161,6 +162,24 @@ async def test_page_timeout_within_one_slow_request(server: FakeServer) -> None:
             await client.list_page("thread_slow")
 
 
+@asynccontextmanager
+async def serve(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A one-route aiohttp server of the test's own on 127.0.0.1; yields its root URL."""
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def redirector(server: FakeServer) -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     """A server that redirects same-origin to itself and cross-origin to the fake server."""
@@ -175,17 +194,8 @@ async def redirector(server: FakeServer) -> AsyncIterator[tuple[str, list[dict[s
         target = server.base_url + request.path_qs.removeprefix("/v1")
         raise web.HTTPFound(target)
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serve(handle) as url:
+        yield url, seen
 
 
 async def test_no_key_to_another_origin(
@@ -369,17 +379,8 @@ async def gzip_bomb() -> AsyncIterator[str]:
             headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
         )
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+    async with serve(handle) as url:
+        yield url + "/v1"
 
 
 async def test_size_cap_counts_decompressed_bytes(gzip_bomb: str) -> None:
