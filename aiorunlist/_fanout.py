@@ -27,7 +27,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._convert import structure_run
 from ._models import Run
-from ._protocol import PageWalk, RawPage, check_list_args, decode_page, structure_runs
+from ._protocol import (
+    PageWalk,
+    RawPage,
+    check_list_args,
+    decode_page,
+    shape_error,
+    structure_runs,
+)
 from .exceptions import APIResponseValidationError, RunListError
 
 if TYPE_CHECKING:
@@ -282,14 +289,7 @@ class RunStream(_Stream):
 
     def _malformed(self, current: tuple[str, RawPage, bool], exc: Exception) -> None:
         thread_id, raw, _last = current
-        error = APIResponseValidationError(
-            f"listing runs of thread {thread_id!r}: the HTTP {raw.status} body is not "
-            f"a list of runs: {exc}",
-            thread_id=thread_id,
-            status_code=raw.status,
-            request_id=raw.request_id,
-            retryable=False,
-        )
+        error = shape_error(thread_id, raw.status, raw.request_id, exc)
         error.__cause__ = exc
         if not self._collect:
             raise error

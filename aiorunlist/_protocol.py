@@ -46,9 +46,9 @@ __all__ = [
     "make_status_error",
     "normalize_base_url",
     "parse_go_duration",
-    "read_page",
     "retry_delay",
     "retry_hint",
+    "shape_error",
     "should_retry",
     "structure_runs",
     "to_run_page",
@@ -273,9 +273,10 @@ class RawPage:
         self.request_id = request_id
 
 
-def _shape_error(
+def shape_error(
     thread_id: str, status: int, request_id: str | None, what: object
 ) -> APIResponseValidationError:
+    """The (not retryable) error for a 2xx answer that is not a list of runs."""
     return APIResponseValidationError(
         f"listing runs of thread {thread_id!r}: the HTTP {status} body is not a list of runs: "
         f"{what}",
@@ -316,20 +317,20 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
             request_id=request_id,
         ) from None
     if decoded.__class__ is not dict:
-        raise _shape_error(thread_id, status, request_id, f"a JSON {type(decoded).__name__}")
+        raise shape_error(thread_id, status, request_id, f"a JSON {type(decoded).__name__}")
     data = decoded.get("data")
     if data.__class__ is not list:
-        raise _shape_error(
+        raise shape_error(
             thread_id, status, request_id, f"expected 'data' to be a JSON array, got {data!r:.40}"
         )
     for item in data:
         if item.__class__ is not dict:
-            raise _shape_error(
+            raise shape_error(
                 thread_id, status, request_id, f"expected runs as JSON objects, got {item!r:.40}"
             )
     has_more = decoded.get("has_more", False)
     if has_more.__class__ is not bool:
-        raise _shape_error(
+        raise shape_error(
             thread_id,
             status,
             request_id,
@@ -343,7 +344,7 @@ def structure_runs(raw: RawPage, items: Sequence[Any], *, thread_id: str) -> tup
     try:
         return tuple([structure_run(d) for d in items])
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise _shape_error(thread_id, raw.status, raw.request_id, exc) from exc
+        raise shape_error(thread_id, raw.status, raw.request_id, exc) from exc
 
 
 def to_run_page(raw: RawPage, *, thread_id: str) -> RunPage:
@@ -351,16 +352,7 @@ def to_run_page(raw: RawPage, *, thread_id: str) -> RunPage:
     try:
         return structure_page_body(raw.body, request_id=raw.request_id)
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise _shape_error(thread_id, raw.status, raw.request_id, exc) from exc
-
-
-def read_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str) -> RunPage:
-    """Read one answer into a :class:`RunPage`, or raise the error it stands for.
-
-    Raises :class:`APIStatusError` (a subclass per status) for 4xx/5xx and
-    :class:`APIResponseValidationError` for a 2xx body that is not a list of runs.
-    """
-    return to_run_page(decode_page(status, headers, body, thread_id=thread_id), thread_id=thread_id)
+        raise shape_error(thread_id, raw.status, raw.request_id, exc) from exc
 
 
 # --- retries -------------------------------------------------------------------------------------

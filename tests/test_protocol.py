@@ -21,9 +21,9 @@ from aiorunlist._protocol import (
     make_status_error,
     normalize_base_url,
     parse_go_duration,
-    read_page,
     retry_delay,
     should_retry,
+    to_run_page,
 )
 
 
@@ -72,21 +72,23 @@ def test_status_error_with_non_json_body_keeps_text() -> None:
     assert err.request_id is None
 
 
+def _read(body: bytes, *, thread_id: str) -> aiorunlist.RunPage:
+    return to_run_page(decode_page(200, {}, body, thread_id=thread_id), thread_id=thread_id)
+
+
 def test_read_page_rejects_non_json_and_non_list() -> None:
     with pytest.raises(aiorunlist.APIResponseValidationError, match="not JSON"):
-        read_page(200, {}, b"<html>proxy</html>", thread_id="t")
+        _read(b"<html>proxy</html>", thread_id="t")
     with pytest.raises(aiorunlist.APIResponseValidationError, match="not a list of runs"):
-        read_page(200, {}, b'{"object": "list", "data": {}}', thread_id="t")
+        _read(b'{"object": "list", "data": {}}', thread_id="t")
     with pytest.raises(aiorunlist.APIResponseValidationError, match="not a list of runs"):
-        read_page(200, {}, b'{"data": [1, 2]}', thread_id="t")
+        _read(b'{"data": [1, 2]}', thread_id="t")
     with pytest.raises(aiorunlist.APIResponseValidationError, match="not JSON"):
-        read_page(200, {}, b'{"data": [', thread_id="t")
+        _read(b'{"data": [', thread_id="t")
 
 
 def test_read_page_lax_server() -> None:
-    page = read_page(
-        200, {}, b'{"object": "list", "data": [{"id": "r1"}], "has_more": false}', thread_id="t"
-    )
+    page = _read(b'{"object": "list", "data": [{"id": "r1"}], "has_more": false}', thread_id="t")
     assert page.first_id is None
     assert page.last_id is None
     assert page.request_id is None
