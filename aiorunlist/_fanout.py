@@ -63,12 +63,17 @@ class ThreadPage:
     ``runs`` are in the order :meth:`Client.runs` would yield them. ``last`` is true on the
     thread's final item: its listing is complete, or (with ``error`` set, under
     ``on_error="collect"``) it failed after the pages already handed out.
+
+    ``raw`` holds the same runs as the server sent them (decoded JSON objects, the server's
+    key order kept), one per run in ``runs`` and in the same order: what an export writes
+    when it must keep the server's own text. Treat them as read-only.
     """
 
     thread_id: str
     runs: Sequence[Run]
     last: bool
     error: Exception | None = None
+    raw: Sequence[Mapping[str, Any]] = ()
 
 
 Threads = Iterable[str | ThreadStart] | AsyncIterable[str | ThreadStart]
@@ -195,7 +200,7 @@ class _Stream:
                 return ThreadPage(item.thread_id, (), True, exc)
             if last:
                 self.threads_done += 1
-            return ThreadPage(item.thread_id, runs, last)
+            return ThreadPage(item.thread_id, runs, last, raw=items)
 
     async def _next_item(self) -> _Item:
         """The oldest handed-over item, once its wake-up is taken (which releases its worker).

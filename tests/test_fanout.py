@@ -293,6 +293,11 @@ async def test_pages_many_reports_thread_ends_and_errors(
     for tid in tids[:5]:
         got = [r.id for p in pages[tid] for r in p.runs]
         assert got == server.expected_ids(tid)
+        # ``raw`` is each run as served, key order included, one per typed run.
+        raw = [r for p in pages[tid] for r in p.raw]
+        assert [aiorunlist.unstructure(r) for p in pages[tid] for r in p.runs] == raw
+        served = {r["id"]: r for r in server.threads[tid]}
+        assert [list(r) for r in raw] == [list(served[r["id"]]) for r in raw]
         assert pages[tid][-1].last
         assert all(not p.last for p in pages[tid][:-1])
         assert all(p.error is None for p in pages[tid])
@@ -300,6 +305,19 @@ async def test_pages_many_reports_thread_ends_and_errors(
         assert pages[failed][-1].last
         assert pages[failed][-1].error is stream.failures[failed]
     assert stream.threads_done == 5
+
+
+async def test_pages_many_raw_keeps_the_servers_key_order(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    runs = [dict(reversed(make_runs("thread_k", 1)[0].items()))]
+    runs[0]["zz_unknown"] = {"b": 1, "a": 2}
+    server.add_thread("thread_k", runs)
+    async with client.pages_many(["thread_k"]) as stream:
+        pages = [page async for page in stream]
+    assert [list(r) for p in pages for r in p.raw] == [list(runs[0])]
+    assert pages[0].raw[0]["zz_unknown"] == {"b": 1, "a": 2}
+    assert list(pages[0].raw[0]["zz_unknown"]) == ["b", "a"]
 
 
 async def test_thread_start_resumes_from_a_cursor(
