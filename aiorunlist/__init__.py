@@ -5,8 +5,9 @@ async with aiorunlist.Client() as client:
         print(run.id, run.status)
 """
 
+from ._attempts import Retries, Timeouts
 from ._client import Client, InsecureBaseURLWarning
-from ._control import Pacing, RateLimitInfo
+from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
 from ._convert import structure, unstructure
 from ._fanout import PageStream, RunStream, ThreadPage, ThreadStart
 from ._models import (
@@ -43,6 +44,8 @@ from ._models import (
     UnknownTool,
     Usage,
 )
+from ._protocol import Order
+from ._transport import AiohttpTransport, Request, Response, Transport
 from ._version import __version__
 from .exceptions import (
     APIConnectionError,
@@ -68,6 +71,7 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AuthenticationError",
     "BadRequestError",
     "Client",
@@ -87,9 +91,11 @@ __all__ = [
     "JSONSchemaFormat",
     "LastError",
     "LastErrorCode",
+    "LocalTrafficControl",
     "NamedToolChoice",
     "NamedToolChoiceFunction",
     "NotFoundError",
+    "Order",
     "Pacing",
     "PageStream",
     "PaginationError",
@@ -97,12 +103,15 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "RateLimitInfo",
+    "Request",
     "RequiredAction",
+    "Response",
     "ResponseFormat",
     "ResponseFormatJSONObject",
     "ResponseFormatJSONSchema",
     "ResponseFormatText",
     "ResponseTooLargeError",
+    "Retries",
     "Run",
     "RunListError",
     "RunPage",
@@ -111,9 +120,12 @@ __all__ = [
     "SubmitToolOutputs",
     "ThreadPage",
     "ThreadStart",
+    "Timeouts",
     "Tool",
     "ToolCall",
     "ToolChoice",
+    "TrafficControl",
+    "Transport",
     "TruncationStrategy",
     "TruncationType",
     "UnknownResponseFormat",

@@ -1,10 +1,17 @@
-"""The client: one aiohttp session, one request per page, retried on its own."""
+"""The client: wires a transport, per-request attempts and shared traffic control.
+
+Data flows one way: the arguments build a request (:mod:`._protocol`), the attempts and the
+traffic control say when it may go (:mod:`._attempts`, :mod:`._control`), the transport
+sends it (:mod:`._transport`), and :mod:`._protocol` reads and checks the page before any
+of its runs is handed out. :meth:`Client._walk` is the one page loop behind ``runs()``,
+``runs_many()`` and ``pages_many()``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import time
@@ -12,46 +19,42 @@ import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-from yarl import URL
+import attrs
 
-from ._control import Pacing, RateLimitInfo, RetryBudget, TrafficControl, pause_from_headers
+from ._attempts import Attempts, Retries, Timeouts
+from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
 from ._fanout import PageStream, RunStream, Threads, fan_out
 from ._models import Run, RunPage
 from ._protocol import (
     DEFAULT_BASE_URL,
+    REDIRECT_STATUSES,
+    Order,
     PageWalk,
     RawPage,
+    accept_page,
     build_headers,
     build_url,
     check_list_args,
-    decode_page,
+    check_page_size,
     is_loopback_host,
     normalize_base_url,
-    retry_delay,
-    retry_hint,
-    should_retry,
+    redirect_target,
     structure_runs,
     to_run_page,
 )
-from .exceptions import (
-    APIConnectionError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    ResponseTooLargeError,
-    RunListError,
-)
+from ._transport import AiohttpTransport, Request, Response, Transport
+from .exceptions import APIConnectionError, APIStatusError, RunListError
 
 __all__ = ["Client", "InsecureBaseURLWarning"]
 
 logger = logging.getLogger("aiorunlist")
 
-Order = Literal["asc", "desc"]
+T = TypeVar("T")
 
 _NO_DEADLINE = contextlib.nullcontext()
 
@@ -61,24 +64,59 @@ MAX_REDIRECTS = 5
 #: Default cap on one response body: far above a page of 100 large runs.
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
+#: A page, checked against its thread's walk: the decoded answer (``None`` when another task
+#: holds it), its run objects in hand-out order, and whether more pages follow.
+Checked = tuple[RawPage | None, list[Any], bool]
 
-def _add_note(error: RunListError, note: str) -> None:
-    """Say in the error's own message why it ends the page (kept in ``args`` too)."""
-    error.message = f"{error.message} ({note})"
-    error.args = (error.message,)
+#: Where a page is decoded and checked: in the requesting task (``None``), or elsewhere.
+Accept = Callable[[PageWalk, Response], Awaitable[Checked]]
+
+_UNSET: Any = object()
+
+#: Old keyword -> (the grouped setting that replaces it, the attribute there).
+_DEPRECATED = {
+    "initial_retry_delay": ("retry=Retries(initial_delay=...)", "initial_delay"),
+    "max_retry_delay": ("retry=Retries(max_delay=...)", "max_delay"),
+    "retry_budget": ("retry=Retries(budget=...)", "budget"),
+    "connect_timeout": ("timeout=Timeouts(connect=...)", "connect"),
+    "read_timeout": ("timeout=Timeouts(read=...)", "read"),
+    "page_timeout": ("timeout=Timeouts(page=...)", "page"),
+}
 
 
 class InsecureBaseURLWarning(UserWarning):
     """The base URL sends the API key in clear text (``http://`` to a host other than loopback)."""
 
 
+def _mask(value: Any, secret: str) -> Any:
+    """``value`` with every occurrence of ``secret`` in its strings masked."""
+    if isinstance(value, str):
+        return value.replace(secret, "<hidden>") if secret in value else value
+    if isinstance(value, dict):
+        return {_mask(k, secret): _mask(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, secret) for v in value]
+    return value
+
+
+def _check_api_key(api_key: object) -> str:
+    if not isinstance(api_key, str):
+        raise TypeError("api_key must be a string")
+    if api_key != api_key.strip() or any(c in api_key for c in "\r\n\0"):
+        raise ValueError(
+            "api_key has whitespace or a control character in it (a stray newline from a "
+            "file or a copy-paste?); pass the bare key"
+        )
+    return api_key
+
+
 class Client:
     """An asyncio client for ``GET /threads/{thread_id}/runs``.
 
     Use it as an async context manager (``async with Client() as client:``), or call
-    :meth:`aclose` when done. One client holds one aiohttp session for its whole life; create
-    it once per application, not per request. Like that session, a client belongs to the
-    event loop it is first used in: using it from another loop (a second ``asyncio.run``)
+    :meth:`aclose` when done. One client holds one connection pool for its whole life; create
+    it once per application, not per request. Like its aiohttp session, a client belongs to
+    the event loop it is first used in: using it from another loop (a second ``asyncio.run``)
     raises :class:`RunListError`.
 
     :param api_key: the bearer key; defaults to ``$OPENAI_API_KEY``.
@@ -86,30 +124,32 @@ class Client:
         ``$OPENAI_BASE_URL``, then ``https://api.openai.com/v1``.
     :param organization: sent as ``OpenAI-Organization``; defaults to ``$OPENAI_ORG_ID``.
     :param project: sent as ``OpenAI-Project``; defaults to ``$OPENAI_PROJECT_ID``.
-    :param timeout: seconds for one request (connect to last byte), or an
-        :class:`aiohttp.ClientTimeout` for finer control.
+    :param timeout: seconds for one request (connect to last byte), or :class:`Timeouts` for
+        every limit (connect, read, a whole page), or an :class:`aiohttp.ClientTimeout`.
     :param max_retries: how many times one page request is retried on connection errors,
         timeouts, cut or unreadable bodies, 408, 409, 429 and 5xx. ``0`` disables retries.
+        A shorthand for ``retry=Retries(max_retries=...)``.
+    :param retry: how requests are retried: a :class:`Retries` (backoff, the retry budget).
     :param session: an :class:`aiohttp.ClientSession` to borrow; the client never closes it.
         Without one, the client creates its own on first use and closes it in :meth:`aclose`.
+    :param transport: a :class:`Transport` to send requests with instead of aiohttp, such as
+        :class:`aiorunlist.testing.MockTransport` in tests. Not with ``session``.
+    :param control: a :class:`TrafficControl` holding the pause, pacing and retry budget the
+        client shares (by default its own :class:`LocalTrafficControl`). Not with ``pacing``.
     :param default_headers: extra headers sent with every request.
     :param max_response_bytes: larger responses are refused with
         :class:`~aiorunlist.ResponseTooLargeError`.
-    :param initial_retry_delay: first backoff delay in seconds (doubled per retry, jittered).
-    :param max_retry_delay: the cap of the backoff delay.
-    :param connect_timeout: seconds to establish a connection (when ``timeout`` is a number).
-    :param read_timeout: seconds between two reads of the response (``None``: no own limit).
-    :param page_timeout: total seconds for one page, retries and their waits included; the
-        client never sleeps past it. ``None``: no total limit.
-    :param retry_budget: tokens shared by every request of the client; a retry spends 5 (10
-        after a connection failure), a success gives back what its retries spent or adds 1.
-        During an outage retries stop when it runs dry, instead of multiplying traffic.
-        ``None`` disables the budget.
     :param pacing: a :class:`Pacing`: a fixed request rate, and/or adaptive slowing down on
         429s and low ``x-ratelimit-remaining-requests``. A ``Retry-After`` on a 429 or 503 always
         pauses every request of the client, with or without pacing.
+    :param initial_retry_delay: deprecated, use ``retry=Retries(initial_delay=...)``.
+    :param max_retry_delay: deprecated, use ``retry=Retries(max_delay=...)``.
+    :param retry_budget: deprecated, use ``retry=Retries(budget=...)``.
+    :param connect_timeout: deprecated, use ``timeout=Timeouts(connect=...)``.
+    :param read_timeout: deprecated, use ``timeout=Timeouts(read=...)``.
+    :param page_timeout: deprecated, use ``timeout=Timeouts(page=...)``.
     :raises RunListError: no API key given and ``OPENAI_API_KEY`` unset.
-    :raises ValueError: a malformed ``base_url`` or a negative ``max_retries``.
+    :raises ValueError: a malformed ``base_url``, key or setting (before anything is sent).
     """
 
     def __init__(
@@ -119,18 +159,21 @@ class Client:
         base_url: str | None = None,
         organization: str | None = None,
         project: str | None = None,
-        timeout: float | aiohttp.ClientTimeout = 60.0,
-        max_retries: int = 2,
+        timeout: float | Timeouts | aiohttp.ClientTimeout = 60.0,
+        max_retries: int | None = None,
+        retry: Retries | None = None,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        control: TrafficControl | None = None,
         default_headers: Mapping[str, str] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        initial_retry_delay: float = 0.5,
-        max_retry_delay: float = 8.0,
-        connect_timeout: float | None = 10.0,
-        read_timeout: float | None = None,
-        page_timeout: float | None = None,
-        retry_budget: int | None = 500,
         pacing: Pacing | None = None,
+        initial_retry_delay: float = _UNSET,
+        max_retry_delay: float = _UNSET,
+        connect_timeout: float | None = _UNSET,
+        read_timeout: float | None = _UNSET,
+        page_timeout: float | None = _UNSET,
+        retry_budget: int | None = _UNSET,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY")
@@ -138,6 +181,7 @@ class Client:
             raise RunListError(
                 "no API key: pass api_key=... or set the OPENAI_API_KEY environment variable"
             )
+        api_key = _check_api_key(api_key)
         if base_url is None:
             base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self.base_url: str = normalize_base_url(base_url)
@@ -154,54 +198,147 @@ class Client:
             organization = os.environ.get("OPENAI_ORG_ID")
         if project is None:
             project = os.environ.get("OPENAI_PROJECT_ID")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if not isinstance(max_response_bytes, int) or max_response_bytes < 1:
+        old = {
+            name: value
+            for name, value in (
+                ("initial_retry_delay", initial_retry_delay),
+                ("max_retry_delay", max_retry_delay),
+                ("retry_budget", retry_budget),
+                ("connect_timeout", connect_timeout),
+                ("read_timeout", read_timeout),
+                ("page_timeout", page_timeout),
+            )
+            if value is not _UNSET
+        }
+        for name in old:
+            warnings.warn(
+                f"Client({name}=...) is deprecated; pass {_DEPRECATED[name][0]}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self.retry: Retries = self._retries(retry, max_retries, old)
+        self.timeouts: Timeouts
+        client_timeout = self._timeouts(timeout, old)
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1
+        ):
             raise ValueError(
                 f"max_response_bytes must be a positive integer, got {max_response_bytes!r}"
             )
-        if isinstance(timeout, aiohttp.ClientTimeout):
-            self._timeout = timeout
-        else:
-            for name, value in (
-                ("timeout", timeout),
-                ("connect_timeout", connect_timeout),
-                ("read_timeout", read_timeout),
-            ):
-                if value is not None and not value > 0:
-                    raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-            self._timeout = aiohttp.ClientTimeout(
-                total=float(timeout), sock_connect=connect_timeout, sock_read=read_timeout
-            )
-        if page_timeout is not None and not page_timeout > 0:
-            raise ValueError(
-                f"page_timeout must be a positive number of seconds, got {page_timeout!r}"
-            )
         if pacing is not None and not isinstance(pacing, Pacing):
             raise TypeError(f"pacing must be an aiorunlist.Pacing, got {pacing!r}")
-        if initial_retry_delay < 0 or max_retry_delay < 0:
-            raise ValueError("retry delays must be >= 0")
+        if control is not None:
+            if not isinstance(control, TrafficControl):
+                raise TypeError(f"control must be an aiorunlist.TrafficControl, got {control!r}")
+            if pacing is not None or "retry_budget" in old:
+                raise ValueError(
+                    "pass pacing and the retry budget to the TrafficControl given as control=, "
+                    "not to the Client"
+                )
+        if transport is not None:
+            if not isinstance(transport, Transport):
+                raise TypeError(f"transport must be an aiorunlist.Transport, got {transport!r}")
+            if session is not None:
+                raise ValueError("pass either session= or transport=, not both")
         self.organization = organization
         self.project = project
-        self.max_retries = max_retries
         self.max_response_bytes = max_response_bytes
-        self.initial_retry_delay = float(initial_retry_delay)
-        self.max_retry_delay = float(max_retry_delay)
-        self.page_timeout = page_timeout
         #: How many retries this client has made (all threads, all pages).
         self.retries = 0
-        self._budget = None if retry_budget is None else RetryBudget(retry_budget)
-        self._control = TrafficControl(pacing)
+        self._control: TrafficControl = (
+            control if control is not None else LocalTrafficControl(pacing, self.retry.budget)
+        )
+        self._transport: Transport = (
+            transport
+            if transport is not None
+            else AiohttpTransport(session, timeout=client_timeout)
+        )
         self._budget_dry = False
         self._rate_limit: RateLimitInfo | None = None
+        self._api_key = api_key
         self._headers = build_headers(
             api_key, organization=organization, project=project, default_headers=default_headers
         )
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
+
+    @staticmethod
+    def _retries(retry: Retries | None, max_retries: int | None, old: dict[str, Any]) -> Retries:
+        changes = {
+            _DEPRECATED[name][1]: value
+            for name, value in old.items()
+            if _DEPRECATED[name][0].startswith("retry")
+        }
+        if max_retries is not None:
+            changes["max_retries"] = max_retries
+        if retry is None:
+            return Retries(**changes)
+        if not isinstance(retry, Retries):
+            raise TypeError(f"retry must be an aiorunlist.Retries, got {retry!r}")
+        if changes:
+            raise ValueError(
+                "pass the retry settings in retry=Retries(...) only, not also as keywords"
+            )
+        return retry
+
+    def _timeouts(
+        self, timeout: float | Timeouts | aiohttp.ClientTimeout, old: dict[str, Any]
+    ) -> aiohttp.ClientTimeout:
+        changes = {
+            _DEPRECATED[name][1]: value
+            for name, value in old.items()
+            if _DEPRECATED[name][0].startswith("timeout")
+        }
+        if isinstance(timeout, aiohttp.ClientTimeout):
+            self.timeouts = attrs.evolve(
+                Timeouts(request=None, connect=None, read=None, page=None),
+                page=changes.get("page"),
+            )
+            return timeout
+        if isinstance(timeout, Timeouts):
+            if changes:
+                raise ValueError(
+                    "pass the time limits in timeout=Timeouts(...), not also as keywords"
+                )
+            self.timeouts = timeout
+        else:
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, (int, float))
+                or not math.isfinite(timeout)
+                or timeout <= 0
+            ):
+                raise ValueError(
+                    f"timeout must be a finite number of seconds > 0, a Timeouts or an "
+                    f"aiohttp.ClientTimeout, got {timeout!r}"
+                )
+            self.timeouts = Timeouts(request=float(timeout), **changes)
+        t = self.timeouts
+        return aiohttp.ClientTimeout(total=t.request, sock_connect=t.connect, sock_read=t.read)
+
+    # Read-only views of the settings, as the client had them before they were grouped.
+
+    @property
+    def max_retries(self) -> int:
+        """How many times one page request is retried (``retry.max_retries``)."""
+        return self.retry.max_retries
+
+    @property
+    def initial_retry_delay(self) -> float:
+        """The first backoff delay in seconds (``retry.initial_delay``)."""
+        return float(self.retry.initial_delay)
+
+    @property
+    def max_retry_delay(self) -> float:
+        """The cap of the backoff delay in seconds (``retry.max_delay``)."""
+        return float(self.retry.max_delay)
+
+    @property
+    def page_timeout(self) -> float | None:
+        """Total seconds for one page, retries included (``timeouts.page``)."""
+        return self.timeouts.page
 
     def __repr__(self) -> str:
         return (
@@ -223,11 +360,11 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own session (a borrowed one is left open). Idempotent."""
+        """Close the client and its transport (a borrowed session is left open). Idempotent."""
+        if self._closed:
+            return
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None and self._owns_session:
-            await session.close()
+        await self._transport.aclose()
 
     @property
     def rate_limit(self) -> RateLimitInfo | None:
@@ -239,22 +376,20 @@ class Client:
         """Whether :meth:`aclose` was called."""
         return self._closed
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RunListError("this Client is closed; create a new one")
-        loop = asyncio.get_running_loop()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                timeout=self._timeout,
-            )
-            self._loop = loop
-        elif self._owns_session and self._loop is not loop:
-            raise RunListError(
-                "this Client was first used in another event loop; an aiohttp session belongs "
-                "to one loop, so create one Client per asyncio.run()"
-            )
-        return self._session
+    @property
+    def transport(self) -> Transport:
+        """The :class:`Transport` the client sends its requests with."""
+        return self._transport
+
+    @property
+    def control(self) -> TrafficControl:
+        """The :class:`TrafficControl` the client shares its pause, pacing and budget through."""
+        return self._control
+
+    @property
+    def _session(self) -> aiohttp.ClientSession | None:
+        transport = self._transport
+        return transport.session if isinstance(transport, AiohttpTransport) else None
 
     # --- one page --------------------------------------------------------------------------------
 
@@ -281,263 +416,211 @@ class Client:
         :raises APIConnectionError: no answer (after retries).
         :raises APIResponseValidationError: a 2xx answer that is not a list of runs.
         """
-        check_list_args(thread_id, limit=limit, order=order, after=after, before=before)
-        raw = await self._fetch_page(thread_id, limit, order, after, before)
+        check_list_args(thread_id, order=order, after=after, before=before)
+        check_page_size(limit)
+        walk = PageWalk(thread_id, after=after, before=before)
+
+        async def decode(walk: PageWalk, response: Response) -> Checked:
+            raw, _items, _more = accept_page(walk, response.status, response.headers, response.body)
+            return raw, [], False
+
+        raw, _, _ = await self._fetch(walk, limit, order, decode)
+        assert raw is not None  # noqa: S101 - decoded here
         return to_run_page(raw, thread_id=thread_id)
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, thread_id: str) -> bytes:
-        cap = self.max_response_bytes
-        length = resp.content_length
-        if length is not None and length > cap:
-            raise ResponseTooLargeError(
-                f"listing runs of thread {thread_id!r}: the response announces {length} bytes, "
-                f"more than max_response_bytes={cap}",
-                thread_id=thread_id,
-            )
-        if length is not None and resp.headers.get("Content-Encoding", "identity") == "identity":
-            return await resp.read()
-        # Compressed (Content-Length counts the compressed bytes) or of unknown length: count
-        # the decoded bytes as they come, so a small gzip bomb cannot fill memory either.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                raise ResponseTooLargeError(
-                    f"listing runs of thread {thread_id!r}: the response is larger than "
-                    f"max_response_bytes={cap}",
-                    thread_id=thread_id,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _fetch_page(  # noqa: PLR0917 - private; the page's parameters in URL order
-        self,
-        thread_id: str,
-        limit: int,
-        order: str,
-        after: str | None,
-        before: str | None,
-        decode: Callable[[int, Mapping[str, str], bytes], Awaitable[RawPage]] | None = None,
-    ) -> RawPage:
-        """One page, decoded but not yet typed: wait for the client's turn, send, retry that
-        one request as allowed."""
-        url = URL(
+    async def _fetch(
+        self, walk: PageWalk, limit: int, order: str, accept: Accept | None
+    ) -> Checked:
+        """One page of ``walk``'s thread, checked: wait for the turn, send, decode, then book
+        the success or ask the attempts what to do about the failure."""
+        thread_id = walk.thread_id
+        request = Request(
+            "GET",
             build_url(
-                self.base_url, thread_id, limit=limit, order=order, after=after, before=before
+                self.base_url,
+                thread_id,
+                limit=limit,
+                order=order,
+                after=walk.after,
+                before=walk.before,
             ),
-            encoded=True,
+            self._headers,
+            thread_id,
+            self.max_response_bytes,
         )
+        clock = anyio.current_time
         control = self._control
-        budget = self._budget
-        deadline = None if self.page_timeout is None else anyio.current_time() + self.page_timeout
-        attempt = 0
-        spent = 0
+        attempts = Attempts(
+            self.retry,
+            thread_id=thread_id,
+            now=clock(),
+            page_timeout=self.timeouts.page,
+            rng=self._rng,
+        )
         error: RunListError | None = None
         while True:
-            await self._wait_turn(thread_id, deadline, attempt, error)
-            session = self._get_session()  # per attempt: the client may have been closed
-            headers: Mapping[str, str] = {}
+            await self._wait_turn(attempts, error)
+            response: Response | None = None
             try:
-                status, headers, body = await self._send(session, url, thread_id, deadline)
-                if decode is None:
-                    page = decode_page(status, headers, body, thread_id=thread_id)
-                else:  # the fan-out has its consumer decode the page (see _fanout)
-                    waited_from = anyio.current_time()
+                response = await self._exchange(request, attempts)
+                if accept is None:
+                    checked: Checked = accept_page(
+                        walk, response.status, response.headers, response.body
+                    )
+                else:
+                    waited_from = clock()
                     try:
-                        page = await decode(status, headers, body)
-                    except (APIStatusError, APIResponseValidationError):
-                        raise
-                    except BaseException:
-                        # The request itself succeeded (a page the consumer refused for its
-                        # cursor, or a thread it dropped, or the fan-out ending): book it so.
-                        self._succeeded(headers, spent)
-                        raise
-                    finally:
-                        if deadline is not None:  # time spent waiting on the consumer is not
-                            deadline += anyio.current_time() - waited_from  # the request's
-            except APIStatusError as exc:
+                        checked = await accept(walk, response)
+                    finally:  # time spent waiting on the consumer is not the request's
+                        attempts.extend(clock() - waited_from)
+            except RunListError as exc:
                 error = exc
-                status = exc.status_code
-            except (APIConnectionError, APIResponseValidationError) as exc:
-                error = exc
-                status = 0
+            except Exception:
+                if response is not None:  # answered; the page was refused by its consumer
+                    await control.record(
+                        response.status, response.headers, ok=True, spent=attempts.spent
+                    )
+                raise
             else:
-                self._succeeded(headers, spent)
-                return page
-            now = anyio.current_time()
-            if "x-ratelimit-remaining-requests" in headers:
-                self._rate_limit = RateLimitInfo.from_headers(headers, time.monotonic())
-            if status == 429:
-                control.throttled(now)
-            if status:
-                control.pause(now, pause_from_headers(status, headers, retry_hint(headers)))
-            if isinstance(error, APIStatusError):
-                if not should_retry(status, headers, error):
-                    raise error
-            elif not error.retryable:
+                self._booked(response.headers)
+                await control.record(
+                    response.status, response.headers, ok=True, spent=attempts.spent
+                )
+                self._budget_dry = False
+                return checked
+            error = self._failed(error, response, attempts)
+            headers = error.headers if isinstance(error, APIStatusError) else {}
+            status = error.status_code if isinstance(error, APIStatusError) else 0
+            if (
+                response is not None
+                and not isinstance(error, APIStatusError)
+                and not error.retryable
+            ):
+                # A 2xx answer the client refused (its shape, its cursor): the request worked.
+                await control.record(
+                    response.status, response.headers, ok=True, spent=attempts.spent
+                )
                 raise error
-            if attempt >= self.max_retries:
+            await control.record(status, headers, ok=False)
+            retry = attempts.after_failure(error, headers, clock())
+            if retry is None:
                 raise error
-            delay = retry_delay(
-                attempt,
-                headers,
-                initial_delay=self.initial_retry_delay,
-                max_delay=self.max_retry_delay,
-                rng=self._rng,
-            )
-            if deadline is not None and now + delay > deadline:
-                _add_note(error, f"not retried: page_timeout={self.page_timeout}s would pass")
-                raise error
-            cost = 0
-            if budget is not None:
-                taken = budget.acquire(connection_failure=isinstance(error, APIConnectionError))
-                if taken is None:
-                    # One warning when the budget runs dry, not one per request of an outage.
-                    level = logging.INFO if self._budget_dry else logging.WARNING
-                    self._budget_dry = True
-                    logger.log(
-                        level,
-                        "not retrying thread %s: the client's retry budget is spent (%s)",
-                        thread_id,
-                        error,
-                        extra={"thread_id": thread_id, "attempt": attempt + 1},
-                    )
-                    _add_note(
-                        error,
-                        "not retried: this client's retry budget is spent, too many requests "
-                        "failed recently",
-                    )
-                    raise error
-                cost = taken
+            tokens = await control.take_retry(connection_failure=retry.connection_failure)
+            if tokens is None:
+                # One warning when the budget runs dry, not one per request of an outage.
+                level = logging.INFO if self._budget_dry else logging.WARNING
+                self._budget_dry = True
+                logger.log(
+                    level,
+                    "not retrying thread %s: the client's retry budget is spent (%s)",
+                    thread_id,
+                    error,
+                    extra={"thread_id": thread_id, "attempt": attempts.attempt + 1},
+                )
+                raise attempts.budget_spent(error)
             logger.info(
                 "retrying thread %s in %.3fs (attempt %d of %d): %s",
                 thread_id,
-                delay,
-                attempt + 1,
-                self.max_retries,
+                retry.delay,
+                attempts.attempt + 1,
+                self.retry.max_retries,
                 error,
                 extra={
                     "thread_id": thread_id,
-                    "attempt": attempt + 1,
+                    "attempt": attempts.attempt + 1,
                     "request_id": getattr(error, "request_id", None),
                 },
             )
             try:
-                await anyio.sleep(delay)
+                await anyio.sleep(retry.delay)
             except BaseException:
-                if budget is not None and cost:
-                    budget.success(cost)  # the retry never happened: give its tokens back
+                with anyio.CancelScope(shield=True):
+                    await control.refund(tokens)  # the retry never happened
                 raise
-            spent += cost
+            attempts.retried(tokens)
             self.retries += 1
-            attempt += 1
 
-    def _succeeded(self, headers: Mapping[str, str], spent: int) -> None:
-        """Book a request that got its page: rate-limit headers, budget refund, pacing."""
+    def _failed(
+        self, error: RunListError, response: Response | None, attempts: Attempts
+    ) -> RunListError:
+        """Book what a failure says (rate-limit headers) and mask the key in server text."""
+        if isinstance(error, APIStatusError):
+            self._booked(error.headers)
+        secret = self._api_key
+        if secret in str(error) or (
+            isinstance(error, APIStatusError) and secret in repr((error.body, dict(error.headers)))
+        ):
+            error.message = _mask(error.message, secret)
+            error.args = tuple(_mask(a, secret) for a in error.args)
+            if isinstance(error, APIStatusError):
+                error.body = _mask(error.body, secret)
+                error.headers = {k: _mask(v, secret) for k, v in error.headers.items()}
+        return error
+
+    def _booked(self, headers: Mapping[str, str]) -> None:
         if "x-ratelimit-remaining-requests" in headers:
             self._rate_limit = RateLimitInfo.from_headers(headers, time.monotonic())
-        if self._budget is not None:
-            self._budget.success(spent)
-            self._budget_dry = False
-        self._control.succeeded(anyio.current_time(), headers)
 
-    async def _wait_turn(
-        self, thread_id: str, deadline: float | None, attempt: int, error: RunListError | None
-    ) -> None:
-        """Wait for the shared pause and the pacing; book a slot only once it is this one's.
-
-        A wait that would pass ``page_timeout`` raises at once: the last error if there was
-        one (noting why it was not retried), else an :class:`APITimeoutError`.
-        """
+    async def _wait_turn(self, attempts: Attempts, error: RunListError | None) -> None:
+        """Wait for the shared pause and the pacing; the control books the slot once it is
+        this request's. A wait that would pass the page's deadline raises at once."""
+        if self._closed:
+            raise RunListError("this Client is closed; create a new one")
         control = self._control
         while True:
-            now = anyio.current_time()
-            wait = control.wait(now)
+            wait = await control.reserve()
             if wait <= 0:
-                control.book(now)
                 return
-            if deadline is not None and now + wait > deadline:
-                if error is not None:
-                    _add_note(
-                        error,
-                        f"not retried: waiting {wait:.1f}s for the server's pause or the "
-                        f"pacing would pass page_timeout={self.page_timeout}s",
-                    )
-                    raise error
-                raise self._deadline_error(thread_id, attempt)
+            attempts.check_wait(wait, anyio.current_time(), error)
             await anyio.sleep(wait)
 
-    def _deadline_error(self, thread_id: str, attempt: int) -> APITimeoutError:
-        return APITimeoutError(
-            f"listing runs of thread {thread_id!r}: page_timeout={self.page_timeout}s passed "
-            f"after {attempt + 1} attempt(s)",
-            thread_id=thread_id,
+    async def _exchange(self, request: Request, attempts: Attempts) -> Response:
+        """Send one request through the transport, following same-origin redirects, within
+        the page's deadline."""
+        if self._closed:
+            raise RunListError("this Client is closed; create a new one")
+        left = attempts.time_left(anyio.current_time())
+        try:
+            # No page deadline: no cancel scope to enter and leave on every request.
+            with anyio.fail_after(left) if left is not None else _NO_DEADLINE:
+                for _hop in range(MAX_REDIRECTS + 1):
+                    logger.debug("GET %s (thread %s)", request.url, request.thread_id)
+                    response = await self._transport.send(request)
+                    location = response.headers.get("Location")
+                    if response.status not in REDIRECT_STATUSES or location is None:
+                        return response
+                    url = redirect_target(request.url, location, thread_id=request.thread_id)
+                    request = attrs.evolve(request, url=url)
+        except TimeoutError:
+            raise attempts.deadline_error() from None
+        raise APIConnectionError(
+            f"listing runs of thread {request.thread_id!r}: more than {MAX_REDIRECTS} redirects",
+            thread_id=request.thread_id,
+            retryable=False,
         )
 
-    async def _send(
-        self, session: aiohttp.ClientSession, url: URL, thread_id: str, deadline: float | None
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """Send one request, following same-origin redirects; return status, headers, body.
+    async def _walk(
+        self,
+        thread_id: str,
+        *,
+        order: str,
+        page_size: int,
+        after: str | None,
+        before: str | None,
+        accept: Accept | None = None,
+    ) -> AsyncGenerator[Checked, None]:
+        """The one page loop: every page of one thread, each checked against the walk (cursor
+        advance, repeats) before it is yielded, the next requested only when asked for.
 
-        Transport failures come out as :class:`APIConnectionError` / :class:`APITimeoutError`.
-        A redirect to another origin is refused: the API key would travel with it.
+        ``accept`` decodes and checks a page somewhere else (the fan-out's consumer); by
+        default it happens here.
         """
-        remaining = None if deadline is None else deadline - anyio.current_time()
-        if remaining is not None and remaining <= 0:
-            raise self._deadline_error(thread_id, 0)
-        try:
-            # No page_timeout: no cancel scope to enter and leave on every request.
-            with anyio.fail_after(remaining) if remaining is not None else _NO_DEADLINE:
-                for _hop in range(MAX_REDIRECTS + 1):
-                    logger.debug("GET %s (thread %s)", url, thread_id)
-                    async with session.get(
-                        url,
-                        headers=self._headers,
-                        timeout=self._timeout,
-                        raise_for_status=False,
-                        allow_redirects=False,
-                    ) as resp:
-                        status = resp.status
-                        headers = resp.headers
-                        if status in (301, 302, 303, 307, 308) and "Location" in headers:
-                            url = self._redirect_target(url, headers["Location"], thread_id)
-                            continue
-                        body = await self._read_body(resp, thread_id)
-                        return status, headers, body
-                raise APIConnectionError(
-                    f"listing runs of thread {thread_id!r}: more than {MAX_REDIRECTS} redirects",
-                    thread_id=thread_id,
-                    retryable=False,
-                )
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            if remaining is not None and anyio.current_time() >= deadline:  # type: ignore[operator]
-                raise self._deadline_error(thread_id, 0) from exc
-            raise APITimeoutError(
-                f"listing runs of thread {thread_id!r} timed out", thread_id=thread_id
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise APIConnectionError(
-                f"listing runs of thread {thread_id!r}: the response body was cut short ({exc})",
-                thread_id=thread_id,
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"listing runs of thread {thread_id!r}: could not reach {self.base_url} "
-                f"({type(exc).__name__}: {exc})",
-                thread_id=thread_id,
-            ) from exc
-
-    def _redirect_target(self, url: URL, location: str, thread_id: str) -> URL:
-        target = url.join(URL(location))
-        if target.origin() != url.origin():
-            raise APIConnectionError(
-                f"listing runs of thread {thread_id!r}: the server redirected to another origin "
-                f"({target.origin()}); not following, as the API key would go with it",
-                thread_id=thread_id,
-                retryable=False,
-            )
-        return target
+        walk = PageWalk(thread_id, after=after, before=before)
+        more = True
+        while more:
+            checked = await self._fetch(walk, page_size, order, accept)
+            more = checked[2]
+            yield checked
 
     # --- a whole thread ------------------------------------------------------------------------
 
@@ -575,26 +658,21 @@ class Client:
                 async for run in runs:
                     ...
         """
-        check_list_args(
-            thread_id,
-            limit=page_size,
-            order=order,
-            after=after,
-            before=before,
-            limit_name="page_size",
-        )
+        check_list_args(thread_id, order=order, after=after, before=before)
+        check_page_size(page_size, name="page_size")
         return self._runs(thread_id, order, page_size, after, before)
 
     async def _runs(
         self, thread_id: str, order: str, page_size: int, after: str | None, before: str | None
     ) -> AsyncGenerator[Run, None]:
-        walk = PageWalk(thread_id, after=after, before=before)
-        while True:
-            page = await self._fetch_page(thread_id, page_size, order, walk.after, walk.before)
-            for run in structure_runs(page, walk.ordered(page), thread_id=thread_id):
-                yield run
-            if not walk.advance(page):
-                return
+        pages = self._walk(thread_id, order=order, page_size=page_size, after=after, before=before)
+        try:
+            async for raw, items, _more in pages:
+                assert raw is not None  # noqa: S101 - decoded in this task
+                for run in structure_runs(raw, items, thread_id=thread_id):
+                    yield run
+        finally:
+            await pages.aclose()
 
     def runs_many(
         self,

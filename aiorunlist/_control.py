@@ -5,7 +5,7 @@ is tested without a loop.
 
 * :class:`RetryBudget` is botocore's retry quota: each retry spends tokens from a bucket that
   a clean success refills, so during an outage retries stop multiplying traffic.
-* :class:`TrafficControl` keeps the shared pause (a ``Retry-After`` seen by one request makes
+* :class:`Pacer` keeps the shared pause (a ``Retry-After`` seen by one request makes
   every request of the client wait) and the pacing (:class:`Pacing`): a fixed rate, and an
   adaptive mode that is off until the first throttle, then halves the rate on each 429 and
   grows it back by 10% per success (AIMD; a burst of 429s within half a second counts once),
@@ -15,15 +15,26 @@ is tested without a loop.
 
 from __future__ import annotations
 
+import abc
 import contextlib
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
+from ._attempts import retry_hint
 from ._protocol import parse_go_duration
 
-__all__ = ["Pacing", "RateLimitInfo", "RetryBudget", "TrafficControl", "pause_from_headers"]
+__all__ = [
+    "LocalTrafficControl",
+    "Pacer",
+    "Pacing",
+    "RateLimitInfo",
+    "RetryBudget",
+    "TrafficControl",
+    "pause_from_headers",
+]
 
 
 @attrs.frozen
@@ -143,7 +154,7 @@ class RetryBudget:
         self.available = min(self.capacity, self.available + (spent or self.success_refill))
 
 
-class TrafficControl:
+class Pacer:
     """The shared pause and the pacing of one client (see the module docstring)."""
 
     __slots__ = (
@@ -264,7 +275,7 @@ def pause_from_headers(status: int, headers: Mapping[str, str], hint: float | No
     with no requests left (``x-ratelimit-remaining-requests: 0``) until it resets.
     """
     pause = 0.0
-    if status in (429, 503) and hint is not None and hint <= TrafficControl.MAX_PAUSE:
+    if status in (429, 503) and hint is not None and hint <= Pacer.MAX_PAUSE:
         pause = hint  # a longer hint is ignored, as retry_delay() ignores it
     if headers.get("x-ratelimit-remaining-requests") == "0":
         reset = headers.get("x-ratelimit-reset-requests")
@@ -272,3 +283,92 @@ def pause_from_headers(status: int, headers: Mapping[str, str], hint: float | No
             with contextlib.suppress(ValueError):
                 pause = max(pause, parse_go_duration(reset))
     return pause
+
+
+class TrafficControl(abc.ABC):
+    """The traffic state shared by every request of a client: the seam for sharing it wider.
+
+    A client asks :meth:`reserve` before each request, tells :meth:`record` what came back,
+    and asks :meth:`take_retry` before a retry. :class:`LocalTrafficControl` keeps that state
+    in the process (the default); an implementation over a shared store lets a fleet of
+    processes share one pause, one pace and one retry budget. Pass one as
+    ``Client(control=...)``.
+    """
+
+    @abc.abstractmethod
+    async def reserve(self) -> float:
+        """Ask to send a request now: ``0`` books the slot; else seconds to wait, then ask
+        again (the shared pause or the pacing)."""
+
+    @abc.abstractmethod
+    async def record(
+        self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0
+    ) -> None:
+        """An answer arrived (``status`` 0: none did). ``ok``: the page was had, after
+        retries that cost ``spent`` budget tokens."""
+
+    @abc.abstractmethod
+    async def take_retry(self, *, connection_failure: bool) -> int | None:
+        """Take the budget tokens for one retry; ``None`` when the budget is spent."""
+
+    @abc.abstractmethod
+    async def refund(self, tokens: int) -> None:
+        """Give back ``tokens`` taken for a retry that was never made."""
+
+
+class LocalTrafficControl(TrafficControl):
+    """The traffic state of one client, in this process: a :class:`Pacer` and a budget.
+
+    :param pacing: the client's :class:`Pacing` (``None``: only the shared pause).
+    :param budget: the retry budget's capacity in tokens (``None``: no budget).
+    :param clock: monotonic seconds; tests pass a fake clock.
+    """
+
+    __slots__ = ("budget", "clock", "pacer")
+
+    def __init__(
+        self,
+        pacing: Pacing | None = None,
+        budget: int | None = 500,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pacer = Pacer(pacing)
+        self.budget = None if budget is None else RetryBudget(budget)
+        self.clock = clock
+
+    async def reserve(self) -> float:
+        """See :meth:`TrafficControl.reserve`."""
+        now = self.clock()
+        wait = self.pacer.wait(now)
+        if wait <= 0:
+            self.pacer.book(now)
+            return 0.0
+        return wait
+
+    async def record(
+        self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0
+    ) -> None:
+        """See :meth:`TrafficControl.record`."""
+        pacer = self.pacer
+        now = self.clock()
+        if ok:
+            if self.budget is not None:
+                self.budget.success(spent)
+            pacer.succeeded(now, headers)
+            return
+        if status == 429:
+            pacer.throttled(now)
+        if status:
+            pacer.pause(now, pause_from_headers(status, headers, retry_hint(headers)))
+
+    async def take_retry(self, *, connection_failure: bool) -> int | None:
+        """See :meth:`TrafficControl.take_retry`."""
+        if self.budget is None:
+            return 0
+        return self.budget.acquire(connection_failure=connection_failure)
+
+    async def refund(self, tokens: int) -> None:
+        """See :meth:`TrafficControl.refund`."""
+        if self.budget is not None and tokens:
+            self.budget.available = min(self.budget.capacity, self.budget.available + tokens)

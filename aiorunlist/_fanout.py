@@ -28,17 +28,21 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._convert import structure_run
 from ._models import Run
 from ._protocol import (
+    Order,
     PageWalk,
     RawPage,
+    accept_page,
     check_list_args,
-    decode_page,
+    check_order,
+    check_page_size,
     shape_error,
     structure_runs,
 )
+from ._transport import Response
 from .exceptions import APIResponseValidationError, RunListError
 
 if TYPE_CHECKING:
-    from ._client import Client
+    from ._client import Checked, Client
 
 __all__ = ["PageStream", "RunStream", "ThreadPage", "ThreadStart", "fan_out"]
 
@@ -49,11 +53,16 @@ class ThreadStart:
 
     ``ThreadStart("thread_1", after="run_9")`` resumes that thread right after ``run_9``;
     ``before`` walks backwards as in :meth:`Client.runs`. A plain string lists the whole thread.
+    A thread id or cursor no server would accept raises ``ValueError`` (``TypeError`` for
+    one that is not a string) here, before anything is sent.
     """
 
     thread_id: str
     after: str | None = None
     before: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        check_list_args(self.thread_id, order="desc", after=self.after, before=self.before)
 
 
 @attrs.frozen
@@ -79,51 +88,36 @@ class ThreadPage:
 Threads = Iterable[str | ThreadStart] | AsyncIterable[str | ThreadStart]
 
 
-class _Verdict:
-    """The consumer's answer to a worker about one handed-over page."""
-
-    __slots__ = ("error", "event", "more", "raw")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.raw: RawPage | None = None
-        self.more = False
-        self.error: Exception | None = None
-
-
 class _Dropped(Exception):
     """The consumer dropped a page of a thread that already failed (no new failure)."""
 
 
 class _Item:
-    """What a worker sends: an answer to decode and hand out, or (``error``) a thread's end.
+    """What a worker hands over: an answer for the consumer to check, or a thread's end.
 
-    The worker hands over the response bytes, not decoded JSON: bytes are nothing for the
-    garbage collector to traverse while they wait. The consumer decodes them, checks the page
-    (its cursor bookkeeping included), tells the worker through ``verdict``, and only then
-    hands out the runs, typed one by one.
+    The worker hands over the response, not decoded JSON: bytes are nothing for the garbage
+    collector to traverse while they wait. The consumer decodes and checks the page against
+    the thread's walk (its cursor bookkeeping included), sets ``more`` or ``error`` and
+    ``done``, and only then hands out the runs, typed one by one. An item with no ``walk``
+    is a failed thread's end (``error``), for :class:`PageStream`.
     """
 
-    __slots__ = ("body", "error", "headers", "status", "thread_id", "verdict", "walk")
+    __slots__ = ("done", "error", "more", "response", "thread_id", "walk")
 
     def __init__(
         self,
         thread_id: str,
         *,
         walk: PageWalk | None = None,
-        status: int = 0,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        verdict: _Verdict | None = None,
+        response: Response | None = None,
         error: Exception | None = None,
     ) -> None:
         self.thread_id = thread_id
         self.walk = walk
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.verdict = verdict
+        self.response = response
         self.error = error
+        self.more = False
+        self.done = anyio.Event()
 
 
 class _Stream:
@@ -153,38 +147,32 @@ class _Stream:
         self.threads_done = 0
 
     def _accept(self, item: _Item) -> tuple[RawPage, list[Any], bool] | None:
-        """Decode a handed-over answer, check it, and give the worker its verdict.
+        """Decode a handed-over answer, check it, and tell the worker (``item.done``).
 
         Returns the page, its run objects in hand-out order, and whether it is the thread's
         last; ``None`` when the page is not to be handed out (the worker then retries the
         request, or fails the thread, as the error says).
         """
-        verdict = item.verdict
-        walk = item.walk
-        assert verdict is not None  # noqa: S101 - set on every answer item
-        assert walk is not None  # noqa: S101 - likewise
-        if item.thread_id in self._dropped:
-            verdict.error = _Dropped()
-            verdict.event.set()
-            return None
+        walk, response = item.walk, item.response
+        assert walk is not None  # noqa: S101 - set on answer items
+        assert response is not None  # noqa: S101 - likewise
         try:
-            raw = decode_page(item.status, item.headers or {}, item.body, thread_id=item.thread_id)
-            items = walk.ordered(raw)
-            more = walk.advance(raw)
+            if item.thread_id in self._dropped:
+                raise _Dropped  # noqa: TRY301 - told to the worker, not raised here
+            raw, items, more = accept_page(walk, response.status, response.headers, response.body)
         except Exception as exc:
-            verdict.error = exc
-            verdict.event.set()
+            item.error = exc
+            item.done.set()
             return None
-        verdict.raw = raw
-        verdict.more = more
-        verdict.event.set()
+        item.more = more
+        item.done.set()
         return raw, items, not more
 
     async def _next_page(self) -> ThreadPage:
         """The next page, decoded and typed here, right before its runs are handed out."""
         while True:
             item = await self._next_item()
-            if item.verdict is None:
+            if item.walk is None:
                 return ThreadPage(item.thread_id, (), True, item.error)
             accepted = self._accept(item)
             if accepted is None:
@@ -284,7 +272,7 @@ class RunStream(_Stream):
                 item = await self._next_item()
             except StopAsyncIteration:
                 return
-            if item.verdict is None:
+            if item.walk is None:
                 continue  # a failed thread's end (already in ``failures``)
             accepted = self._accept(item)
             if accepted is not None:
@@ -373,6 +361,8 @@ class _FanOut(Generic[S]):
         self.page_size = page_size
         self.collect = on_error == "collect"
         self.error_items = error_items
+        #: The scope of the whole fan-out (set by ``_run``): cancelled when the consumer leaves.
+        self.outer = anyio.CancelScope()
 
     async def next_item(self) -> str | ThreadStart | object:
         """The next thread from the caller's iterable, or ``_END`` when it is exhausted."""
@@ -397,42 +387,36 @@ class _FanOut(Generic[S]):
         group.cancel_scope.cancel()
 
     async def walk(self, out: MemoryObjectSendStream[None], item: str | ThreadStart) -> None:
+        """List one thread through the client's page loop, its pages checked by the consumer."""
         if isinstance(item, ThreadStart):
             thread_id, after, before = item.thread_id, item.after, item.before
         else:
             thread_id, after, before = item, None, None
-        check_list_args(
-            thread_id, limit=self.page_size, order=self.order, after=after, before=before
+        check_list_args(thread_id, order=self.order, after=after, before=before)
+
+        async def accept_by_consumer(walk: PageWalk, response: Response) -> Checked:
+            if not 200 <= response.status < 300:  # an error: read here, the consumer never sees it
+                return accept_page(walk, response.status, response.headers, response.body)
+            handed = _Item(thread_id, walk=walk, response=response)
+            await self.hand_over(out, handed)
+            await handed.done.wait()
+            if handed.error is not None:
+                raise handed.error
+            return None, [], handed.more
+
+        pages = self.client._walk(
+            thread_id,
+            order=self.order,
+            page_size=self.page_size,
+            after=after,
+            before=before,
+            accept=accept_by_consumer,
         )
-        walk = PageWalk(thread_id, after=after, before=before)
-        fetch = self.client._fetch_page
-
-        more = True
-
-        async def decode_by_consumer(
-            status: int, headers: Mapping[str, str], body: bytes
-        ) -> RawPage:
-            if not 200 <= status < 300:
-                return decode_page(status, headers, body, thread_id=thread_id)  # raises
-            verdict = _Verdict()
-            item = _Item(
-                thread_id, walk=walk, status=status, headers=headers, body=body, verdict=verdict
-            )
-            await self.hand_over(out, item)
-            await verdict.event.wait()
-            if verdict.error is not None:
-                raise verdict.error
-            assert verdict.raw is not None  # noqa: S101 - set with every verdict that is no error
-            nonlocal more
-            more = verdict.more
-            return verdict.raw
-
-        while more:
-            # The consumer advances ``walk`` when it accepts a page, before handing out its
-            # runs; the next request starts from there.
-            await fetch(
-                thread_id, self.page_size, self.order, walk.after, walk.before, decode_by_consumer
-            )
+        try:
+            async for _ in pages:
+                pass  # the consumer hands the runs out; the loop only drives the requests
+        finally:
+            await pages.aclose()
 
     async def worker(self, out: MemoryObjectSendStream[None], group: TaskGroup) -> None:
         async with out:
@@ -441,6 +425,18 @@ class _FanOut(Generic[S]):
                     item = await self.next_item()
                 except Exception as exc:  # the caller's own iterable failed: fatal either way
                     self.fail(exc, group)
+                    return
+                except anyio.get_cancelled_exc_class() as exc:
+                    if self.outer.cancel_called or group.cancel_scope.cancel_called:
+                        raise  # the fan-out itself is being cancelled
+                    # The source's own cancellation (it awaited something cancelled): it
+                    # failed, and must not pass for the end of the ids.
+                    error = RunListError(
+                        "the iterable of thread ids raised CancelledError of its own; the "
+                        "listing stopped there, with threads possibly left unlisted"
+                    )
+                    error.__cause__ = exc
+                    self.fail(error, group)
                     return
                 if item is _END:
                     return
@@ -501,6 +497,7 @@ async def _run(
     consumer_error: BaseException | None = None
     cancelled = anyio.get_cancelled_exc_class()
     async with anyio.create_task_group() as outer:
+        fan_out.outer = outer.cancel_scope
         outer.start_soon(fan_out.produce)
         try:
             yield stream
@@ -521,7 +518,7 @@ def fan_out(
     stream_cls: type[S],
     *,
     concurrency: int = 16,
-    order: Literal["asc", "desc"] = "desc",
+    order: Order = "desc",
     page_size: int = 100,
     on_error: Literal["raise", "collect"] = "raise",
 ) -> AbstractAsyncContextManager[S]:
@@ -541,9 +538,8 @@ def fan_out(
         raise ValueError(f"concurrency must be an integer from 1 to 1024, got {concurrency!r}")
     if on_error not in ("raise", "collect"):
         raise ValueError(f"on_error must be 'raise' or 'collect', got {on_error!r}")
-    check_list_args(
-        "-", limit=page_size, order=order, after=None, before=None, limit_name="page_size"
-    )
+    check_order(order)
+    check_page_size(page_size, name="page_size")
     return _run(
         client,
         threads,

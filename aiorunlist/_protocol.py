@@ -5,21 +5,19 @@ Nothing here touches the network or the event loop, so all of it is tested witho
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
-import math
-import random
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
+from yarl import URL
 
 from ._convert import structure_page_body, structure_run
 from ._models import Run, RunPage
 from ._version import __version__
 from .exceptions import (
+    APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
     AuthenticationError,
@@ -37,19 +35,22 @@ from .exceptions import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "USER_AGENT",
+    "Order",
     "PageWalk",
+    "accept_page",
     "build_headers",
     "build_url",
     "check_list_args",
+    "check_order",
+    "check_page_size",
+    "check_thread_id",
     "decode_page",
     "is_loopback_host",
     "make_status_error",
     "normalize_base_url",
     "parse_go_duration",
-    "retry_delay",
-    "retry_hint",
+    "redirect_target",
     "shape_error",
-    "should_retry",
     "structure_runs",
     "to_run_page",
 ]
@@ -57,6 +58,7 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 USER_AGENT = f"aiorunlist/{__version__}"
 
+#: The order of a listing: ``"desc"`` (newest first, the default) or ``"asc"``.
 Order = Literal["asc", "desc"]
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
@@ -117,31 +119,44 @@ def is_loopback_host(host: str | None) -> bool:
 def check_list_args(
     thread_id: object,
     *,
-    limit: object,
     order: object,
-    after: object,
-    before: object,
-    limit_name: str = "limit",
+    after: object = None,
+    before: object = None,
 ) -> None:
-    """Raise ``ValueError``/``TypeError`` for arguments no server would accept.
+    """Raise ``ValueError``/``TypeError`` for a thread id, order or cursor no server would accept.
 
     Runs before anything is sent, so a bad call never costs a request.
     """
+    check_thread_id(thread_id)
+    check_order(order)
+    for name, cursor in (("after", after), ("before", before)):
+        if cursor is not None and (not isinstance(cursor, str) or not cursor):
+            raise ValueError(
+                f"{name} must be a run id such as 'run_abc123' or None, got {cursor!r}"
+            )
+
+
+def check_thread_id(thread_id: object) -> None:
+    """Raise ``TypeError``/``ValueError`` for what cannot be a thread id."""
     if not isinstance(thread_id, str):
         raise TypeError(f"thread_id must be a string such as 'thread_abc123', not {thread_id!r}")
     if not thread_id or not thread_id.strip():
         raise ValueError("thread_id must not be empty; pass an id such as 'thread_abc123'")
     if thread_id in (".", ".."):
         raise ValueError(f"thread_id {thread_id!r} is not a thread id")
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
-        raise ValueError(f"{limit_name} must be an integer from 1 to 100, got {limit!r}")
+
+
+def check_order(order: object) -> None:
+    """Raise ``ValueError`` unless ``order`` is ``"asc"`` or ``"desc"``."""
     if order not in ("asc", "desc"):
         raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
-    for name, cursor in (("after", after), ("before", before)):
-        if cursor is not None and (not isinstance(cursor, str) or not cursor):
-            raise ValueError(
-                f"{name} must be a run id such as 'run_abc123' or None, got {cursor!r}"
-            )
+
+
+def check_page_size(limit: object, *, name: str = "limit") -> None:
+    """Raise ``ValueError`` unless ``limit`` is an integer from 1 to 100 (``name`` it is
+    called by in the caller's API)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ValueError(f"{name} must be an integer from 1 to 100, got {limit!r}")
 
 
 def build_url(
@@ -245,7 +260,24 @@ def make_status_error(
         param=param,
         body=decoded,
         headers=headers,
+        retryable=_retryable_status(status, headers, cls),
     )
+
+
+def _retryable_status(status: int, headers: Mapping[str, str], cls: type[APIStatusError]) -> bool:
+    """Whether an answer with ``status`` is worth another try.
+
+    ``x-should-retry`` from the server wins; a quota error is never retried (waiting cannot
+    help); otherwise 408, 409, 429 and 5xx are retried.
+    """
+    if issubclass(cls, QuotaExceededError):
+        return False
+    hint = headers.get("x-should-retry")
+    if hint == "true":
+        return True
+    if hint == "false":
+        return False
+    return status in RETRYABLE_STATUSES or status >= 500
 
 
 class RawPage:
@@ -355,72 +387,50 @@ def to_run_page(raw: RawPage, *, thread_id: str) -> RunPage:
         raise shape_error(thread_id, raw.status, raw.request_id, exc) from exc
 
 
-# --- retries -------------------------------------------------------------------------------------
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def should_retry(status: int, headers: Mapping[str, str], error: BaseException | None) -> bool:
-    """Whether an answer with ``status`` is worth another try.
+def redirect_target(url: str, location: str, *, thread_id: str) -> str:
+    """The URL a redirect from ``url`` to ``location`` leads to, if the client may follow it.
 
-    ``x-should-retry`` from the server wins; a quota error is never retried (waiting cannot
-    help); otherwise 408, 409, 429 and 5xx are retried.
+    Only the same origin is followed (the API key goes with the request); a ``Location``
+    that is not a usable URL, or leads elsewhere, raises a non-retryable
+    :class:`APIConnectionError`.
     """
-    if isinstance(error, QuotaExceededError):
-        return False
-    hint = headers.get("x-should-retry")
-    if hint == "true":
-        return True
-    if hint == "false":
-        return False
-    return status in RETRYABLE_STATUSES or status >= 500
-
-
-def retry_hint(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds the server asked to wait (``retry-after-ms``, then ``retry-after``), if any."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            ms = float(raw_ms)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(ms):
-                return ms / 1000
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
     try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        return when.timestamp() - (time.time() if now is None else now)
-    return seconds if math.isfinite(seconds) else None
+        here = URL(url, encoded=True)
+        target = here.join(URL(location))
+        same = target.origin() == here.origin()
+    except (ValueError, TypeError):
+        raise APIConnectionError(
+            f"listing runs of thread {thread_id!r}: the server redirected to "
+            f"{location[:80]!r}, which is not a usable URL",
+            thread_id=thread_id,
+            retryable=False,
+        ) from None
+    if not same:
+        raise APIConnectionError(
+            f"listing runs of thread {thread_id!r}: the server redirected to another origin "
+            f"({target.origin()}); not following, as the API key would go with it",
+            thread_id=thread_id,
+            retryable=False,
+        )
+    return str(target)
 
 
-def retry_delay(
-    attempt: int,
-    headers: Mapping[str, str],
-    *,
-    initial_delay: float = 0.5,
-    max_delay: float = 8.0,
-    max_hint: float = 60.0,
-    rng: random.Random | None = None,
-    now: float | None = None,
-) -> float:
-    """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0).
-
-    The server's hint comes first: ``retry-after-ms``, then ``retry-after`` (seconds or an
-    HTTP date), honoured when it lies between 0 and ``max_hint``. Otherwise exponential
-    backoff from ``initial_delay``, capped at ``max_delay``, with up to 25% jitter downwards.
+def accept_page(
+    walk: PageWalk, status: int, headers: Mapping[str, str], body: bytes
+) -> tuple[RawPage, list[Any], bool]:
+    """Decode one answer of ``walk``'s thread and check it against the walk, before any run
+    of it is handed out: the page, its run objects in hand-out order, and whether more
+    pages follow. Raises the answer's error, or :class:`PaginationError`.
     """
-    hint = retry_hint(headers, now)
-    if hint is not None and 0 <= hint <= max_hint:
-        return hint
-    backoff = min(initial_delay * 2.0 ** min(attempt, 64), max_delay)
-    jitter = 1 - 0.25 * (rng or random).random()
-    return max(backoff * jitter, 0.0)
+    raw = decode_page(status, headers, body, thread_id=walk.thread_id)
+    items = walk.ordered(raw)
+    return raw, items, walk.advance(raw)
+
+
+# --- rate-limit headers ------------------------------------------------------------------------
 
 
 def parse_go_duration(text: str) -> float:

@@ -52,19 +52,31 @@ __all__ = [
 
 
 class RunListError(Exception):
-    """Base class of every error aiorunlist raises (bad arguments aside: ``ValueError``)."""
+    """Base class of every error aiorunlist raises (bad arguments aside: ``ValueError``).
+
+    ``retryable`` says whether sending the request again could help (the client retries
+    exactly those errors); ``not_retried``, when set, says why a retryable error was raised
+    all the same (the retry budget, the page's deadline), and ends the error's text.
+    """
+
+    #: Whether sending the same request again could help.
+    retryable: bool = False
 
     def __init__(self, message: str, *, thread_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         #: The thread whose listing failed, where one was involved.
         self.thread_id = thread_id
+        #: Why the client raised this (retryable) error instead of retrying, if it did.
+        self.not_retried: str | None = None
 
     def __str__(self) -> str:
+        if self.not_retried:
+            return f"{self.message} (not retried: {self.not_retried})"
         return self.message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
+        return f"{type(self).__name__}({str(self)!r})"
 
 
 class PaginationError(RunListError):
@@ -146,8 +158,17 @@ class APIStatusError(RunListError):
         param: str | None = None,
         body: object = None,
         headers: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message, thread_id=thread_id)
+        #: Whether asking again could help: by default 408, 409, 429 and 5xx (never a quota
+        #: error); the client also follows the server's ``x-should-retry`` header.
+        self.retryable = (
+            (status_code in (408, 409, 429) or status_code >= 500)
+            and not isinstance(self, QuotaExceededError)
+            if retryable is None
+            else retryable
+        )
         #: The response headers (``x-ratelimit-*``, ``retry-after``, ...).
         self.headers: Mapping[str, str] = headers if headers is not None else {}
         #: The HTTP status of the response.

@@ -12,6 +12,7 @@ import resource
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import aiorunlist
 from aiorunlist.testing import FakeServer, Fault
@@ -39,12 +40,14 @@ async def run(
     *,
     concurrency: int,
     page_size: int,
-    **client_args: object,
+    **client_args: Any,
 ) -> Row:
     got: dict[str, list[str | None]] = defaultdict(list)
     started = time.perf_counter()
     async with (
-        aiorunlist.Client(KEY, base_url=server.base_url, **client_args) as client,  # type: ignore[arg-type]
+        aiorunlist.Client(
+            KEY, base_url=server.base_url, retry=aiorunlist.Retries(**client_args), timeout=2
+        ) as client,
         client.runs_many(
             tids, concurrency=concurrency, page_size=page_size, on_error="collect"
         ) as stream,
@@ -79,7 +82,7 @@ async def run(
 
 async def main() -> None:
     rows: list[Row] = []
-    fast = {"initial_retry_delay": 0.001, "max_retry_delay": 0.01, "timeout": 2}
+    fast = {"initial_delay": 0.001, "max_delay": 0.01}
     for rate in (0.15, 0.30):
         async with FakeServer(api_key=KEY) as server:
             tids = server.seed(500, lambda i: i % 23, seed=7)
@@ -107,7 +110,7 @@ async def main() -> None:
                     concurrency=16,
                     page_size=100,
                     max_retries=3,
-                    retry_budget=budget,
+                    budget=budget,
                     **fast,
                 )
             )

@@ -38,8 +38,8 @@ async def main(n_threads: int) -> None:
         async with aiorunlist.Client(
             server.api_key,
             base_url=server.base_url,
-            max_retries=4,
-            initial_retry_delay=0.05,  # the fake server recovers at once; keep the demo quick
+            # The fake server recovers at once: short retry delays keep the demo quick.
+            retry=aiorunlist.Retries(max_retries=4, initial_delay=0.05),
         ) as client:
             statuses: Counter[str] = Counter()
             tokens_by_model: Counter[str] = Counter()

@@ -57,9 +57,7 @@ async def client(server: FakeServer) -> AsyncIterator[aiorunlist.Client]:
     async with aiorunlist.Client(
         server.api_key,
         base_url=server.base_url,
-        initial_retry_delay=0.001,
-        max_retry_delay=0.01,
-        max_retries=5,
+        retry=aiorunlist.Retries(max_retries=5, initial_delay=0.001, max_delay=0.01),
     ) as c:
         yield c
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 import aiorunlist
+from aiorunlist._control import Pacer, RetryBudget
 from aiorunlist.testing import FakeServer
 
 API_KEY = "sk-test-key-0123456789"
@@ -24,15 +26,40 @@ async def server() -> AsyncIterator[FakeServer]:
         yield srv
 
 
+#: Settings -> (the grouped class, its attribute).
+_GROUPED = {
+    "initial_retry_delay": ("retry", "initial_delay"),
+    "max_retry_delay": ("retry", "max_delay"),
+    "retry_budget": ("retry", "budget"),
+    "max_retries": ("retry", "max_retries"),
+    "page_timeout": ("timeout", "page"),
+    "connect_timeout": ("timeout", "connect"),
+    "read_timeout": ("timeout", "read"),
+    "timeout": ("timeout", "request"),
+}
+
+
+def fast_client(base_url: str, **kwargs: Any) -> aiorunlist.Client:
+    """A client for tests: quick retries; flat settings grouped into Retries and Timeouts."""
+    kwargs.setdefault("initial_retry_delay", 0.001)
+    kwargs.setdefault("max_retry_delay", 0.01)
+    groups: dict[str, dict[str, Any]] = {"retry": {}, "timeout": {}}
+    for name in list(kwargs):
+        if name in _GROUPED:
+            group, attribute = _GROUPED[name]
+            groups[group][attribute] = kwargs.pop(name)
+    kwargs.setdefault("api_key", API_KEY)
+    return aiorunlist.Client(
+        base_url=base_url,
+        retry=aiorunlist.Retries(**groups["retry"]),
+        timeout=aiorunlist.Timeouts(**groups["timeout"]),
+        **kwargs,
+    )
+
+
 @pytest.fixture
 async def client(server: FakeServer) -> AsyncIterator[aiorunlist.Client]:
-    async with aiorunlist.Client(
-        API_KEY,
-        base_url=server.base_url,
-        initial_retry_delay=0.001,
-        max_retry_delay=0.01,
-        timeout=5,
-    ) as c:
+    async with fast_client(server.base_url, timeout=5) as c:
         yield c
 
 
@@ -56,3 +83,18 @@ def other_tasks() -> set[asyncio.Task[object]]:
             continue  # the fake server's delayed answers wait on an event
         found.add(task)
     return found
+
+
+def budget_of(client: aiorunlist.Client) -> RetryBudget:
+    """The retry budget of a client with the default (local) traffic control."""
+    control = client.control
+    assert isinstance(control, aiorunlist.LocalTrafficControl)
+    assert control.budget is not None
+    return control.budget
+
+
+def pacer_of(client: aiorunlist.Client) -> Pacer:
+    """The pause and pacing state of a client with the default (local) traffic control."""
+    control = client.control
+    assert isinstance(control, aiorunlist.LocalTrafficControl)
+    return control.pacer

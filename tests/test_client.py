@@ -12,15 +12,14 @@ import pytest
 
 import aiorunlist
 from aiorunlist.testing import FakeServer, Fault
+from tests import conftest
 from tests.conftest import API_KEY
 
 pytestmark = pytest.mark.anyio
 
 
 def fast_client(server: FakeServer, **kwargs: Any) -> aiorunlist.Client:
-    kwargs.setdefault("initial_retry_delay", 0.001)
-    kwargs.setdefault("max_retry_delay", 0.01)
-    return aiorunlist.Client(API_KEY, base_url=server.base_url, **kwargs)
+    return conftest.fast_client(server.base_url, **kwargs)
 
 
 # --- construction and configuration -------------------------------------------------------------
@@ -326,11 +325,13 @@ async def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    async with aiorunlist.Client(
-        "k", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, initial_retry_delay=0.001
+    async with conftest.fast_client(
+        f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=1
     ) as client:
-        with pytest.raises(aiorunlist.APIConnectionError, match="could not reach"):
+        with pytest.raises(aiorunlist.APIConnectionError, match="could not reach") as info:
             await client.list_page("thread_1")
+    assert client.retries == 1
+    assert info.value.retryable
 
 
 async def test_retry_sleep_is_cancellable(client: aiorunlist.Client, server: FakeServer) -> None:

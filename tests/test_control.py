@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiorunlist import Pacing
-from aiorunlist._control import RetryBudget, TrafficControl, pause_from_headers
+from aiorunlist._control import Pacer, RetryBudget, pause_from_headers
 
 
-def go(control: TrafficControl, now: float) -> float:
+def go(control: Pacer, now: float) -> float:
     """Wait as a request would, then book: returns how long it waited in all."""
     waited = 0.0
     while (wait := control.wait(now + waited)) > 0:
@@ -50,14 +50,14 @@ def test_budget_stays_within_bounds(events: list[str]) -> None:
 
 
 def test_fixed_pacing_spaces_requests() -> None:
-    control = TrafficControl(Pacing(requests_per_second=4))
+    control = Pacer(Pacing(requests_per_second=4))
     waits = [go(control, 10.0) for _ in range(5)]
     assert waits == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
     assert go(control, 20.0) == 0.0  # idle time is not banked into a burst
 
 
 def test_waiting_without_going_books_nothing() -> None:
-    control = TrafficControl(Pacing(requests_per_second=1))
+    control = Pacer(Pacing(requests_per_second=1))
     go(control, 0.0)
     for _ in range(10):  # ten requests that waited and were cancelled
         assert control.wait(0.5) == pytest.approx(0.5)
@@ -73,18 +73,18 @@ def test_per_minute() -> None:
 
 
 def test_shared_pause_holds_everyone() -> None:
-    control = TrafficControl(None)
+    control = Pacer(None)
     assert go(control, 0.0) == 0.0
     control.pause(1.0, 2.0)
     assert go(control, 1.5) == pytest.approx(1.5)
     assert go(control, 2.9) == pytest.approx(0.1)
     assert go(control, 3.0) == 0.0
     control.pause(5.0, 3600)
-    assert go(control, 5.0) == TrafficControl.MAX_PAUSE
+    assert go(control, 5.0) == Pacer.MAX_PAUSE
 
 
 def test_adaptive_is_off_until_the_first_throttle() -> None:
-    control = TrafficControl(Pacing(adaptive=True))
+    control = Pacer(Pacing(adaptive=True))
     for i in range(40):
         assert go(control, i / 40) == 0.0  # 40 requests in one second: unpaced
     control.throttled(1.0)
@@ -100,7 +100,7 @@ def test_adaptive_is_off_until_the_first_throttle() -> None:
 
 
 def test_adaptive_follows_rate_limit_headers() -> None:
-    control = TrafficControl(Pacing(adaptive=True))
+    control = Pacer(Pacing(adaptive=True))
     headers = {
         "x-ratelimit-limit-requests": "100",
         "x-ratelimit-remaining-requests": "5",
@@ -114,7 +114,7 @@ def test_adaptive_follows_rate_limit_headers() -> None:
 
 
 def test_fixed_pacing_is_not_adapted() -> None:
-    control = TrafficControl(Pacing(requests_per_second=5))
+    control = Pacer(Pacing(requests_per_second=5))
     control.throttled(0.0)
     assert control.rate == 5
     assert control.throttles == 1

@@ -26,7 +26,8 @@ def test_all_is_exactly_the_public_names(module: object) -> None:
         and name not in ("annotations", "TYPE_CHECKING")
         and (
             getattr(value, "__module__", own).startswith("aiorunlist")
-            or typing.get_origin(value) in (typing.Union, types.UnionType)  # type aliases
+            # type aliases
+            or typing.get_origin(value) in (typing.Union, types.UnionType, typing.Literal)
         )
     }
     assert set(exported) == public | ({"__version__"} & set(exported))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import aiorunlist
 from aiorunlist.testing import FakeServer, Fault, make_runs
-from tests.conftest import API_KEY, other_tasks
+from tests.conftest import budget_of, fast_client, other_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -507,9 +507,7 @@ async def test_waiting_on_a_slow_consumer_does_not_use_up_page_timeout(
     (tid,) = server.seed(1, 4)
     server.add_fault(Fault(not_json=True))  # the first page: retried after waiting
     async with (
-        aiorunlist.Client(
-            API_KEY, base_url=server.base_url, page_timeout=0.5, initial_retry_delay=0.001
-        ) as client,
+        fast_client(server.base_url, page_timeout=0.5) as client,
         client.runs_many([tid], page_size=2, on_error="collect") as stream,
     ):
         got = []
@@ -527,13 +525,10 @@ async def test_refused_pages_still_count_as_answered(server: FakeServer) -> None
     server.add_fault(Fault(body=page, headers=limits, thread_id="thread_loop"))
     server.add_fault(Fault(not_json=True, thread_id="thread_loop"))
     server.add_fault(Fault(body=page, headers=limits, thread_id="thread_loop"))
-    async with aiorunlist.Client(
-        API_KEY, base_url=server.base_url, retry_budget=20, initial_retry_delay=0.001
-    ) as client:
+    async with fast_client(server.base_url, retry_budget=20) as client:
         async with client.runs_many(["thread_loop"], on_error="collect") as stream:
             assert [run.id async for run in stream] == ["run_a"]
         assert isinstance(stream.failures["thread_loop"], aiorunlist.PaginationError)
-        assert client._budget is not None
-        assert client._budget.available == 20  # the retry's tokens came back
+        assert budget_of(client).available == 20  # the retry's tokens came back
         assert client.rate_limit is not None
         assert client.rate_limit.remaining_requests == 7

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import email.utils
-import random
-
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import aiorunlist
 from aiorunlist._protocol import (
@@ -17,12 +12,11 @@ from aiorunlist._protocol import (
     build_headers,
     build_url,
     check_list_args,
+    check_page_size,
     decode_page,
     make_status_error,
     normalize_base_url,
     parse_go_duration,
-    retry_delay,
-    should_retry,
     to_run_page,
 )
 
@@ -133,8 +127,10 @@ def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     }
     args.update(kwargs)
     thread_id = args.pop("thread_id")
+    limit = args.pop("limit")
     with pytest.raises((ValueError, TypeError), match=message):
-        check_list_args(thread_id, **args)  # type: ignore[arg-type]
+        check_list_args(thread_id, **args)
+        check_page_size(limit)
 
 
 @pytest.mark.parametrize(
@@ -168,48 +164,6 @@ def test_default_headers_replace_case_insensitively_but_never_the_key() -> None:
     assert h["openai-beta"] == "assistants=v3"
     assert [k for k in h if k.lower() == "authorization"] == ["Authorization"]
     assert h["Authorization"] == "Bearer sk-1"
-
-
-@pytest.mark.parametrize(
-    ("status", "headers", "expected"),
-    [
-        (408, {}, True),
-        (409, {}, True),
-        (429, {}, True),
-        (500, {}, True),
-        (503, {}, True),
-        (400, {}, False),
-        (404, {}, False),
-        (400, {"x-should-retry": "true"}, True),
-        (503, {"x-should-retry": "false"}, False),
-    ],
-)
-def test_should_retry(status: int, headers: dict[str, str], expected: bool) -> None:
-    assert should_retry(status, headers, None) is expected
-
-
-def test_quota_is_never_retried() -> None:
-    err = make_status_error(429, {}, _err(429, "insufficient_quota"), thread_id="t")
-    assert should_retry(429, {"x-should-retry": "true"}, err) is False
-
-
-def test_retry_delay_prefers_server_hints() -> None:
-    rng = random.Random(1)
-    assert retry_delay(0, {"retry-after-ms": "250", "retry-after": "9"}, rng=rng) == 0.25
-    assert retry_delay(0, {"retry-after": "3"}, rng=rng) == 3.0
-    now = 1_700_000_000.0
-    date = email.utils.formatdate(now + 5, usegmt=True)
-    assert retry_delay(0, {"retry-after": date}, rng=rng, now=now) == pytest.approx(5.0)
-    # Beyond the cap, or garbage: back off instead.
-    assert retry_delay(0, {"retry-after": "3600"}, rng=rng) <= 0.5
-    assert retry_delay(0, {"retry-after": "soon"}, rng=rng) <= 0.5
-
-
-@given(st.integers(0, 20), st.floats(0.01, 2.0), st.floats(0.5, 30.0))
-def test_backoff_is_bounded_and_jittered(attempt: int, initial: float, cap: float) -> None:
-    d = retry_delay(attempt, {}, initial_delay=initial, max_delay=cap, rng=random.Random(attempt))
-    full = min(initial * 2**attempt, cap)
-    assert 0.75 * full - 1e-9 <= d <= full + 1e-9
 
 
 @pytest.mark.parametrize(

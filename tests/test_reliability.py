@@ -11,6 +11,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -18,15 +19,13 @@ from aiohttp import web
 
 import aiorunlist
 from aiorunlist.testing import FakeServer, Fault
-from tests.conftest import API_KEY, other_tasks
+from tests.conftest import API_KEY, budget_of, fast_client, other_tasks, pacer_of
 
 pytestmark = pytest.mark.anyio
 
 
-def make_client(server: FakeServer, **kwargs: object) -> aiorunlist.Client:
-    kwargs.setdefault("initial_retry_delay", 0.001)
-    kwargs.setdefault("max_retry_delay", 0.01)
-    return aiorunlist.Client(API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
+def make_client(server: FakeServer, **kwargs: Any) -> aiorunlist.Client:
+    return fast_client(server.base_url, **kwargs)
 
 
 @pytest.mark.parametrize(("rate", "seed"), [(0.15, 1), (0.3, 2)])
@@ -86,11 +85,10 @@ async def test_budget_refills_after_the_outage(server: FakeServer) -> None:
         for _ in range(2):
             with pytest.raises(aiorunlist.InternalServerError):
                 await client.list_page(tid)
-        assert client._budget is not None
-        assert client._budget.available == 0
+        assert budget_of(client).available == 0
         for _ in range(5):
             await client.list_page(tid)  # clean successes refill
-        assert client._budget.available == 5
+        assert budget_of(client).available == 5
         server.add_fault(Fault(status=500))
         await client.list_page(tid)  # a retry is affordable again
         assert client.retries == 3
@@ -134,8 +132,8 @@ async def test_adaptive_pacing_slows_down_after_429s(server: FakeServer) -> None
     ) as client:
         async with client.runs_many(tids, concurrency=8) as stream:
             assert sum([1 async for _ in stream]) == 16
-        assert client._control.throttles == 3
-        assert client._control.rate is not None
+        assert pacer_of(client).throttles == 3
+        assert pacer_of(client).rate is not None
 
 
 async def test_page_timeout_caps_retries_and_sleeps(server: FakeServer) -> None:
@@ -316,8 +314,7 @@ async def test_a_retry_that_never_happens_costs_no_budget(server: FakeServer) ->
             server.add_fault(Fault(status=500))
             with pytest.raises(aiorunlist.InternalServerError, match="page_timeout"):
                 await client.list_page("thread_b")
-        assert client._budget is not None
-        assert client._budget.available == 50
+        assert budget_of(client).available == 50
         assert client.retries == 0
     async with make_client(
         server, retry_budget=50, initial_retry_delay=1, max_retry_delay=1
@@ -326,10 +323,9 @@ async def test_a_retry_that_never_happens_costs_no_budget(server: FakeServer) ->
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.list_page, "thread_b")
             await anyio.sleep(0.1)  # it is now sleeping before its retry
-            assert client._budget is not None
-            assert client._budget.available == 45
+            assert budget_of(client).available == 45
             tg.cancel_scope.cancel()
-        budget = client._budget
+        budget = budget_of(client)
         assert budget is not None
         assert budget.available == 50  # the cancelled retry gave its tokens back
 

@@ -17,8 +17,7 @@ from typing import IO, Any, BinaryIO, Literal, NoReturn, TextIO
 
 import click
 
-from .._client import Client
-from .._protocol import check_list_args
+from .. import Client, ThreadStart
 from ..exceptions import RunListError
 from ._export import Export
 from ._inputs import CLIError, ThreadIds
@@ -151,8 +150,8 @@ def _check_thread_arguments(thread_ids: Sequence[str]) -> None:
         if not thread_id.strip():
             raise CLIError("empty THREAD_ID argument; pass ids such as thread_abc123")
         try:
-            check_list_args(thread_id, limit=1, order="asc", after=None, before=None)
-        except ValueError as exc:
+            ThreadStart(thread_id)
+        except (TypeError, ValueError) as exc:
             raise CLIError(str(exc)) from None
 
 

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from .._client import Client
+from .. import Client, Retries
 from ..testing import BASE_CREATED_AT, FakeServer, make_id, make_runs
 from ._export import Export, on_interrupt
 from ._inputs import CLIError, ThreadIds
@@ -182,9 +182,7 @@ async def run_demo(
         client = Client(
             DEMO_KEY,
             base_url=server.base_url,
-            max_retries=4,
-            initial_retry_delay=0.05,
-            max_retry_delay=0.5,
+            retry=Retries(max_retries=4, initial_delay=0.05, max_delay=0.5),
             timeout=30,
         )
         summary = Summary()

@@ -3,7 +3,8 @@
 `FakeServer` is a real HTTP server (aiohttp) on localhost that implements
 ``GET /v1/threads/{thread_id}/runs`` like the OpenAI Assistants API v2, with switches for lax
 compatible servers and on-demand faults (`Fault`, `FakeServer.chaos`); `make_run` and
-`make_runs` build realistic run objects. This package does not depend on the client.
+`make_runs` build realistic run objects. `MockTransport` answers a client's requests from a
+function of yours, without sockets.
 
 Example::
 
@@ -13,6 +14,7 @@ Example::
 """
 
 from ._data import BASE_CREATED_AT, make_id, make_run, make_runs
+from ._mock import MockResponse, MockTransport
 from ._server import CHAOS_KINDS, FakeServer, Fault, RecordedRequest
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "CHAOS_KINDS",
     "FakeServer",
     "Fault",
+    "MockResponse",
+    "MockTransport",
     "RecordedRequest",
     "make_id",
     "make_run",
