@@ -547,14 +547,12 @@ class Client:
         if isinstance(error, APIStatusError):
             self._booked(error.headers)
         secret = self._api_key
-        if secret in str(error) or (
-            isinstance(error, APIStatusError) and secret in repr((error.body, dict(error.headers)))
-        ):
-            error.message = _mask(error.message, secret)
+        if secret in repr(vars(error)) or secret in repr(error.args):
+            # A server that echoes the Authorization header: mask it wherever its text landed.
+            for name, value in list(vars(error).items()):
+                plain = dict(value) if isinstance(value, Mapping) else value
+                setattr(error, name, _mask(plain, secret))
             error.args = tuple(_mask(a, secret) for a in error.args)
-            if isinstance(error, APIStatusError):
-                error.body = _mask(error.body, secret)
-                error.headers = {k: _mask(v, secret) for k, v in error.headers.items()}
         return error
 
     def _booked(self, headers: Mapping[str, str]) -> None:

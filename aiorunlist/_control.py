@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 
+def _finite(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 @attrs.frozen
 class Pacing:
     """How fast a client may send requests.
@@ -51,12 +56,20 @@ class Pacing:
     requests_per_second: float | None = attrs.field(default=None)
     adaptive: bool = False
     #: The slowest the adaptive mode will go.
-    min_requests_per_second: float = 0.5
+    min_requests_per_second: float = attrs.field(default=0.5)
 
     @requests_per_second.validator
     def _check_rate(self, _attribute: object, value: float | None) -> None:
-        if value is not None and not value > 0:
-            raise ValueError(f"requests_per_second must be > 0, got {value!r}")
+        if value is not None and not (_finite(value) and value > 0):
+            raise ValueError(f"requests_per_second must be a finite number > 0, got {value!r}")
+
+    @min_requests_per_second.validator
+    def _check_floor(self, _attribute: object, value: float) -> None:
+        if not (_finite(value) and value > 0):
+            raise ValueError(
+                f"min_requests_per_second must be a finite number > 0 (a server's headers could "
+                f"otherwise stop the client), got {value!r}"
+            )
 
     @classmethod
     def per_minute(cls, requests: float, *, adaptive: bool = False) -> Pacing:
@@ -356,6 +369,8 @@ class LocalTrafficControl(TrafficControl):
             if self.budget is not None:
                 self.budget.success(spent)
             pacer.succeeded(now, headers)
+            if headers.get("x-ratelimit-remaining-requests") == "0":  # none left: wait it out
+                pacer.pause(now, pause_from_headers(status, headers, None))
             return
         if status == 429:
             pacer.throttled(now)

@@ -399,7 +399,10 @@ def redirect_target(url: str, location: str, *, thread_id: str) -> str:
     """
     try:
         here = URL(url, encoded=True)
-        target = here.join(URL(location))
+        there = URL(location)
+        if there.scheme and not there.host:
+            raise ValueError("an absolute URL without a host")  # noqa: TRY301
+        target = here.join(there)
         same = target.origin() == here.origin()
     except (ValueError, TypeError):
         raise APIConnectionError(

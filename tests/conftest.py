@@ -10,7 +10,7 @@ import pytest
 
 import aiorunlist
 from aiorunlist._control import Pacer, RetryBudget
-from aiorunlist.testing import FakeServer
+from aiorunlist.testing import FakeServer, MockTransport
 
 API_KEY = "sk-test-key-0123456789"
 
@@ -98,3 +98,28 @@ def pacer_of(client: aiorunlist.Client) -> Pacer:
     control = client.control
     assert isinstance(control, aiorunlist.LocalTrafficControl)
     return control.pacer
+
+
+#: The base URL of socket-free clients: nothing listens there, nothing is resolved.
+SOCKETLESS_URL = "https://fake.test/v1"
+
+
+@pytest.fixture
+def socketless_server() -> FakeServer:
+    """A fake server that is never started: clients reach it through a MockTransport."""
+    return FakeServer(api_key=API_KEY)
+
+
+@pytest.fixture
+async def socketless_client(socketless_server: FakeServer) -> AsyncIterator[aiorunlist.Client]:
+    """A client whose requests reach `socketless_server` without any socket."""
+    transport = MockTransport(socketless_server.handle)
+    async with fast_client(SOCKETLESS_URL, timeout=5, transport=transport) as c:
+        yield c
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[FakeServer]:
+    """The fake server on 127.0.0.1, for modules whose `server` is socket-free."""
+    async with FakeServer(api_key=API_KEY) as srv:
+        yield srv

@@ -1,4 +1,8 @@
-"""One thread: lazy pagination over real HTTP, in both directions, with faults."""
+"""One thread: lazy pagination in both directions, with faults, through a MockTransport.
+
+The fake server answers without sockets here (`FakeServer.handle`); the fan-out and load
+tests keep the real HTTP tier.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,20 @@ from hypothesis import strategies as st
 
 import aiorunlist
 from aiorunlist.testing import FakeServer, Fault, make_run
+from tests.conftest import fast_client
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server(socketless_server: FakeServer) -> FakeServer:
+    return socketless_server
+
+
+@pytest.fixture
+def client(socketless_client: aiorunlist.Client) -> aiorunlist.Client:
+    return socketless_client
+
 
 _counter = itertools.count()
 
@@ -114,19 +130,19 @@ async def test_cursor_that_does_not_advance_raises(
     assert len(server.requests) == 2
 
 
-async def test_leaving_early_releases_everything(
-    client: aiorunlist.Client, server: FakeServer
-) -> None:
+async def test_leaving_early_releases_everything(http_server: FakeServer) -> None:
+    server = http_server
     (tid,) = server.seed(1, 50)
-    async with aclosing(client.runs(tid, page_size=10)) as gen:
+    client = fast_client(server.base_url)
+    async with client, aclosing(client.runs(tid, page_size=10)) as gen:
         async for _ in gen:
             break
-    assert server.in_flight == 0
-    assert client._session is not None
-    connector = client._session.connector
-    assert connector is not None
-    assert not connector._acquired  # no connection checked out
-    assert len(await collect(client, tid)) == 50  # still usable
+        assert server.in_flight == 0
+        assert client._session is not None
+        connector = client._session.connector
+        assert connector is not None
+        assert not connector._acquired  # no connection checked out
+        assert len(await collect(client, tid)) == 50  # still usable
 
 
 async def test_bad_arguments_raise_at_call_time(client: aiorunlist.Client) -> None:
@@ -190,3 +206,34 @@ async def test_every_run_exactly_once_in_order(
 
 def _run(tid: str, i: int) -> dict[str, object]:
     return make_run(tid, i, created_at=1_700_000_000 + i)
+
+
+async def test_a_cursor_cycle_never_hands_a_run_out_twice(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    server.add_thread("thread_c", [])
+    a = _page([{"id": "run_a1"}, {"id": "run_a2"}], True)
+    b = _page([{"id": "run_b1"}, {"id": "run_b2"}], True)
+    for body in (a, b, a):  # A -> B -> A: the server's cursor went back
+        server.add_fault(Fault(body=body, thread_id="thread_c"))
+    seen: list[str | None] = []
+    with pytest.raises(aiorunlist.PaginationError):
+        async for run in client.runs("thread_c"):
+            seen.append(run.id)
+    assert seen == ["run_a1", "run_a2", "run_b1", "run_b2"]
+
+
+async def test_a_backward_cycle_never_hands_a_run_out_twice(
+    client: aiorunlist.Client, server: FakeServer
+) -> None:
+    server.add_thread("thread_c", [])
+    # Backwards, pages come nearest-first reversed: D C, then B A, then D C again.
+    cd = _page([{"id": "run_c"}, {"id": "run_d"}], True)
+    ab = _page([{"id": "run_a"}, {"id": "run_b"}], True)
+    for body in (cd, ab, cd):
+        server.add_fault(Fault(body=body, thread_id="thread_c"))
+    seen: list[str | None] = []
+    with pytest.raises(aiorunlist.PaginationError):
+        async for run in client.runs("thread_c", before="run_e"):
+            seen.append(run.id)
+    assert seen == ["run_d", "run_c", "run_b", "run_a"]

@@ -17,9 +17,13 @@ from urllib.parse import unquote
 import attrs
 import orjson
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
+from .._transport import Request
 from ._data import make_id, make_run
+from ._mock import MockResponse
 
 __all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "RecordedRequest"]
 
@@ -329,6 +333,8 @@ class FakeServer:
         self._closing = False
         self._sleepers: set[asyncio.Future[bool]] = set()
         self._base_url: str | None = None
+        #: Socket-free requests being answered (`handle`): id -> the failure to report.
+        self._socketless: dict[int, str | None] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -510,6 +516,31 @@ class FakeServer:
 
     # -- request handling --------------------------------------------------------------------
 
+    async def handle(self, request: Request) -> MockResponse:
+        """Answer one client request without sockets: the server as a
+        :class:`MockTransport` handler.
+
+        ``Client(api_key, base_url="https://fake.test/v1", transport=MockTransport(server.handle))``
+        lists the server's threads, faults and chaos included, with nothing listening: the
+        server need not be started. A dropped connection or a cut body comes back as
+        :meth:`MockResponse.drop` / :meth:`MockResponse.cut`. Requests are recorded as over
+        HTTP.
+        """
+        path = URL(request.url, encoded=True).path_qs
+        mocked = make_mocked_request(request.method, path, headers=dict(request.headers))
+        self._socketless[id(mocked)] = None
+        try:
+            response = await self._handle(mocked)
+        finally:
+            failure = self._socketless.pop(id(mocked))
+        if failure == "drop":
+            return MockResponse.drop()
+        assert isinstance(response, web.Response)  # noqa: S101 - no streaming without a socket
+        body = response.body if isinstance(response.body, bytes) else b""
+        if failure == "cut":
+            return MockResponse.cut(response.status, body=body)
+        return MockResponse(response.status, body=body, headers=response.headers)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -623,8 +654,10 @@ class FakeServer:
         headers = self._headers(request_id, extra or {}, content_type)
         return web.Response(status=status, body=body, headers=headers)
 
-    @staticmethod
-    def _dropped(request: web.Request) -> web.StreamResponse:
+    def _dropped(self, request: web.Request) -> web.StreamResponse:
+        if id(request) in self._socketless:
+            self._socketless[id(request)] = "drop"
+            return web.Response(status=499)
         # Closing the transport first makes aiohttp's attempt to send this response fail with a
         # ConnectionResetError, which it treats as a client disconnect: nothing is logged.
         _close_transport(request)
@@ -641,6 +674,9 @@ class FakeServer:
         extra: Mapping[str, str],
     ) -> web.StreamResponse:
         headers = self._headers(request_id, extra, "application/json")
+        if id(request) in self._socketless:
+            self._socketless[id(request)] = "cut"
+            return web.Response(status=status, body=body[: len(body) // 2], headers=headers)
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(body)
         response.force_close()
