@@ -101,7 +101,7 @@ async def test_handler_must_answer_with_a_mock_response() -> None:
     ],
 )
 async def test_network_failures_are_retried_then_raised(
-    failure: MockResponse, cls: type[Exception], text: str
+    failure: MockResponse, cls: type[aiorunlist.RunListError], text: str
 ) -> None:
     answers = iter([failure, failure, MockResponse(200, body=_page([]))])
     transport_answers: list[MockResponse] = []
@@ -326,8 +326,8 @@ def test_pacing_floor_must_be_a_positive_rate(value: float) -> None:
 def test_old_keywords_still_work_with_a_deprecation_warning(
     name: str, value: float, where: tuple[str, str]
 ) -> None:
+    settings: dict[str, Any] = {name: value}
     with pytest.warns(DeprecationWarning, match=rf"Client\({name}=\.\.\.\) is deprecated"):
-        settings: dict[str, Any] = {name: value}
         client = aiorunlist.Client(API_KEY, base_url=SOCKETLESS_URL, **settings)
     group, attribute = where
     assert getattr(getattr(client, group), attribute) == value
