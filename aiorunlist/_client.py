@@ -110,6 +110,42 @@ def _check_api_key(api_key: object) -> str:
     return api_key
 
 
+def _base_url(base_url: str | None) -> str:
+    if base_url is None:
+        base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    base_url = normalize_base_url(base_url)
+    parts = urlsplit(base_url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        warnings.warn(
+            f"base_url {base_url!r} is plain http to {parts.hostname!r}: the API key would "
+            "travel unencrypted; use https",
+            InsecureBaseURLWarning,
+            stacklevel=3,
+        )
+    return base_url
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_traffic(
+    pacing: Pacing | None, control: TrafficControl | None, budget_given: bool
+) -> None:
+    if pacing is not None and not isinstance(pacing, Pacing):
+        raise TypeError(f"pacing must be an aiorunlist.Pacing, got {pacing!r}")
+    if control is None:
+        return
+    if not isinstance(control, TrafficControl):
+        raise TypeError(f"control must be an aiorunlist.TrafficControl, got {control!r}")
+    if pacing is not None or budget_given:
+        raise ValueError(
+            "pass pacing and the retry budget to the TrafficControl given as control=, "
+            "not to the Client"
+        )
+
+
 class Client:
     """An asyncio client for ``GET /threads/{thread_id}/runs``.
 
@@ -182,18 +218,7 @@ class Client:
                 "no API key: pass api_key=... or set the OPENAI_API_KEY environment variable"
             )
         api_key = _check_api_key(api_key)
-        if base_url is None:
-            base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url: str = normalize_base_url(base_url)
-        parts = urlsplit(self.base_url)
-        host = parts.hostname
-        if parts.scheme == "http" and not is_loopback_host(host):
-            warnings.warn(
-                f"base_url {self.base_url!r} is plain http to {host!r}: the API key would "
-                "travel unencrypted; use https",
-                InsecureBaseURLWarning,
-                stacklevel=2,
-            )
+        self.base_url: str = _base_url(base_url)
         if organization is None:
             organization = os.environ.get("OPENAI_ORG_ID")
         if project is None:
@@ -219,24 +244,8 @@ class Client:
         self.retry: Retries = self._retries(retry, max_retries, old)
         self.timeouts: Timeouts
         client_timeout = self._timeouts(timeout, old)
-        if (
-            isinstance(max_response_bytes, bool)
-            or not isinstance(max_response_bytes, int)
-            or max_response_bytes < 1
-        ):
-            raise ValueError(
-                f"max_response_bytes must be a positive integer, got {max_response_bytes!r}"
-            )
-        if pacing is not None and not isinstance(pacing, Pacing):
-            raise TypeError(f"pacing must be an aiorunlist.Pacing, got {pacing!r}")
-        if control is not None:
-            if not isinstance(control, TrafficControl):
-                raise TypeError(f"control must be an aiorunlist.TrafficControl, got {control!r}")
-            if pacing is not None or "retry_budget" in old:
-                raise ValueError(
-                    "pass pacing and the retry budget to the TrafficControl given as control=, "
-                    "not to the Client"
-                )
+        _check_count("max_response_bytes", max_response_bytes)
+        _check_traffic(pacing, control, "retry_budget" in old)
         if transport is not None:
             if not isinstance(transport, Transport):
                 raise TypeError(f"transport must be an aiorunlist.Transport, got {transport!r}")
@@ -433,27 +442,19 @@ class Client:
     ) -> Checked:
         """One page of ``walk``'s thread, checked: wait for the turn, send, decode, then book
         the success or ask the attempts what to do about the failure."""
-        thread_id = walk.thread_id
-        request = Request(
-            "GET",
-            build_url(
-                self.base_url,
-                thread_id,
-                limit=limit,
-                order=order,
-                after=walk.after,
-                before=walk.before,
-            ),
-            self._headers,
-            thread_id,
-            self.max_response_bytes,
+        url = build_url(
+            self.base_url,
+            walk.thread_id,
+            limit=limit,
+            order=order,
+            after=walk.after,
+            before=walk.before,
         )
-        clock = anyio.current_time
-        control = self._control
+        request = Request("GET", url, self._headers, walk.thread_id, self.max_response_bytes)
         attempts = Attempts(
             self.retry,
-            thread_id=thread_id,
-            now=clock(),
+            thread_id=walk.thread_id,
+            now=anyio.current_time(),
             page_timeout=self.timeouts.page,
             rng=self._rng,
         )
@@ -463,86 +464,88 @@ class Client:
             response: Response | None = None
             try:
                 response = await self._exchange(request, attempts)
-                if accept is None:
-                    checked: Checked = accept_page(
-                        walk, response.status, response.headers, response.body
-                    )
-                else:
-                    waited_from = clock()
-                    try:
-                        checked = await accept(walk, response)
-                    finally:  # time spent waiting on the consumer is not the request's
-                        attempts.extend(clock() - waited_from)
+                checked = await self._decode(walk, response, accept, attempts)
             except RunListError as exc:
-                error = exc
+                error = self._failed(exc)
             except Exception:
-                if response is not None:  # answered; the page was refused by its consumer
-                    await control.record(
-                        response.status, response.headers, ok=True, spent=attempts.spent
-                    )
+                await self._answered(response, attempts)  # refused by its consumer
                 raise
             else:
-                self._booked(response.headers)
-                await control.record(
-                    response.status, response.headers, ok=True, spent=attempts.spent
-                )
-                self._budget_dry = False
+                await self._answered(response, attempts)
                 return checked
-            error = self._failed(error, response, attempts)
-            headers = error.headers if isinstance(error, APIStatusError) else {}
-            status = error.status_code if isinstance(error, APIStatusError) else 0
-            if (
-                response is not None
-                and not isinstance(error, APIStatusError)
-                and not error.retryable
-            ):
-                # A 2xx answer the client refused (its shape, its cursor): the request worked.
-                await control.record(
-                    response.status, response.headers, ok=True, spent=attempts.spent
-                )
-                raise error
-            await control.record(status, headers, ok=False)
-            retry = attempts.after_failure(error, headers, clock())
-            if retry is None:
-                raise error
-            tokens = await control.take_retry(connection_failure=retry.connection_failure)
-            if tokens is None:
-                # One warning when the budget runs dry, not one per request of an outage.
-                level = logging.INFO if self._budget_dry else logging.WARNING
-                self._budget_dry = True
-                logger.log(
-                    level,
-                    "not retrying thread %s: the client's retry budget is spent (%s)",
-                    thread_id,
-                    error,
-                    extra={"thread_id": thread_id, "attempt": attempts.attempt + 1},
-                )
-                raise attempts.budget_spent(error)
-            logger.info(
-                "retrying thread %s in %.3fs (attempt %d of %d): %s",
-                thread_id,
-                retry.delay,
-                attempts.attempt + 1,
-                self.retry.max_retries,
-                error,
-                extra={
-                    "thread_id": thread_id,
-                    "attempt": attempts.attempt + 1,
-                    "request_id": getattr(error, "request_id", None),
-                },
-            )
-            try:
-                await anyio.sleep(retry.delay)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await control.refund(tokens)  # the retry never happened
-                raise
-            attempts.retried(tokens)
-            self.retries += 1
+            await self._retry_or_raise(error, response, attempts)
 
-    def _failed(
+    @staticmethod
+    async def _decode(
+        walk: PageWalk, response: Response, accept: Accept | None, attempts: Attempts
+    ) -> Checked:
+        """Decode and check the page here, or have ``accept`` do it (the fan-out's consumer)."""
+        if accept is None:
+            return accept_page(walk, response.status, response.headers, response.body)
+        waited_from = anyio.current_time()
+        try:
+            return await accept(walk, response)
+        finally:  # time spent waiting on the consumer is not the request's
+            attempts.extend(anyio.current_time() - waited_from)
+
+    async def _answered(self, response: Response | None, attempts: Attempts) -> None:
+        """Book a request that got an answer the client could read (its page, or a page
+        refused for its shape or cursor): rate-limit headers, budget, pacing."""
+        if response is None:
+            return
+        self._booked(response.headers)
+        await self._control.record(response.status, response.headers, ok=True, spent=attempts.spent)
+        self._budget_dry = False
+
+    async def _retry_or_raise(
         self, error: RunListError, response: Response | None, attempts: Attempts
-    ) -> RunListError:
+    ) -> None:
+        """After a failure: raise ``error``, or wait until the request may be sent again."""
+        control = self._control
+        if not isinstance(error, APIStatusError) and not error.retryable:
+            # A 2xx answer the client refused (its shape, its cursor): the request worked.
+            await self._answered(response, attempts)
+            raise error
+        headers = error.headers if isinstance(error, APIStatusError) else {}
+        status = error.status_code if isinstance(error, APIStatusError) else 0
+        await control.record(status, headers, ok=False)
+        retry = attempts.after_failure(error, headers, anyio.current_time())
+        if retry is None:
+            raise error
+        tokens = await control.take_retry(connection_failure=retry.connection_failure)
+        thread_id = attempts.thread_id
+        context = {"thread_id": thread_id, "attempt": attempts.attempt + 1}
+        if tokens is None:
+            # One warning when the budget runs dry, not one per request of an outage.
+            level = logging.INFO if self._budget_dry else logging.WARNING
+            self._budget_dry = True
+            logger.log(
+                level,
+                "not retrying thread %s: the client's retry budget is spent (%s)",
+                thread_id,
+                error,
+                extra=context,
+            )
+            raise attempts.budget_spent(error)
+        logger.info(
+            "retrying thread %s in %.3fs (attempt %d of %d): %s",
+            thread_id,
+            retry.delay,
+            attempts.attempt + 1,
+            self.retry.max_retries,
+            error,
+            extra={**context, "request_id": getattr(error, "request_id", None)},
+        )
+        try:
+            await anyio.sleep(retry.delay)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await control.refund(tokens)  # the retry never happened
+            raise
+        attempts.retried(tokens)
+        self.retries += 1
+
+    def _failed(self, error: RunListError) -> RunListError:
         """Book what a failure says (rate-limit headers) and mask the key in server text."""
         if isinstance(error, APIStatusError):
             self._booked(error.headers)
