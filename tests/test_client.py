@@ -1,4 +1,5 @@
-"""The client over real HTTP against the shipped fake server on 127.0.0.1."""
+"""The client against the shipped fake server: socket-free through MockTransport, and over
+real HTTP on 127.0.0.1 where sessions, connections and timeouts are what is tested."""
 
 from __future__ import annotations
 
@@ -11,15 +12,29 @@ import anyio
 import pytest
 
 import aiorunlist
-from aiorunlist.testing import FakeServer, Fault
+from aiorunlist.testing import FakeServer, Fault, MockTransport
 from tests import conftest
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, SOCKETLESS_URL
 
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def server(socketless_server: FakeServer) -> FakeServer:
+    return socketless_server
+
+
+@pytest.fixture
+def client(socketless_client: aiorunlist.Client) -> aiorunlist.Client:
+    return socketless_client
+
+
 def fast_client(server: FakeServer, **kwargs: Any) -> aiorunlist.Client:
-    return conftest.fast_client(server.base_url, **kwargs)
+    """A client of ``server``: over HTTP if it was started, else socket-free."""
+    if server.port:
+        return conftest.fast_client(server.base_url, **kwargs)
+    transport = MockTransport(server.handle)
+    return conftest.fast_client(SOCKETLESS_URL, transport=transport, **kwargs)
 
 
 # --- construction and configuration -------------------------------------------------------------
@@ -31,7 +46,10 @@ def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
         aiorunlist.Client()
 
 
-async def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, server: FakeServer) -> None:
+async def test_environment_is_read(
+    monkeypatch: pytest.MonkeyPatch, http_server: FakeServer
+) -> None:
+    server = http_server
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_ORG_ID", "org_1")
@@ -109,7 +127,7 @@ async def test_key_never_in_repr_errors_or_logs(
         with pytest.raises(aiorunlist.InternalServerError) as info:
             await client.list_page("thread_missing")
     texts = [str(info.value), repr(info.value), caplog.text]
-    async with aiorunlist.Client("sk-wrong-key-987", base_url=server.base_url) as bad:
+    async with fast_client(server, api_key="sk-wrong-key-987") as bad:
         with pytest.raises(aiorunlist.AuthenticationError) as auth:
             await bad.list_page("thread_x")
     texts += [str(auth.value), repr(auth.value), repr(auth.value.body)]
@@ -122,7 +140,8 @@ async def test_key_never_in_repr_errors_or_logs(
 # --- sessions ----------------------------------------------------------------------------------
 
 
-async def test_borrowed_session_is_not_closed(server: FakeServer) -> None:
+async def test_borrowed_session_is_not_closed(http_server: FakeServer) -> None:
+    server = http_server
     server.add_thread("thread_b", [])
     async with aiohttp.ClientSession() as session:
         async with aiorunlist.Client(API_KEY, base_url=server.base_url, session=session) as c:
@@ -132,7 +151,8 @@ async def test_borrowed_session_is_not_closed(server: FakeServer) -> None:
             assert resp.status == 401  # the session still works (no key: 401)
 
 
-async def test_owned_session_is_one_for_the_client_life(server: FakeServer) -> None:
+async def test_owned_session_is_one_for_the_client_life(http_server: FakeServer) -> None:
+    server = http_server
     server.add_thread("thread_s", [])
     client = fast_client(server)
     await client.list_page("thread_s")
@@ -243,7 +263,7 @@ async def test_not_found_and_auth(client: aiorunlist.Client, server: FakeServer)
     with pytest.raises(aiorunlist.NotFoundError, match="thread_nope") as info:
         await client.list_page("thread_nope")
     assert info.value.thread_id == "thread_nope"
-    async with aiorunlist.Client("sk-other", base_url=server.base_url) as bad:
+    async with fast_client(server, api_key="sk-other") as bad:
         with pytest.raises(aiorunlist.AuthenticationError) as auth:
             await bad.list_page("thread_nope")
     assert auth.value.code == "invalid_api_key"
@@ -312,7 +332,8 @@ async def test_should_retry_false_wins(client: aiorunlist.Client, server: FakeSe
     assert len(server.requests) == 1
 
 
-async def test_timeout(server: FakeServer) -> None:
+async def test_timeout(http_server: FakeServer) -> None:
+    server = http_server
     server.add_thread("thread_t", [])
     server.add_fault(Fault(delay=2.0, times=3))
     async with fast_client(server, timeout=0.2, max_retries=1) as client:
@@ -364,8 +385,9 @@ async def test_lax_server(server: FakeServer) -> None:
 
 
 async def test_borrowed_session_with_raise_for_status_still_gives_typed_errors(
-    server: FakeServer,
+    http_server: FakeServer,
 ) -> None:
+    server = http_server
     server.add_fault(Fault(status=429, error_code="insufficient_quota"))
     async with (
         aiohttp.ClientSession(raise_for_status=True) as session,

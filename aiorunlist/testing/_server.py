@@ -526,7 +526,7 @@ class FakeServer:
         :meth:`MockResponse.drop` / :meth:`MockResponse.cut`. Requests are recorded as over
         HTTP.
         """
-        path = URL(request.url, encoded=True).path_qs
+        path = URL(request.url, encoded=True).raw_path_qs
         mocked = make_mocked_request(request.method, path, headers=dict(request.headers))
         self._socketless[id(mocked)] = None
         try:
