@@ -84,3 +84,14 @@ def reliability(session: nox.Session) -> None:
     """Chaos, outage and load figures against the fake server (docs/reliability.md)."""
     install_groups(session, "test")
     session.run("python", "benchmarks/reliability.py", *session.posargs)
+
+
+@nox.session
+def throttled(session: nox.Session) -> None:
+    """Rate-limited and distant servers: share of the limit used, 429s, wall time vs. minimum.
+
+    nox -s throttled                # the full run (docs/performance.md has the figures)
+    nox -s throttled -- --quick     # fewer threads, a smoke test
+    """
+    install_groups(session, "bench")
+    session.run("python", "benchmarks/throttled.py", *session.posargs)

@@ -175,9 +175,11 @@ class Client:
     :param default_headers: extra headers sent with every request.
     :param max_response_bytes: larger responses are refused with
         :class:`~aiorunlist.ResponseTooLargeError`.
-    :param pacing: a :class:`Pacing`: a fixed request rate, and/or adaptive slowing down on
-        429s and low ``x-ratelimit-remaining-requests``. A ``Retry-After`` on a 429 or 503 always
-        pauses every request of the client, with or without pacing.
+    :param pacing: a :class:`Pacing`: a fixed request rate the client never exceeds. With or
+        without one, the client keeps to the token bucket the server's ``x-ratelimit-*``
+        headers describe and pauses every request when a 429 or 503 says ``Retry-After``;
+        without one (or with ``adaptive=True``) it also learns a pace from 429s that come
+        without rate-limit headers.
     :param initial_retry_delay: deprecated, use ``retry=Retries(initial_delay=...)``.
     :param max_retry_delay: deprecated, use ``retry=Retries(max_delay=...)``.
     :param retry_budget: deprecated, use ``retry=Retries(budget=...)``.

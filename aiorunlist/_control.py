@@ -1,16 +1,28 @@
 """Traffic control shared by every request of one client: retry budget, pause, pacing.
 
 No I/O and no clock of its own: every method takes ``now`` (seconds, monotonic), so all of it
-is tested without a loop.
+is tested without a loop (``tests/simulation.py`` runs it against a simulated rate-limited
+server).
 
 * :class:`RetryBudget` is botocore's retry quota: each retry spends tokens from a bucket that
   a clean success refills, so during an outage retries stop multiplying traffic.
-* :class:`Pacer` keeps the shared pause (a ``Retry-After`` seen by one request makes
-  every request of the client wait) and the pacing (:class:`Pacing`): a fixed rate, and an
-  adaptive mode that is off until the first throttle, then halves the rate on each 429 and
-  grows it back by 10% per success (AIMD; a burst of 429s within half a second counts once),
-  and that also slows down ahead of a throttle when ``x-ratelimit-remaining-requests`` runs
-  low before ``x-ratelimit-reset-requests``.
+* :class:`Pacer` keeps the shared pause (a ``Retry-After`` seen by one request makes every
+  request of the client wait) and the pacing:
+
+  - a fixed rate (:class:`Pacing`), a ceiling whatever else is learned;
+  - the server's token bucket, when its answers carry ``x-ratelimit-limit-requests``,
+    ``-remaining-requests`` and ``-reset-requests``: a bucket refills what it lacks in the
+    reset time, so ``(limit - remaining) / reset`` is its rate (the median of the latest
+    estimates). The client spends the tokens the server says are left, then goes at that
+    rate. A 429 empties the modelled bucket; one that comes as a surprise halves the bursts
+    the client allows itself (a per-minute limit enforced over shorter windows), and a burst
+    of them trims the rate estimate by 5%, which successes win back slowly;
+  - without such headers, learning from 429s (the default, and ``Pacing(adaptive=True)``;
+    a fixed ``Pacing`` alone does not learn):
+    the first 429 sets the pace a little under what succeeded in the past second; a rate
+    that still meets 429s is measured again between them; in between the pace doubles
+    each second (slow start) until the next 429, then grows by 1% a second. Far above what
+    is actually sent, pacing turns itself off again.
 """
 
 from __future__ import annotations
@@ -47,10 +59,13 @@ class Pacing:
     """How fast a client may send requests.
 
     ``Pacing(requests_per_second=5)`` spaces requests evenly at 5 per second;
-    ``Pacing.per_minute(600)`` is the same. ``Pacing(adaptive=True)`` sends as fast as the
-    concurrency allows until the server throttles (a 429, or ``x-ratelimit-remaining-requests``
-    running low), then slows down and speeds back up as requests succeed. Both together start
-    at the fixed rate and adapt from there.
+    ``Pacing.per_minute(600)`` is the same, and the client never goes faster, though it
+    goes slower when the server's rate-limit headers or 429s say so.
+
+    Without a ``Pacing`` a client sends as fast as the concurrency allows, keeps to the
+    token bucket that ``x-ratelimit-*`` headers describe, and, for servers that send none,
+    learns a pace from their 429s. ``Pacing(adaptive=True)`` is that same behaviour (it was
+    opt-in once); with a rate too, it starts from that rate and never exceeds it.
     """
 
     requests_per_second: float | None = attrs.field(default=None)
@@ -172,43 +187,83 @@ class Pacer:
 
     __slots__ = (
         "adaptive",
+        "capacity",
+        "estimates",
         "fixed_rate",
         "last_decrease",
         "min_rate",
         "next_slot",
+        "oks",
         "paused_until",
         "rate",
+        "refill",
+        "scale",
         "sent",
+        "slow_start",
+        "started",
         "throttles",
+        "tokens",
+        "tokens_at",
     )
 
     #: Longest shared pause honoured from one response (seconds).
     MAX_PAUSE = 60.0
     #: Throttles closer together than this (seconds) count as one.
     DECREASE_INTERVAL = 0.5
-    #: Growth of the adaptive rate per success.
-    INCREASE = 1.1
-    #: Rate-limit headers: slow down when fewer than this share of the window remains.
-    LOW_REMAINING = 0.1
+    #: Throttles this far apart (seconds) or closer measure the server's rate between them.
+    MEASURE = 5.0
+    #: Throttles this close (seconds) to the one that slowed down are the same burst.
+    BURST = 0.1
+    #: Growth of the learned rate per success, in requests per second: a rate of N grows by
+    #: 1% a second (N successes a second).
+    INCREASE = 0.01
+    #: A throttle without rate-limit headers sets the rate to this share of the successes of
+    #: the past second.
+    BACKOFF = 0.97
+    #: A 429 from a server whose bucket is known scales its refill estimate down by this; each
+    #: success with rate-limit headers brings it back up by ``SCALE_UP``.
+    SCALE_DOWN = 0.95
+    SCALE_UP = 0.0005
+    #: How many reset-based refill estimates the bucket takes the median of.
+    ESTIMATES = 9
 
     def __init__(self, pacing: Pacing | None) -> None:
         self.fixed_rate = pacing.requests_per_second if pacing else None
-        self.adaptive = bool(pacing and pacing.adaptive)
+        # Learning from 429s is the default; a fixed Pacing learns only when told to.
+        self.adaptive = pacing is None or pacing.adaptive
         self.min_rate = pacing.min_requests_per_second if pacing else 0.5
-        #: The current rate limit in requests per second (``None``: unlimited).
+        #: The current pace in requests per second (``None``: unlimited): the fixed rate, or
+        #: what was learned from 429s without rate-limit headers.
         self.rate: float | None = self.fixed_rate
         self.next_slot = 0.0
         self.last_decrease = float("-inf")
         self.paused_until = 0.0
         self.sent: deque[float] = deque()
+        self.oks: deque[float] = deque()
+        self.started: float | None = None
+        self.slow_start = False
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
+        # The server's bucket, as its rate-limit headers describe it (refill None: unknown).
+        self.capacity = 0.0
+        self.refill: float | None = None
+        self.scale = 1.0
+        self.tokens = 0.0
+        self.tokens_at = 0.0
+        self.estimates: deque[float] = deque(maxlen=self.ESTIMATES)
+
+    def _tokens(self, now: float) -> float:
+        return min(self.capacity, self.tokens + (now - self.tokens_at) * (self.refill or 0.0))
 
     def wait(self, now: float) -> float:
         """How long a request must wait before it may go (the pause, then the pacing)."""
         start = max(now, self.paused_until)
         if self.rate is not None:
             start = max(start, self.next_slot)
+        if self.refill is not None:
+            tokens = self._tokens(start)
+            if tokens < 1:
+                start += (1 - tokens) / self.refill
         return start - now
 
     def book(self, now: float) -> None:
@@ -219,66 +274,123 @@ class Pacer:
         """
         if self.rate is not None:
             self.next_slot = max(self.next_slot, now) + 1.0 / self.rate
+        if self.refill is not None:
+            self.tokens = self._tokens(now) - 1
+            self.tokens_at = now
         if self.adaptive:
-            self.sent.append(now)
-            while self.sent and self.sent[0] < now - 1.0:
-                self.sent.popleft()
+            if self.started is None:
+                self.started = now
+            sent = self.sent
+            sent.append(now)
+            while sent[0] < now - 1.0:
+                sent.popleft()
 
     def pause(self, now: float, seconds: float) -> None:
         """Make every request of the client wait ``seconds`` from ``now`` (capped)."""
         if seconds > 0:
             self.paused_until = max(self.paused_until, now + min(seconds, self.MAX_PAUSE))
 
-    def throttled(self, now: float) -> None:
-        """A 429 arrived: in adaptive mode, halve the rate actually achieved."""
+    def observe(self, now: float, headers: Mapping[str, str]) -> bool:
+        """Read the rate-limit headers of an answer into the model of the server's bucket;
+        ``False`` when they do not describe one (no limit, remaining and reset)."""
+        remaining_raw = headers.get("x-ratelimit-remaining-requests")
+        if remaining_raw is None:
+            return False
+        try:
+            limit = int(headers["x-ratelimit-limit-requests"])
+            remaining = int(remaining_raw)
+            reset = parse_go_duration(headers["x-ratelimit-reset-requests"])
+        except (KeyError, ValueError):
+            return False
+        if limit <= 0 or remaining < 0 or not math.isfinite(reset):
+            return False
+        known = self.refill is not None
+        if reset > 0 and limit > remaining:
+            # A bucket refills what it lacks in the reset time: that is its rate (a little
+            # over it when the count is rounded; the server's count then holds it back).
+            self.estimates.append((limit - remaining) / reset)
+            ordered = sorted(self.estimates)
+            self.refill = max(self.min_rate, ordered[len(ordered) // 2] * self.scale)
+        if self.refill is None:
+            return False
+        # Trust the lower count: ours knows what is in flight, the server's what others sent.
+        self.scale = min(1.0, self.scale + self.SCALE_UP)  # a 429 is forgotten slowly
+        if not known:
+            self.capacity = float(limit)
+            self.tokens = float(remaining)
+        else:
+            self.capacity = min(self.capacity, float(limit))
+            self.tokens = min(self._tokens(now), float(remaining))
+        self.tokens_at = now
+        return True
+
+    def throttled(self, now: float, headers: Mapping[str, str] | None = None) -> None:
+        """A 429 arrived: the server's bucket is empty; without its headers (and when
+        adaptive), pace at a little under what succeeded in the past second."""
         self.throttles += 1
-        if not self.adaptive or now < self.last_decrease + self.DECREASE_INTERVAL:
-            return  # one burst of 429s is one signal: slow down once for it
+        before = self._tokens(now)
+        if self.observe(now, headers or {}) or self.refill is not None:
+            # The server's bucket is known: whatever the headers say, none are left. If this
+            # came as a surprise, the server holds fewer than its headers said (a per-minute
+            # limit enforced over shorter windows): allow smaller bursts from now on.
+            self.tokens = min(self._tokens(now), 0.0)
+            self.tokens_at = now
+            if before >= 1:
+                self.capacity = max(1.0, min(self.capacity, before, self.refill or 1.0) / 2)
+            # A 429 says the server refills slower than its (rounded) headers made it look;
+            # one burst of them says it once.
+            if now >= self.last_decrease + self.DECREASE_INTERVAL:
+                self.last_decrease = now
+                self.scale = max(0.1, self.scale * self.SCALE_DOWN)
+                self.refill = max(self.min_rate, (self.refill or 0.0) * self.SCALE_DOWN)
+            return
+        if not self.adaptive:
+            return
+        if now < self.last_decrease + self.DECREASE_INTERVAL:
+            # One burst of 429s is one signal: slow down once for it. A later one within the
+            # interval still says the rate is high enough: stop growing it fast.
+            if now > self.last_decrease + self.BURST:
+                self.slow_start = False
+            return
+        since = now - self.last_decrease
+        oks = self.oks
+        if since <= self.MEASURE:
+            # Over the limit then and now: the server let through its rate in between (the
+            # answers of the first moments were sent before then, and are not counted).
+            start = self.last_decrease + self.BURST
+            achieved = sum(1 for t in oks if t > start) / (now - start)
+        else:
+            # The first throttle of an episode: what succeeded in the past second (or since
+            # the start, if sooner); the slow start makes up for an undercount.
+            while oks and oks[0] < now - 1.0:
+                oks.popleft()
+            started = self.started if self.started is not None else now
+            achieved = len(oks) / min(1.0, max(0.25, now - started))
+        achieved = max(1.0, achieved)
         self.last_decrease = now
-        candidates = [r for r in (self.rate, float(len(self.sent))) if r]
-        current = min(candidates) if candidates else 1.0
-        self.rate = max(self.min_rate, current / 2)
+        self.slow_start = self.rate is None
+        self.rate = max(self.min_rate, min(self.rate or achieved, achieved) * self.BACKOFF)
+        if self.fixed_rate is not None:
+            self.rate = min(self.rate, self.fixed_rate)
         self.next_slot = max(self.next_slot, now + 1.0 / self.rate)
 
     def succeeded(self, now: float, headers: Mapping[str, str]) -> None:
-        """A request succeeded: in adaptive mode, speed back up, or slow down ahead of a limit."""
-        if not self.adaptive:
+        """A request succeeded: follow the server's headers, or speed a learned rate back up."""
+        if self.observe(now, headers) or not self.adaptive:
             return
-        limit = _header_rate(headers, self.LOW_REMAINING)
-        if limit is not None:
-            self.rate = max(self.min_rate, min(self.rate or limit, limit))
-            return
+        self.oks.append(now)
+        if len(self.oks) > 4096:
+            self.oks.popleft()
         if self.rate is None:
             return
-        self.rate *= self.INCREASE
+        # Slow start doubles the rate each second (one more per success); after that, 1% a
+        # second (a rate of N gets N successes a second).
+        self.rate += 1.0 if self.slow_start else self.INCREASE
         ceiling = self.fixed_rate
         if ceiling is not None:
             self.rate = min(self.rate, ceiling)
         elif len(self.sent) and self.rate > 4 * len(self.sent):
             self.rate = None  # far above what is being sent: pacing is off again
-
-
-def _header_rate(headers: Mapping[str, str], low: float) -> float | None:
-    """The rate that spreads the remaining requests over the reset time, when they run low."""
-    remaining_raw = headers.get("x-ratelimit-remaining-requests")
-    reset_raw = headers.get("x-ratelimit-reset-requests")
-    if remaining_raw is None or reset_raw is None:
-        return None
-    try:
-        remaining = int(remaining_raw)
-        reset = parse_go_duration(reset_raw)
-    except ValueError:
-        return None
-    limit_raw = headers.get("x-ratelimit-limit-requests")
-    try:
-        limit = int(limit_raw) if limit_raw is not None else None
-    except ValueError:
-        limit = None
-    if limit is not None and limit > 0 and remaining > low * limit:
-        return None
-    if limit is None and remaining > 10:
-        return None
-    return max(remaining, 1) / max(reset, 0.001)
 
 
 def pause_from_headers(status: int, headers: Mapping[str, str], hint: float | None) -> float:
@@ -369,13 +481,17 @@ class LocalTrafficControl(TrafficControl):
             if self.budget is not None:
                 self.budget.success(spent)
             pacer.succeeded(now, headers)
-            if headers.get("x-ratelimit-remaining-requests") == "0":  # none left: wait it out
-                pacer.pause(now, pause_from_headers(status, headers, None))
+            if pacer.refill is None and headers.get("x-ratelimit-remaining-requests") == "0":
+                pacer.pause(now, pause_from_headers(status, headers, None))  # wait it out
             return
         if status == 429:
-            pacer.throttled(now)
+            pacer.throttled(now, headers)
+        elif status:
+            pacer.observe(now, headers)
         if status:
-            pacer.pause(now, pause_from_headers(status, headers, retry_hint(headers)))
+            # A known bucket says when the next request may go; "none left" is then no pause.
+            read = headers if pacer.refill is None else {}
+            pacer.pause(now, pause_from_headers(status, read, retry_hint(headers)))
 
     async def take_retry(self, *, connection_failure: bool) -> int | None:
         """See :meth:`TrafficControl.take_retry`."""

@@ -788,6 +788,70 @@ def test_fake_server_and_runs_as_subprocesses() -> None:
     assert not Path(ids_path[1]).exists()  # the temporary ids file is gone with the server
 
 
+def test_fake_server_rate_limit_flags_and_a_client_that_keeps_to_them() -> None:
+    server = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
+        [
+            *PYTHON,
+            "fake-server",
+            "--port",
+            "0",
+            "--threads",
+            "4",
+            "--runs",
+            "40",
+            "--seed",
+            "5",
+            "--rate",
+            "8",
+            "--burst",
+            "2",
+            "--rate-headers",
+            "per-minute",
+            "--latency",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    with killed_after(server, 60):
+        try:
+            assert server.stdout is not None
+            banner = ""
+            while "Ctrl-C" not in banner:
+                line = server.stdout.readline()
+                assert line, server.stderr.read() if server.stderr else ""
+                banner += line
+            assert "rate limit: 8 requests/s, bursts of 2 (per-minute headers)" in banner
+            assert "latency:    10 ms per answer" in banner
+            url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
+            ids_path = re.search(r"ids in (\S+)", banner)
+            total = re.search(r"([\d,]+) runs", banner)
+            assert url
+            assert ids_path
+            assert total
+            ids = Path(ids_path[1]).read_text(encoding="utf-8")
+            result = subprocess.run(  # noqa: S603
+                [*PYTHON, "runs", "--threads-from", "-", "--page-size", "10", "--summary"],
+                input=ids.encode(),
+                capture_output=True,
+                timeout=60,
+                env=subprocess_env(OPENAI_BASE_URL=url[0], OPENAI_API_KEY="sk-fake-aiorunlist"),
+                check=False,
+            )
+            # Pages of 10 at 8 requests a second with bursts of 2: the client waits its turn
+            # (the server's 429s, if any, are retried) and every run arrives once.
+            assert result.returncode == 0, result.stderr
+            runs = jsonl(result.stdout)
+            assert len(runs) == _count(total[1])
+            assert len({run["id"] for run in runs}) == len(runs)
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=20)
+    assert server.returncode == 0
+
+
 def test_a_closed_pipe_ends_the_export_quietly(live: LiveServer) -> None:
     tids = live.seed(20, 30)
     process = subprocess.Popen(  # noqa: S603

@@ -27,15 +27,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDictProxy
 
+from aiorunlist._protocol import parse_go_duration
 from aiorunlist.testing import (
     BASE_CREATED_AT,
     FakeServer,
     Fault,
+    RateLimit,
     RecordedRequest,
     make_id,
     make_run,
     make_runs,
 )
+from aiorunlist.testing._server import go_duration
 from tests.spec_schema import spec_examples, spec_schema
 
 pytestmark = pytest.mark.anyio
@@ -893,3 +896,102 @@ def test_add_runs_checks_its_input() -> None:
     assert fake.expected_ids("t") == ["run_1"]
     with pytest.raises(ValueError, match="order"):
         fake.expected_ids("t", "sideways")
+
+
+# --- a rate-limited, distant server ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["bucket", "per-minute", "none"])
+async def test_rate_limit_answers_429s_past_the_burst(
+    http: aiohttp.ClientSession, style: str
+) -> None:
+    async with FakeServer(api_key=KEY, rate_limit=RateLimit(2, burst=3, headers=style)) as fake:
+        tid = fake.seed(1, 5)[0]
+        url = f"{fake.base_url}/threads/{tid}/runs"
+        answers = []
+        for _ in range(5):
+            async with http.get(url) as response:
+                answers.append((response.status, response.headers, await response.json()))
+    statuses = [status for status, _, _ in answers]
+    assert statuses[:3] == [200, 200, 200]  # the burst
+    assert 429 in statuses[3:]  # then 2 per second: at most one more passes in a test's time
+    _, headers, body = next(answer for answer in answers if answer[0] == 429)
+    jsonschema.validate(body, spec_schema("ErrorResponse"))
+    assert body["error"]["code"] == "rate_limit_exceeded"
+    wait_ms = int(headers["retry-after-ms"])
+    assert 0 < wait_ms <= 500  # one token at 2 per second
+    assert headers["retry-after"] == "1"
+    if style == "none":
+        assert not any(name.startswith("x-ratelimit") for name in headers)
+        return
+    first = answers[0][1]
+    limit = int(first["x-ratelimit-limit-requests"])
+    assert limit == (3 if style == "bucket" else 120)
+    assert int(first["x-ratelimit-remaining-requests"]) == limit - 1
+    assert first["x-ratelimit-reset-requests"].endswith("ms")  # 0.5 s to refill one token
+    assert int(headers["x-ratelimit-remaining-requests"]) == (0 if style == "bucket" else 117)
+
+
+async def test_rate_limit_refills_and_spares_other_paths(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY, rate_limit=(50, 1)) as fake:
+        assert fake.rate_limit == RateLimit(50, 1)
+        tid = fake.seed(1, 2)[0]
+        url = f"{fake.base_url}/threads/{tid}/runs"
+        async with http.get(url) as response:
+            assert response.status == 200
+        async with http.get(f"{fake.base_url}/models") as response:
+            assert response.status == 404  # not a listing: no token taken, no 429
+        async with http.get(url) as response:
+            assert response.status == 429
+            wait = int(response.headers["retry-after-ms"]) / 1000
+        await asyncio.sleep(wait + 0.01)
+        async with http.get(url) as response:
+            assert response.status == 200
+
+
+async def test_latency_delays_every_answer(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY, latency=0.2) as fake:
+        tid = fake.seed(1, 1)[0]
+        started = time.monotonic()
+        async with http.get(f"{fake.base_url}/threads/{tid}/runs") as response:
+            assert response.status == 200
+        assert time.monotonic() - started >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"requests_per_second": 0}, "requests_per_second must be a number > 0"),
+        ({"requests_per_second": True}, "requests_per_second must be a number > 0"),
+        ({"requests_per_second": 5, "burst": 0}, "burst must be an integer >= 1"),
+        ({"requests_per_second": 5, "burst": 2.5}, "burst must be an integer >= 1"),
+        ({"requests_per_second": 5, "headers": "openai"}, "headers must be 'bucket'"),
+    ],
+)
+def test_rate_limit_refuses_bad_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RateLimit(**kwargs)
+
+
+@pytest.mark.parametrize("latency", [-1, float("inf"), float("nan"), "1"])
+def test_latency_must_be_seconds(latency: Any) -> None:
+    with pytest.raises(ValueError, match="latency must be a number of seconds >= 0"):
+        FakeServer(latency=latency)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0ms"),
+        (0.0001, "1ms"),
+        (0.02, "20ms"),
+        (0.9991, "1000ms"),
+        (1.5, "1.5s"),
+        (60, "1m0s"),
+        (90.25, "1m30.25s"),
+        (360, "6m0s"),
+    ],
+)
+def test_go_duration_writes_what_the_client_reads(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+    assert parse_go_duration(text) == pytest.approx(seconds, abs=0.001)

@@ -132,8 +132,10 @@ async def test_adaptive_pacing_slows_down_after_429s(server: FakeServer) -> None
     ) as client:
         async with client.runs_many(tids, concurrency=8) as stream:
             assert sum([1 async for _ in stream]) == 16
-        assert pacer_of(client).throttles == 3
-        assert pacer_of(client).rate is not None
+        pacer = pacer_of(client)
+        assert pacer.throttles == 3
+        # It slowed down for them (the rate it learned may since have grown back to unpaced).
+        assert pacer.last_decrease != float("-inf")
 
 
 async def test_page_timeout_caps_retries_and_sleeps(server: FakeServer) -> None:

@@ -19,6 +19,7 @@ import click
 
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
+from ..testing import RateLimit
 from ._export import Export
 from ._inputs import CLIError, ThreadIds
 from ._output import FORMATS, Summary, Writer, format_count
@@ -528,6 +529,34 @@ def _report(
     metavar="FILE",
     help="Write the thread ids to FILE (kept). [default: a temporary file, removed at exit]",
 )
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Limit listing requests to N per second (a token bucket): over it, answer 429s.",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="With --rate: how many requests may go at once.",
+)
+@click.option(
+    "--rate-headers",
+    type=click.Choice(["bucket", "per-minute", "none"]),
+    default="bucket",
+    show_default=True,
+    help="With --rate: the x-ratelimit-* headers sent (per-minute: as OpenAI words them; "
+    "none: only 429s and their retry hints).",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Make every answer wait this long, as a distant server's would.",
+)
 def fake_server_command(
     *,
     port: int,
@@ -537,6 +566,10 @@ def fake_server_command(
     chaos: float,
     api_key: str,
     ids_file: str | None,
+    rate: float | None,
+    burst: int,
+    rate_headers: str,
+    latency: float,
 ) -> int:
     """Serve the shipped fake Assistants API on 127.0.0.1 until Ctrl-C.
 
@@ -556,6 +589,8 @@ def fake_server_command(
                 api_key=api_key,
                 ids_file=ids_file,
                 out=sys.stdout,
+                rate_limit=None if rate is None else RateLimit(rate, burst, rate_headers),
+                latency=latency,
             )
         )
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import anyio
 
 from .. import Client, Retries
-from ..testing import BASE_CREATED_AT, FakeServer, make_id, make_runs
+from ..testing import BASE_CREATED_AT, FakeServer, RateLimit, make_id, make_runs
 from ._export import Export, on_interrupt
 from ._inputs import CLIError, ThreadIds
 from ._output import Summary, format_count
@@ -71,6 +71,18 @@ def _seeded_server(
     return server
 
 
+def _traffic_text(rate_limit: RateLimit | None, latency: float) -> str:
+    text = ""
+    if rate_limit is not None:
+        text += (
+            f"  rate limit: {rate_limit.requests_per_second:g} requests/s, bursts of "
+            f"{rate_limit.burst} ({rate_limit.headers} headers)\n"
+        )
+    if latency:
+        text += f"  latency:    {latency * 1000:g} ms per answer\n"
+    return text
+
+
 def _write_ids(path: str, thread_ids: Iterable[str]) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -96,11 +108,15 @@ async def serve_fake(
     api_key: str,
     ids_file: str | None,
     out: TextIO,
+    rate_limit: RateLimit | None = None,
+    latency: float = 0.0,
 ) -> int:
     """Serve a seeded fake server on 127.0.0.1 until Ctrl-C (or SIGTERM); returns 0."""
     server = _seeded_server(
         api_key=api_key, port=port, n_threads=n_threads, max_runs=max_runs, seed=seed, chaos=chaos
     )
+    server.rate_limit = rate_limit
+    server.latency = latency
     total = sum(len(runs) for runs in server.threads.values())
     temp_dir = None
     if ids_file is None:
@@ -118,6 +134,7 @@ async def serve_fake(
                 f"  threads:    {format_count(n_threads)} threads, {format_count(total)} runs "
                 f"(seed {seed}); ids in {ids_file}\n"
                 f"  chaos:      {chaos_text}\n"
+                f"{_traffic_text(rate_limit, latency)}"
                 "\n"
                 "Try, in another terminal:\n"
                 f"  export OPENAI_BASE_URL={server.base_url} OPENAI_API_KEY={api_key}\n"

@@ -4,7 +4,7 @@
 ``GET /v1/threads/{thread_id}/runs`` like the OpenAI Assistants API v2, with switches for lax
 compatible servers and on-demand faults (`Fault`, `FakeServer.chaos`); `make_run` and
 `make_runs` build realistic run objects. `MockTransport` answers a client's requests from a
-function of yours, without sockets.
+function of yours, without sockets. `RateLimit` makes the fake server rate-limited.
 
 Example::
 
@@ -15,7 +15,7 @@ Example::
 
 from ._data import BASE_CREATED_AT, make_id, make_run, make_runs
 from ._mock import MockResponse, MockTransport
-from ._server import CHAOS_KINDS, FakeServer, Fault, RecordedRequest
+from ._server import CHAOS_KINDS, FakeServer, Fault, RateLimit, RecordedRequest
 
 __all__ = [
     "BASE_CREATED_AT",
@@ -24,6 +24,7 @@ __all__ = [
     "Fault",
     "MockResponse",
     "MockTransport",
+    "RateLimit",
     "RecordedRequest",
     "make_id",
     "make_run",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import re
@@ -25,7 +26,7 @@ from .._transport import Request
 from ._data import make_id, make_run
 from ._mock import MockResponse
 
-__all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "RecordedRequest"]
+__all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "RateLimit", "RecordedRequest"]
 
 _log = logging.getLogger("aiorunlist.testing")
 
@@ -273,6 +274,95 @@ def _close_transport(request: web.BaseRequest) -> None:
         transport.close()
 
 
+@attrs.frozen
+class RateLimit:
+    """A token bucket for `FakeServer`: what a rate-limited server does.
+
+    The bucket holds ``burst`` requests and refills at ``requests_per_second``; a listing
+    request that finds it empty gets a 429 (``rate_limit_exceeded``) with ``retry-after-ms``
+    and ``retry-after`` (whole seconds, rounded up) saying when the next request would pass.
+
+    Every listing answer carries rate-limit headers in the style ``headers`` names:
+
+    * ``"bucket"``: ``x-ratelimit-limit-requests`` is the burst, ``-remaining-requests`` the
+      requests left in the bucket, ``-reset-requests`` the time until it is full again, as a
+      Go duration (``180ms``, ``1.5s``);
+    * ``"per-minute"``: as OpenAI words them, the limit is requests per minute
+      (``requests_per_second * 60``), the remaining count is that limit less what the bucket
+      lacks, and the reset is written like ``1m30s`` or ``20ms``;
+    * ``"none"``: no rate-limit headers at all, only the 429s and their retry hints.
+    """
+
+    requests_per_second: float = attrs.field()
+    burst: int = attrs.field(default=20)
+    headers: str = attrs.field(default="bucket")
+
+    @requests_per_second.validator
+    def _check_rate(self, _attribute: object, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+            raise ValueError(f"requests_per_second must be a number > 0, got {value!r}")
+
+    @burst.validator
+    def _check_burst(self, _attribute: object, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"burst must be an integer >= 1, got {value!r}")
+
+    @headers.validator
+    def _check_headers(self, _attribute: object, value: str) -> None:
+        if value not in ("bucket", "per-minute", "none"):
+            raise ValueError(f"headers must be 'bucket', 'per-minute' or 'none', got {value!r}")
+
+
+def go_duration(seconds: float) -> str:
+    """``seconds`` written as rate-limit headers write durations: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(1, math.ceil(seconds * 1000)) if seconds > 0 else 0}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+class _Bucket:
+    """The state of a `RateLimit` on one server."""
+
+    __slots__ = ("at", "limit", "tokens")
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.tokens = float(limit.burst)
+        self.at = time.monotonic()
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        """Take a token if there is one: (allowed, the headers to answer with)."""
+        limit = self.limit
+        rate = limit.requests_per_second
+        self.tokens = min(float(limit.burst), self.tokens + (now - self.at) * rate)
+        self.at = now
+        allowed = self.tokens >= 1
+        if allowed:
+            self.tokens -= 1
+        lacking = limit.burst - self.tokens
+        headers: dict[str, str] = {}
+        if limit.headers == "bucket":
+            headers = {
+                "x-ratelimit-limit-requests": str(limit.burst),
+                "x-ratelimit-remaining-requests": str(math.floor(self.tokens)),
+                "x-ratelimit-reset-requests": go_duration(lacking / rate),
+            }
+        elif limit.headers == "per-minute":
+            per_minute = round(rate * 60)
+            headers = {
+                "x-ratelimit-limit-requests": str(per_minute),
+                "x-ratelimit-remaining-requests": str(max(0, per_minute - math.ceil(lacking))),
+                "x-ratelimit-reset-requests": go_duration(lacking / rate),
+            }
+        if not allowed:
+            wait = (1 - self.tokens) / rate
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return allowed, headers
+
+
 class FakeServer:
     """An in-process fake of ``GET /v1/threads/{thread_id}/runs`` (Assistants API v2).
 
@@ -288,6 +378,11 @@ class FakeServer:
     out of pages, ``send_request_id=False`` leaves out ``x-request-id``, and ``force_page_size``
     ignores ``limit`` and always serves pages of that size. All options are plain attributes and
     may be changed while the server runs.
+
+    A server people meet: ``rate_limit=RateLimit(100, burst=20)`` (or ``(100, 20)``) limits the
+    listing requests with a token bucket, answering 429s and rate-limit headers as a
+    rate-limited server does; ``latency=0.05`` makes every answer wait 50 ms first, as a
+    distant server's would.
 
     Misbehaviour on demand: `add_fault` queues `Fault` objects, `chaos` injects random ones.
     Every request is recorded in `requests`; `in_flight`/`max_in_flight` count concurrent ones.
@@ -306,7 +401,13 @@ class FakeServer:
         send_request_id: bool = True,
         force_page_size: int | None = None,
         max_limit: int = 100,
+        rate_limit: RateLimit | tuple[float, int] | None = None,
+        latency: float = 0.0,
     ) -> None:
+        if not (isinstance(latency, (int, float)) and 0 <= latency < float("inf")):
+            raise ValueError(f"latency must be a number of seconds >= 0, got {latency!r}")
+        if isinstance(rate_limit, tuple):
+            rate_limit = RateLimit(*rate_limit)
         if force_page_size is not None and force_page_size < 1:
             raise ValueError(f"force_page_size must be at least 1, got {force_page_size}")
         if max_limit < 1:
@@ -319,6 +420,11 @@ class FakeServer:
         self.send_request_id = send_request_id
         self.force_page_size = force_page_size
         self.max_limit = max_limit
+        #: The token bucket limiting the listing requests (``None``: no limit).
+        self.rate_limit: RateLimit | None = rate_limit
+        #: Seconds every answer waits before it is made (a distant server).
+        self.latency = float(latency)
+        self._bucket: _Bucket | None = None
         #: Runs per thread id, in creation (insertion) order. Served as stored.
         self.threads: dict[str, list[dict[str, Any]]] = {}
         #: Every request received, in arrival order.
@@ -590,12 +696,21 @@ class FakeServer:
         request_id: str,
     ) -> tuple[web.StreamResponse, int]:
         extra: Mapping[str, str] = {}
+        if self.latency and not await self._sleep(self.latency):
+            return self._dropped(request), 0  # the server is closing
+        if self.rate_limit is not None and thread_id is not None:
+            if self._bucket is None or self._bucket.limit is not self.rate_limit:
+                self._bucket = _Bucket(self.rate_limit)
+            allowed, extra = self._bucket.take(time.monotonic())
+            if not allowed:
+                body = _fault_error_body(429, None)
+                return self._response(429, body, request_id, extra), 429
         if fault is not None:
             if fault.delay > 0 and not await self._sleep(fault.delay):
                 return self._dropped(request), 0  # the server is closing
             if fault.drop:
                 return self._dropped(request), 0
-            extra = fault.headers
+            extra = {**extra, **fault.headers}
             if fault.not_json:
                 status = fault.status or 200
                 body = _html_body(status)

@@ -1,0 +1,100 @@
+"""A rate-limited server and a client's traffic control, in simulated time.
+
+``simulate`` runs ``workers`` requests at a time (each sends again as soon as its answer is
+in, as the fan-out does) against the fake server's token bucket, through the real
+:class:`LocalTrafficControl`, with a clock that only the simulation moves: what the control
+decides is what a client would do, without sockets, a loop or the machine's speed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import attrs
+
+from aiorunlist import Pacing
+from aiorunlist._attempts import retry_hint
+from aiorunlist._control import LocalTrafficControl
+from aiorunlist.testing import RateLimit
+from aiorunlist.testing._server import _Bucket
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the local control's methods)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("the coroutine suspended")  # pragma: no cover
+
+
+@attrs.define
+class Outcome:
+    ok: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    limit: RateLimit | None = None
+
+    @property
+    def share(self) -> float:
+        """Successes over what the bucket allowed in the time."""
+        assert self.limit is not None
+        return self.ok / (self.limit.requests_per_second * self.seconds + self.limit.burst)
+
+    @property
+    def throttled_per_100(self) -> float:
+        return 100 * self.throttled / max(1, self.ok)
+
+
+def simulate(
+    limit: RateLimit,
+    *,
+    pacing: Pacing | None = None,
+    seconds: float = 30.0,
+    workers: int = 32,
+    latency: float = 0.002,
+) -> Outcome:
+    """``workers`` greedy requesters for ``seconds`` against ``limit``; what got through."""
+    now = 0.0
+    control = LocalTrafficControl(pacing, budget=None, clock=lambda: now)
+    bucket = _Bucket(limit)
+    bucket.at = 0.0
+    outcome = Outcome(limit=limit)
+    # (time, sequence, worker, phase): phase "ready" asks to send; "answer" records.
+    events: list[tuple[float, int, int, str, dict[str, str], bool]] = []
+    sequence = 0
+
+    def push(at: float, worker: int, phase: str, headers: dict[str, str], ok: bool) -> None:
+        nonlocal sequence
+        sequence += 1
+        heapq.heappush(events, (at, sequence, worker, phase, headers, ok))
+
+    for worker in range(workers):
+        push(0.0, worker, "ready", {}, False)
+    while events:
+        now, _, worker, phase, headers, ok = heapq.heappop(events)
+        if now > seconds:
+            break
+        if phase == "ready":
+            wait = run(control.reserve())
+            if wait > 0:
+                push(now + wait, worker, "ready", {}, False)
+                continue
+            allowed, answer = bucket.take(now + latency / 2)
+            push(now + latency, worker, "answer", answer, allowed)
+            continue
+        # The answer is in.
+        if ok:
+            outcome.ok += 1
+            run(control.record(200, headers, ok=True))
+            push(now, worker, "ready", {}, False)
+        else:
+            outcome.throttled += 1
+            run(control.record(429, headers, ok=False))
+            push(now + (retry_hint(headers) or 0.5), worker, "ready", {}, False)
+    outcome.seconds = seconds
+    return outcome
