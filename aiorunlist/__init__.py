@@ -6,6 +6,7 @@ async with aiorunlist.Client() as client:
 """
 
 from ._attempts import Retries, Timeouts
+from ._check import CHECK_NAMES, ServerCheck, ServerReport, check_server
 from ._client import Client, InsecureBaseURLWarning
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
 from ._convert import structure, unstructure
@@ -67,6 +68,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "CHECK_NAMES",
     "APIConnectionError",
     "APIResponseValidationError",
     "APIStatusError",
@@ -117,6 +119,8 @@ __all__ = [
     "RunPage",
     "RunStatus",
     "RunStream",
+    "ServerCheck",
+    "ServerReport",
     "SubmitToolOutputs",
     "ThreadPage",
     "ThreadStart",
@@ -133,6 +137,7 @@ __all__ = [
     "UnprocessableEntityError",
     "Usage",
     "__version__",
+    "check_server",
     "structure",
     "unstructure",
 ]

@@ -1,4 +1,4 @@
-"""The click commands: ``runs``, ``fake-server`` and ``demo``.
+"""The click commands: ``runs``, ``check-server``, ``fake-server`` and ``demo``.
 
 Every problem with the user's input ends in one line on stderr, ``aiorunlist: error: ...``,
 and exit code 2; never a traceback. Exit codes: 0 done, 1 some threads failed (the others
@@ -19,6 +19,7 @@ import click
 
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
+from ._check import check_server_command
 from ._export import Export
 from ._inputs import CLIError, ThreadIds
 from ._output import FORMATS, Summary, Writer, format_count
@@ -624,3 +625,6 @@ def demo_command(
             echo=_say,
         )
     )
+
+
+cli.add_command(check_server_command)
