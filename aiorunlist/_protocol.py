@@ -675,12 +675,7 @@ class PageWalk:
                 thread_id,
                 thread_id=thread_id,
             )
-        elif (
-            limit is not None
-            and len(data) == limit
-            and not page.has_more
-            and not (notes.has_more_seen and "has_more" in page.body)
-        ):
+        elif limit is not None and len(data) == limit and not page.has_more and self._suspect(page):
             said = "false" if "has_more" in page.body else "absent"
             notes.warn(
                 "has_more_full_page",
@@ -712,6 +707,17 @@ class PageWalk:
                     thread_id,
                     thread_id=thread_id,
                 )
+
+    def _suspect(self, page: RawPage) -> bool:
+        """Whether a full page without ``has_more: true`` is worth a warning: always when
+        ``has_more`` is absent; when it is false, only on the first page of a listing that
+        started without a cursor, before this client saw any ``has_more: true`` (elsewhere it
+        most likely ends a listing that holds a multiple of the page size)."""
+        if "has_more" not in page.body:
+            return True
+        assert self.notes is not None  # noqa: S101 - checked by the caller
+        first = not self.seen and self.after is None and self.before is None
+        return first and not self.notes.has_more_seen
 
     def advance(self, page: RawPage) -> bool:
         """Move the cursor past ``page``; ``False`` when the listing is complete."""

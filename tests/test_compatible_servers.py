@@ -321,3 +321,24 @@ async def test_a_plain_text_error_body_is_quoted(
     )
     with pytest.raises(aiorunlist.NotFoundError, match="HTTP 404: Cannot GET /threads"):
         _ = [run async for run in client.runs(TID)]
+
+
+async def test_has_more_false_on_a_full_first_page_warns_but_not_after_a_cursor(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiorunlist")
+    runs = tied_runs(TID, 8)
+    server.add_thread(TID, runs)
+    ids = server.expected_ids(TID, "desc")
+    async with fast_client(server.base_url) as client:
+        # Resumed from a cursor, a full last page is the end of a listing of 4 + 4 runs.
+        got = [run.id async for run in client.runs(TID, page_size=4, after=ids[3])]
+        assert got == ids[4:]
+        assert caplog.records == []
+        # A server that always says false: its first full page is suspect.
+        body = orjson.dumps({"object": "list", "data": runs[3::-1], "has_more": False})
+        server.add_fault(Fault(body=body))
+        got = [run.id async for run in client.runs(TID, page_size=4)]
+        assert len(got) == 4
+    (record,) = caplog.records
+    assert "came with has_more false" in record.getMessage()
