@@ -6,7 +6,7 @@ async with aiorunlist.Client() as client:
 """
 
 from ._attempts import Retries, Timeouts
-from ._check import CHECK_NAMES, ServerCheck, ServerReport, check_server
+from ._check import ServerCheck, ServerReport, check_server
 from ._client import Client, InsecureBaseURLWarning
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
 from ._convert import structure, unstructure
@@ -68,7 +68,6 @@ from .exceptions import (
 )
 
 __all__ = [
-    "CHECK_NAMES",
     "APIConnectionError",
     "APIResponseValidationError",
     "APIStatusError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import orjson
@@ -51,7 +51,7 @@ _FULL = 100
 
 @attrs.frozen
 class ServerCheck:
-    """One check of :func:`check_server`: its name (see :data:`CHECK_NAMES`), whether the
+    """One check of :func:`check_server`: its name (see ``ServerReport.CHECK_NAMES``), whether the
     server behaved as the API does (``ok``), and what was seen."""
 
     check: str
@@ -63,11 +63,14 @@ class ServerCheck:
 class ServerReport:
     """What :func:`check_server` found about a server, for one thread.
 
-    ``checks`` has one :class:`ServerCheck` per name of :data:`CHECK_NAMES` (none when the
-    thread has fewer than :data:`MIN_RUNS` runs: ``enough_runs`` is then false and ``note``
+    ``checks`` has one :class:`ServerCheck` per name of ``CHECK_NAMES`` (none when the
+    thread has fewer than 4 runs: ``enough_runs`` is then false and ``note``
     says so). ``recommended`` holds the client settings that work with this server
     (``order``, ``page_size``, and ``cursors: False`` when listing from a cursor does not).
     """
+
+    #: The names of the checks, in the order they are reported.
+    CHECK_NAMES: ClassVar[tuple[str, ...]] = CHECK_NAMES
 
     thread_id: str
     base_url: str
@@ -500,7 +503,7 @@ async def check_server(client: Client, thread_id: str) -> ServerReport:
     """Diagnose how the server behind ``client`` pages the runs of ``thread_id``.
 
     A read-only probe (a few hundred requests at most, through the client, its retries
-    included) of one thread that has at least :data:`MIN_RUNS` runs, ideally 10 to 50, some
+    included) of one thread that has at least 4 runs, ideally 10 to 50, some
     created in the same second. It checks ``limit``, ``order``, the ``after`` and ``before``
     cursors, ``has_more``, ``first_id``/``last_id``, request ids, the answer for an unknown
     thread, the error body shape, and whether small pages overlap or skip runs, and

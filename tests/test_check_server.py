@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import aiorunlist
-from aiorunlist.testing import BASE_CREATED_AT, QUIRK_MODES, FakeServer, Quirks, make_run
+from aiorunlist.testing import BASE_CREATED_AT, FakeServer, Quirks, make_run
 from tests.conftest import API_KEY, fast_client
 from tests.test_cli import LiveServer, invoke, jsonl, runs_args
 
@@ -38,7 +38,7 @@ def failing(report: aiorunlist.ServerReport) -> set[str]:
 @pytest.mark.anyio
 async def test_a_conformant_server_passes_every_check() -> None:
     report = await report_for(None)
-    assert [check.check for check in report.checks] == list(aiorunlist.CHECK_NAMES)
+    assert [check.check for check in report.checks] == list(aiorunlist.ServerReport.CHECK_NAMES)
     assert report.ok, report.quirks
     assert report.runs == 13
     assert dict(report.recommended) == {"page_size": 100}
@@ -169,26 +169,26 @@ def test_check_server_on_a_conformant_server_exits_0(live: LiveServer) -> None:
     result = invoke(check_args(live))
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    for name in aiorunlist.CHECK_NAMES:
+    for name in aiorunlist.ServerReport.CHECK_NAMES:
         assert any(line.split()[:2] == [name, "ok"] for line in lines), name
     assert "recommended: page_size=100" in result.stdout
     assert API_KEY not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("mode", sorted(QUIRK_MODES))
+@pytest.mark.parametrize("mode", sorted(Quirks.MODES))
 def test_check_server_json_names_the_quirks_and_exits_1(live: LiveServer, mode: str) -> None:
-    live.do(lambda: setattr(live.server, "quirks", QUIRK_MODES[mode]))
+    live.do(lambda: setattr(live.server, "quirks", Quirks.MODES[mode]))
     result = invoke(check_args(live, "--json"))
     assert result.exit_code == 1, result.stderr
     report = orjson.loads(result.stdout)
-    assert [c["check"] for c in report["checks"]] == list(aiorunlist.CHECK_NAMES)
+    assert [c["check"] for c in report["checks"]] == list(aiorunlist.ServerReport.CHECK_NAMES)
     assert all(set(c) == {"check", "ok", "detail"} for c in report["checks"])
     assert any(not c["ok"] for c in report["checks"])
     assert report["recommended"]["page_size"] == 100
 
 
 def test_check_server_text_names_the_remedy(live: LiveServer) -> None:
-    live.do(lambda: setattr(live.server, "quirks", QUIRK_MODES["tie-unstable-cursor"]))
+    live.do(lambda: setattr(live.server, "quirks", Quirks.MODES["tie-unstable-cursor"]))
     result = invoke(check_args(live))
     assert result.exit_code == 1
     assert 'recommended: page_size=100, order="asc"' in result.stdout
@@ -244,13 +244,13 @@ def _scrambled(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("mode", ["none", *sorted(QUIRK_MODES)])
+@pytest.mark.parametrize("mode", ["none", *sorted(Quirks.MODES)])
 def test_jsonl_keeps_the_servers_key_order_and_values(live: LiveServer, mode: str) -> None:
     runs = [_scrambled(run) for run in tied_runs("thread_keys", 9)]
     runs[0]["x_unknown"] = {"z": 1, "a": [2.5, None]}
     live.do(lambda: live.server.add_thread("thread_keys", runs))
     if mode != "none":
-        live.do(lambda: setattr(live.server, "quirks", QUIRK_MODES[mode]))
+        live.do(lambda: setattr(live.server, "quirks", Quirks.MODES[mode]))
     result = invoke(runs_args(live, "thread_keys", "--order", "asc", "--page-size", "100"))
     assert result.exit_code == 0, result.stderr
     lines = jsonl(result.stdout_bytes)
@@ -269,7 +269,7 @@ def test_jsonl_keeps_the_servers_key_order_and_values(live: LiveServer, mode: st
 
 
 def test_the_cli_never_writes_a_run_twice_on_overlapping_pages(live: LiveServer) -> None:
-    live.do(lambda: setattr(live.server, "quirks", QUIRK_MODES["tie-unstable-cursor"]))
+    live.do(lambda: setattr(live.server, "quirks", Quirks.MODES["tie-unstable-cursor"]))
     result = invoke(runs_args(live, TID, "--order", "desc", "--page-size", "2"))
     assert result.exit_code == 1
     ids = [line["id"] for line in jsonl(result.stdout_bytes)]

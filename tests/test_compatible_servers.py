@@ -21,7 +21,6 @@ import aiorunlist
 from aiorunlist._protocol import PageWalk, QuirkNotes, RawPage, error_message
 from aiorunlist.testing import (
     BASE_CREATED_AT,
-    QUIRK_MODES,
     FakeServer,
     Fault,
     MockTransport,
@@ -41,7 +40,7 @@ def tied_runs(thread_id: str, n: int, per_second: int = 3) -> list[dict[str, Any
     return [make_run(thread_id, i, created_at=BASE_CREATED_AT + i // per_second) for i in range(n)]
 
 
-@pytest.fixture(params=sorted(QUIRK_MODES))
+@pytest.fixture(params=sorted(Quirks.MODES))
 async def quirky(request: pytest.FixtureRequest) -> AsyncIterator[FakeServer]:
     async with FakeServer(api_key=API_KEY, quirks=request.param) as server:
         server.add_thread(TID, tied_runs(TID, N_RUNS))
@@ -223,7 +222,7 @@ def test_the_walk_keeps_one_id_per_run_handed_out() -> None:
     groups=st.lists(st.integers(1, 4), min_size=1, max_size=8),
     page_size=st.integers(1, 6),
     order=st.sampled_from(["asc", "desc"]),
-    mode=st.sampled_from(sorted(QUIRK_MODES)),
+    mode=st.sampled_from(sorted(Quirks.MODES)),
 )
 async def test_no_mode_ever_hands_a_run_out_twice(
     groups: list[int], page_size: int, order: str, mode: str

@@ -286,7 +286,8 @@ def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
     type=click.Choice(FORMATS),
     default="jsonl",
     show_default=True,
-    help="jsonl: each run exactly as the server sent it, one per line. csv, table: the "
+    help="jsonl: each run as the server sent it, one per line: JSON-equal, keys in the "
+    "server's order (whitespace and string escapes are not kept). csv, table: the "
     "columns thread_id, id, status, created_at, model, total_tokens, last_error_code.",
 )
 @click.option(

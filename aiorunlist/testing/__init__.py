@@ -15,12 +15,11 @@ Example::
 
 from ._data import BASE_CREATED_AT, make_id, make_run, make_runs
 from ._mock import MockResponse, MockTransport
-from ._server import CHAOS_KINDS, QUIRK_MODES, FakeServer, Fault, Quirks, RecordedRequest
+from ._server import CHAOS_KINDS, FakeServer, Fault, Quirks, RecordedRequest
 
 __all__ = [
     "BASE_CREATED_AT",
     "CHAOS_KINDS",
-    "QUIRK_MODES",
     "FakeServer",
     "Fault",
     "MockResponse",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
 import attrs
@@ -25,7 +25,7 @@ from .._transport import Request
 from ._data import make_id, make_run
 from ._mock import MockResponse
 
-__all__ = ["CHAOS_KINDS", "QUIRK_MODES", "FakeServer", "Fault", "Quirks", "RecordedRequest"]
+__all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "Quirks", "RecordedRequest"]
 
 _log = logging.getLogger("aiorunlist.testing")
 
@@ -854,7 +854,7 @@ class Quirks:
     """How a `FakeServer` departs from the real API, as Assistants-compatible servers do.
 
     The default departs in nothing. ``FakeServer(quirks=Quirks(...))`` or
-    ``FakeServer(quirks="tie-unstable-cursor")`` (a name of `QUIRK_MODES`) sets them:
+    ``FakeServer(quirks="tie-unstable-cursor")`` (a name of `Quirks.MODES`) sets them:
 
     * ``desc_ties_in_insertion_order``: runs are sorted by ``created_at`` and runs created in
       the same second keep their insertion order even under ``order=desc``;
@@ -884,6 +884,11 @@ class Quirks:
     page_ids: bool = True
     float_created_at: bool = False
 
+    #: The quirks of three kinds of Assistants-compatible servers, by name, for
+    #: ``FakeServer(quirks=NAME)``: ``"tie-unstable-cursor"``, ``"ignores-parameters"`` and
+    #: ``"no-has-more"``.
+    MODES: ClassVar[Mapping[str, Quirks]]
+
     def __attrs_post_init__(self) -> None:
         for name, value, allowed in (
             ("cursor", self.cursor, ("position", "id", "created_at")),
@@ -895,14 +900,14 @@ class Quirks:
 
     @classmethod
     def of(cls, quirks: Quirks | str | None) -> Quirks:
-        """``quirks`` itself, the `QUIRK_MODES` entry it names, or no quirks for ``None``."""
+        """``quirks`` itself, the `MODES` entry it names, or no quirks for ``None``."""
         if quirks is None:
             return cls()
         if isinstance(quirks, Quirks):
             return quirks
-        if isinstance(quirks, str) and quirks in QUIRK_MODES:
-            return QUIRK_MODES[quirks]
-        raise ValueError(f"quirks must be a Quirks or one of {sorted(QUIRK_MODES)}, got {quirks!r}")
+        if isinstance(quirks, str) and quirks in cls.MODES:
+            return cls.MODES[quirks]
+        raise ValueError(f"quirks must be a Quirks or one of {sorted(cls.MODES)}, got {quirks!r}")
 
     # What the server does with them.
 
@@ -1007,9 +1012,7 @@ class Quirks:
         return status, error.body
 
 
-#: The quirks of three kinds of Assistants-compatible servers, by name, for
-#: ``FakeServer(quirks=NAME)`` and the test suites of code that talks to such servers.
-QUIRK_MODES: dict[str, Quirks] = {
+Quirks.MODES = {
     # Sorts by created_at (ties in insertion order, even under desc) but applies the cursor
     # by id: its desc pages overlap where runs share a second. Fastify-style errors.
     "tie-unstable-cursor": Quirks(
