@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import orjson
 
-from ._protocol import PageWalk, check_thread_id, make_status_error
+from ._protocol import PageWalk, check_thread_id, make_status_error, shape_error
 from ._transport import Response
 from .exceptions import APIStatusError
 
@@ -121,6 +121,8 @@ class _Answer:
     headers: Mapping[str, str]
     body: Mapping[str, Any] | None = None
     error: APIStatusError | None = None
+    #: Whether the body was a JSON object with a ``data`` array.
+    listed: bool = False
 
     @property
     def data(self) -> list[dict[str, Any]]:
@@ -176,9 +178,10 @@ class _Probe:
                 body = orjson.loads(response.body)
             except orjson.JSONDecodeError:
                 body = None
+            listed = isinstance(body, dict) and isinstance(body.get("data"), list)
             if not isinstance(body, dict):
                 body = {"data": []}
-            answer = _Answer(response.status, response.headers, body=body)
+            answer = _Answer(response.status, response.headers, body=body, listed=listed)
         self.answers.append(answer)
         return answer
 
@@ -248,6 +251,13 @@ class _Checker:
         asc = await probe.get(limit=_FULL, order="asc")
         if asc.error is not None:
             raise asc.error
+        if not asc.listed:
+            raise shape_error(
+                probe.thread_id,
+                asc.status,
+                asc.headers.get("x-request-id"),
+                "no JSON object with a 'data' array; is base_url pointing at the API?",
+            )
         desc = await probe.get(limit=_FULL, order="desc")
         if desc.error is not None:
             raise desc.error
@@ -307,6 +317,10 @@ class _Checker:
         problems = []
         for order, listing in listings.items():
             runs, ids = listing.data, listing.ids
+            if len(ids) < 2:
+                problems.append(f"order={order} lists {len(ids)} run(s): no cursor to try")
+                self.unstable.add(order)
+                continue
             k = _cursor_index(runs)
             if name == "after":
                 cursor = ids[k]

@@ -12,7 +12,14 @@ import orjson
 import pytest
 
 import aiorunlist
-from aiorunlist.testing import BASE_CREATED_AT, FakeServer, Quirks, make_run
+from aiorunlist.testing import (
+    BASE_CREATED_AT,
+    FakeServer,
+    MockResponse,
+    MockTransport,
+    Quirks,
+    make_run,
+)
 from tests.conftest import API_KEY, fast_client
 from tests.test_cli import LiveServer, invoke, jsonl, runs_args
 
@@ -280,3 +287,50 @@ def test_the_cli_never_writes_a_run_twice_on_overlapping_pages(live: LiveServer)
     assert result.exit_code == 0, result.stderr
     ids = [line["id"] for line in jsonl(result.stdout_bytes)]
     assert ids == live.server.expected_ids(TID, "asc")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b'{"object": "list", "data": [], "has_more": false}',
+        b'{"object": "list", "data": [{"id": "run_x"}], "has_more": true}',
+        b'{"data": "nope"}',
+        b"[1, 2]",
+        b"<html>not json</html>",
+    ],
+)
+async def test_odd_answers_to_the_probes_are_quirks_not_crashes(odd: bytes) -> None:
+    """Every probe after the first listing gets an odd answer: the report says so."""
+    server = FakeServer(api_key=API_KEY)
+    server.add_thread(TID, tied_runs(TID, 13))
+    seen = 0
+
+    async def handler(request: aiorunlist.Request) -> MockResponse:
+        nonlocal seen
+        seen += 1
+        if seen == 1:
+            return await server.handle(request)
+        return MockResponse(200, body=odd, headers={"Content-Type": "application/json"})
+
+    client = aiorunlist.Client(
+        API_KEY, base_url="https://fake.test/v1", transport=MockTransport(handler)
+    )
+    async with client:
+        report = await aiorunlist.check_server(client, TID)
+    assert report.enough_runs
+    assert not report.ok
+    assert {"order", "after", "before", "stable_pages"} <= {c.check for c in report.quirks}
+
+
+@pytest.mark.anyio
+async def test_a_first_answer_that_is_not_a_list_cannot_be_probed() -> None:
+    def handler(request: aiorunlist.Request) -> MockResponse:
+        return MockResponse(200, body=b"<html>portal</html>", headers={"Content-Type": "text/html"})
+
+    client = aiorunlist.Client(
+        API_KEY, base_url="https://fake.test/v1", transport=MockTransport(handler)
+    )
+    async with client:
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="'data' array"):
+            await aiorunlist.check_server(client, TID)

@@ -341,3 +341,12 @@ async def test_has_more_false_on_a_full_first_page_warns_but_not_after_a_cursor(
         assert len(got) == 4
     (record,) = caplog.records
     assert "came with has_more false" in record.getMessage()
+
+
+def test_quirks_are_checked() -> None:
+    with pytest.raises(ValueError, match="one of"):
+        FakeServer(quirks="no-such-server")
+    with pytest.raises(ValueError, match="cursor must be one of"):
+        Quirks(cursor="sideways")  # type: ignore[arg-type]
+    assert FakeServer(quirks="no-has-more").quirks is Quirks.MODES["no-has-more"]
+    assert FakeServer().quirks == Quirks()

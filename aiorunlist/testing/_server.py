@@ -287,8 +287,10 @@ class FakeServer:
 
     Knobs for lax "compatible" servers: ``send_page_ids=False`` leaves ``first_id``/``last_id``
     out of pages, ``send_request_id=False`` leaves out ``x-request-id``, and ``force_page_size``
-    ignores ``limit`` and always serves pages of that size. All options are plain attributes and
-    may be changed while the server runs.
+    ignores ``limit`` and always serves pages of that size. ``quirks`` (a `Quirks`, or the name
+    of one of `Quirks.MODES`) reproduces the quirks of real compatible servers: unstable
+    cursors, ignored parameters, no ``has_more``, other error shapes. All options are plain
+    attributes and may be changed while the server runs.
 
     Misbehaviour on demand: `add_fault` queues `Fault` objects, `chaos` injects random ones.
     Every request is recorded in `requests`; `in_flight`/`max_in_flight` count concurrent ones.
