@@ -350,3 +350,33 @@ def test_quirks_are_checked() -> None:
         Quirks(cursor="sideways")  # type: ignore[arg-type]
     assert FakeServer(quirks="no-has-more").quirks is Quirks.MODES["no-has-more"]
     assert FakeServer().quirks == Quirks()
+
+
+_ID = st.one_of(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.none(), st.just(7))
+
+
+@given(pages=st.lists(st.lists(_ID, max_size=5), min_size=1, max_size=5))
+def test_the_walk_refuses_exactly_the_repeated_string_ids(pages: list[list[Any]]) -> None:
+    """A model: a page is refused iff one of its string ids came before (in it or earlier);
+    ids that are not strings are never compared."""
+    walk = PageWalk("t", after=None, before=None)
+    seen: set[str] = set()
+    for ids in pages:
+        page = RawPage({}, [{"id": i} for i in ids], False, 200, None)
+        strings = [i for i in ids if isinstance(i, str)]
+        repeated = len(set(strings)) < len(strings) or bool(seen & set(strings))
+        if repeated:
+            with pytest.raises(aiorunlist.PaginationError):
+                walk.ordered(page)
+            return
+        assert walk.ordered(page) == page.data
+        seen |= set(strings)
+
+
+def test_odd_ids_and_timestamps_take_the_careful_path() -> None:
+    walk = PageWalk("t", after=None, before=None, order="desc", limit=10, notes=QuirkNotes())
+    odd = [{"id": ["not", "hashable"], "created_at": None}, {"id": "a", "created_at": 5}]
+    page = RawPage({"has_more": False}, odd, False, 200, None)
+    assert walk.ordered(page) == odd
+    with pytest.raises(aiorunlist.PaginationError, match="run 'a' was already handed out"):
+        walk.ordered(RawPage({}, [{"id": ["x"]}, {"id": "a"}], False, 200, None))
