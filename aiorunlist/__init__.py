@@ -6,6 +6,7 @@ async with aiorunlist.Client() as client:
 """
 
 from ._attempts import Retries, Timeouts
+from ._check import ServerCheck, ServerReport, check_server
 from ._client import Client, InsecureBaseURLWarning
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
 from ._convert import structure, unstructure
@@ -117,6 +118,8 @@ __all__ = [
     "RunPage",
     "RunStatus",
     "RunStream",
+    "ServerCheck",
+    "ServerReport",
     "SubmitToolOutputs",
     "ThreadPage",
     "ThreadStart",
@@ -133,6 +136,7 @@ __all__ = [
     "UnprocessableEntityError",
     "Usage",
     "__version__",
+    "check_server",
     "structure",
     "unstructure",
 ]

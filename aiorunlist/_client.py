@@ -35,6 +35,7 @@ from ._protocol import (
     REDIRECT_STATUSES,
     Order,
     PageWalk,
+    QuirkNotes,
     RawPage,
     accept_page,
     build_headers,
@@ -48,7 +49,7 @@ from ._protocol import (
     to_run_page,
 )
 from ._transport import AiohttpTransport, Request, Response, Transport
-from .exceptions import APIConnectionError, APIStatusError, RunListError
+from .exceptions import APIConnectionError, APIStatusError, NotFoundError, RunListError
 
 __all__ = ["Client", "InsecureBaseURLWarning"]
 
@@ -267,6 +268,8 @@ class Client:
             else AiohttpTransport(session, timeout=client_timeout)
         )
         self._budget_dry = False
+        #: Server quirks already warned about (each once per client).
+        self._notes = QuirkNotes()
         self._rate_limit: RateLimitInfo | None = None
         self._api_key = api_key
         self._headers = build_headers(
@@ -429,7 +432,9 @@ class Client:
         """
         check_list_args(thread_id, order=order, after=after, before=before)
         check_page_size(limit)
-        walk = PageWalk(thread_id, after=after, before=before)
+        walk = PageWalk(
+            thread_id, after=after, before=before, order=order, limit=limit, notes=self._notes
+        )
 
         async def decode(walk: PageWalk, response: Response) -> Checked:
             raw, _items, _more = accept_page(walk, response.status, response.headers, response.body)
@@ -551,6 +556,8 @@ class Client:
         """Book what a failure says (rate-limit headers) and mask the key in server text."""
         if isinstance(error, APIStatusError):
             self._booked(error.headers)
+        if isinstance(error, NotFoundError):
+            self._hint_v1(error)
         secret = self._api_key
         if secret in repr(vars(error)) or secret in repr(error.args):
             # A server that echoes the Authorization header: mask it wherever its text landed.
@@ -559,6 +566,17 @@ class Client:
                 setattr(error, name, _mask(plain, secret))
             error.args = tuple(_mask(a, secret) for a in error.args)
         return error
+
+    def _hint_v1(self, error: NotFoundError) -> None:
+        """A 404 while ``base_url`` does not end in ``/v1``: suggest adding it."""
+        path = urlsplit(self.base_url).path.rstrip("/")
+        if path.endswith("/v1") or "does not end in /v1" in error.message:
+            return
+        error.message += (
+            f"; base_url {self.base_url!r} does not end in /v1: if every thread answers 404, "
+            f"try base_url={self.base_url + '/v1'!r}"
+        )
+        error.args = (error.message, *error.args[1:])
 
     def _booked(self, headers: Mapping[str, str]) -> None:
         if "x-ratelimit-remaining-requests" in headers:
@@ -618,7 +636,14 @@ class Client:
         ``accept`` decodes and checks a page somewhere else (the fan-out's consumer); by
         default it happens here.
         """
-        walk = PageWalk(thread_id, after=after, before=before)
+        walk = PageWalk(
+            thread_id,
+            after=after,
+            before=before,
+            order=order,
+            limit=page_size,
+            notes=self._notes,
+        )
         more = True
         while more:
             checked = await self._fetch(walk, page_size, order, accept)

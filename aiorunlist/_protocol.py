@@ -6,6 +6,8 @@ Nothing here touches the network or the event loop, so all of it is tested witho
 from __future__ import annotations
 
 import ipaddress
+import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -37,6 +39,7 @@ __all__ = [
     "USER_AGENT",
     "Order",
     "PageWalk",
+    "QuirkNotes",
     "accept_page",
     "build_headers",
     "build_url",
@@ -45,6 +48,7 @@ __all__ = [
     "check_page_size",
     "check_thread_id",
     "decode_page",
+    "error_message",
     "is_loopback_host",
     "make_status_error",
     "normalize_base_url",
@@ -54,6 +58,8 @@ __all__ = [
     "structure_runs",
     "to_run_page",
 ]
+
+logger = logging.getLogger("aiorunlist")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 USER_AGENT = f"aiorunlist/{__version__}"
@@ -228,6 +234,42 @@ def _error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | 
     return text("message"), text("code"), text("type"), text("param")
 
 
+def _detail_message(detail: Any) -> str | None:
+    """The message of a FastAPI-style ``detail``: a string, or a list of ``{"msg": ...}``."""
+    if isinstance(detail, str) and detail:
+        return detail
+    if not isinstance(detail, list):
+        return None
+    parts = []
+    for item in detail:
+        if not isinstance(item, dict) or not isinstance(item.get("msg"), str):
+            continue
+        loc = item.get("loc")
+        where = ".".join(str(p) for p in loc) if isinstance(loc, list) and loc else ""
+        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(parts) or None
+
+
+def error_message(decoded: Any, body: bytes) -> str | None:
+    """The server's own words in an error body of any shape: ``error.message``, a top-level
+    ``message``, ``detail`` (a string, or a list of ``{"msg": ...}``), else the first 200
+    characters of the body; ``None`` for an empty body."""
+    message = _error_fields(decoded)[0]
+    if message:
+        return message
+    if isinstance(decoded, dict):
+        top = decoded.get("message")
+        if isinstance(top, str) and top:
+            return top
+        detail = _detail_message(decoded.get("detail"))
+        if detail:
+            return detail
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
 def make_status_error(
     status: int, headers: Mapping[str, str], body: bytes, *, thread_id: str
 ) -> APIStatusError:
@@ -236,7 +278,8 @@ def make_status_error(
         decoded: Any = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         decoded = body[:500].decode("utf-8", "replace")
-    message, code, err_type, param = _error_fields(decoded)
+    _message, code, err_type, param = _error_fields(decoded)
+    message = error_message(decoded, body)
     if status == 429 and code == "insufficient_quota":
         cls: type[APIStatusError] = QuotaExceededError
     elif status >= 500:
@@ -244,7 +287,7 @@ def make_status_error(
     else:
         cls = _STATUS_ERRORS.get(status, APIStatusError)
     request_id = headers.get("x-request-id")
-    detail = message or (decoded if isinstance(decoded, str) and decoded else "no error message")
+    detail = message or "no error message"
     text = f"listing runs of thread {thread_id!r} failed with HTTP {status}: {detail}"
     if code:
         text += f" (code {code!r})"
@@ -473,43 +516,226 @@ def parse_go_duration(text: str) -> float:
 # --- pagination ----------------------------------------------------------------------------------
 
 
+class QuirkNotes:
+    """The quirks one client has already warned about: each kind is logged once per client.
+
+    Quirks that one page cannot prove wrong (a full page without ``has_more``, a page longer
+    than the limit, an order that contradicts the one asked for) are logged as warnings on
+    the ``aiorunlist`` logger, not raised.
+    """
+
+    __slots__ = ("has_more_seen", "warned")
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+        #: Whether any page has said ``has_more: true``: then the server computes it, and a
+        #: full page with ``has_more: false`` is a listing that ends exactly there.
+        self.has_more_seen = False
+
+    def warn(self, kind: str, message: str, *args: object, thread_id: str) -> None:
+        """Log ``message`` (``%``-style with ``args``) once for this ``kind``."""
+        if kind in self.warned:
+            return
+        self.warned.add(kind)
+        logger.warning(message, *args, extra={"thread_id": thread_id, "quirk": kind})
+
+
+def _created(run: Mapping[str, Any]) -> float | None:
+    value = run.get("created_at")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _order_contradiction(data: Sequence[Any], order: str) -> tuple[Any, Any] | None:
+    """The first two neighbouring runs whose ``created_at`` contradicts ``order``, if any."""
+    times = [run.get("created_at") for run in data]
+    try:  # the common case, at C speed: numbers in order
+        if order == "asc":
+            if all(map(operator.le, times, times[1:])):
+                return None
+        elif all(map(operator.ge, times, times[1:])):
+            return None
+    except TypeError:  # a missing or odd created_at: looked at one by one below
+        pass
+    previous: Any = None
+    previous_at: float = float("nan")  # compares false either way
+    for run in data:
+        at = _created(run)
+        if at is None:
+            continue
+        backwards = at < previous_at if order == "asc" else at > previous_at
+        if backwards:
+            return previous, run
+        previous, previous_at = run, at
+    return None
+
+
 class PageWalk:
     """Cursor bookkeeping for walking one thread's listing, page by page (no I/O).
 
     Forward (the default, or with ``after``): each next page starts after the last run seen.
     Backward (``before`` without ``after``): each next page ends before the first run seen,
     and each page is handed out reversed, so runs come nearest-to-``before`` first.
-    ``has_more`` is authoritative; a page that cannot advance raises :class:`PaginationError`.
+    ``has_more`` is authoritative; a page that cannot advance, or that repeats a run already
+    handed out in this listing, raises :class:`PaginationError` before any of its runs is
+    handed out. The walk keeps the id of every run it handed out: one set entry per run.
+
+    With ``order``, ``limit`` and ``notes`` (the client's :class:`QuirkNotes`), pages are also
+    checked for quirks that one page cannot prove wrong, each logged once per client.
     """
 
-    __slots__ = ("after", "backward", "before", "seen", "thread_id")
+    __slots__ = (
+        "after",
+        "backward",
+        "before",
+        "ids",
+        "limit",
+        "notes",
+        "order",
+        "seen",
+        "thread_id",
+    )
 
-    def __init__(self, thread_id: str, *, after: str | None, before: str | None) -> None:
+    def __init__(
+        self,
+        thread_id: str,
+        *,
+        after: str | None,
+        before: str | None,
+        order: str | None = None,
+        limit: int | None = None,
+        notes: QuirkNotes | None = None,
+    ) -> None:
         self.thread_id = thread_id
         self.after = after
         self.before = before
         self.backward = before is not None and after is None
+        self.order = order
+        self.limit = limit
+        self.notes = notes
+        #: The cursors used so far.
         self.seen: set[str] = set()
+        #: The id of every run handed out so far in this listing.
+        self.ids: set[Any] = set()
 
     def ordered(self, page: RawPage) -> list[Any]:
         """The page's run objects in the order they are to be handed out.
 
         Raises :class:`PaginationError` if the page holds the very run it was asked to start
-        after (or end before): the server ignores the cursor, and handing the page out would
-        repeat runs already delivered.
+        after (or end before): the server ignored the cursor. Raises it too if the page holds
+        a run already handed out in this listing (the server's pages overlap), or the same
+        run twice. Either way, before any run of the page is handed out.
         """
+        thread_id = self.thread_id
         cursor = self.before if self.backward else self.after
         if cursor is not None:
             for run in page.data:
                 if run.get("id") == cursor:
+                    name = "before" if self.backward else "after"
                     raise PaginationError(
-                        f"thread {self.thread_id!r}: asked for the runs "
-                        f"{'before' if self.backward else 'after'} {cursor!r}, the server sent "
-                        "that run again; it does not honour 'after'/'before', so the listing "
-                        "would never end",
-                        thread_id=self.thread_id,
+                        f"thread {thread_id!r}: asked for the runs {name} {cursor!r}, the "
+                        f"server sent that run again: it ignored the {name!r} cursor. List "
+                        "this thread without a cursor, or diagnose the server with "
+                        f"`aiorunlist check-server {thread_id}`",
+                        thread_id=thread_id,
                     )
+        if self.notes is not None:
+            self._observe(page)
+        ids = self.ids
+        try:  # the common case, at C speed: every id new and distinct
+            page_ids = [run.get("id") for run in page.data]
+            distinct = set(page_ids)
+            if len(distinct) == len(page_ids) and distinct.isdisjoint(ids):
+                ids |= distinct
+                return page.data[::-1] if self.backward else page.data
+        except TypeError:  # an unhashable id: checked one by one below
+            pass
+        fresh: set[str] = set()
+        for run in page.data:
+            run_id = run.get("id")
+            if not isinstance(run_id, str):
+                continue
+            if run_id in fresh:
+                raise PaginationError(
+                    f"thread {thread_id!r}: the server's page lists run {run_id!r} twice; "
+                    "refusing to hand it out twice. Diagnose the server with "
+                    f"`aiorunlist check-server {thread_id}`",
+                    thread_id=thread_id,
+                )
+            if run_id in ids:
+                raise PaginationError(
+                    f"thread {thread_id!r}: run {run_id!r} was already handed out earlier in "
+                    "this listing: the server's pages overlap. The likely cause is a cursor "
+                    "that is unstable for runs created in the same second (pages sorted by "
+                    'created_at, the cursor compared by id). List with order="asc", or '
+                    f"diagnose the server with `aiorunlist check-server {thread_id}`",
+                    thread_id=thread_id,
+                )
+            fresh.add(run_id)
+        ids |= fresh
         return page.data[::-1] if self.backward else page.data
+
+    def _observe(self, page: RawPage) -> None:
+        """Warn (once per client and kind) about what this page suggests but cannot prove."""
+        notes, thread_id, limit, data = self.notes, self.thread_id, self.limit, page.data
+        assert notes is not None  # noqa: S101 - checked by the caller
+        if page.has_more:
+            notes.has_more_seen = True
+        if limit is not None and len(data) > limit:
+            notes.warn(
+                "limit_ignored",
+                "thread %s: asked for at most %d runs, the server sent %d: it ignores "
+                "'limit'. Diagnose it with `aiorunlist check-server %s`",
+                thread_id,
+                limit,
+                len(data),
+                thread_id,
+                thread_id=thread_id,
+            )
+        elif limit is not None and len(data) == limit and not page.has_more and self._suspect(page):
+            said = "false" if "has_more" in page.body else "absent"
+            notes.warn(
+                "has_more_full_page",
+                "thread %s: a full page (%d runs, the limit) came with has_more %s: if the "
+                "server does not compute has_more, the runs after this page are not listed. "
+                "Diagnose it with `aiorunlist check-server %s`; page_size=100 gets the most "
+                "runs per page",
+                thread_id,
+                limit,
+                said,
+                thread_id,
+                thread_id=thread_id,
+            )
+        if self.order in ("asc", "desc"):
+            pair = _order_contradiction(data, self.order)
+            if pair is not None:
+                first, second = pair
+                notes.warn(
+                    "order_contradicted",
+                    "thread %s: asked for order=%s, but the page lists run %r (created_at %s) "
+                    "before run %r (created_at %s): the server may ignore 'order'. Diagnose it "
+                    "with `aiorunlist check-server %s`",
+                    thread_id,
+                    self.order,
+                    first.get("id"),
+                    first.get("created_at"),
+                    second.get("id"),
+                    second.get("created_at"),
+                    thread_id,
+                    thread_id=thread_id,
+                )
+
+    def _suspect(self, page: RawPage) -> bool:
+        """Whether a full page without ``has_more: true`` is worth a warning: always when
+        ``has_more`` is absent; when it is false, only on the first page of a listing that
+        started without a cursor, before this client saw any ``has_more: true`` (elsewhere it
+        most likely ends a listing that holds a multiple of the page size)."""
+        if "has_more" not in page.body:
+            return True
+        assert self.notes is not None  # noqa: S101 - checked by the caller
+        first = not self.seen and self.after is None and self.before is None
+        return first and not self.notes.has_more_seen
 
     def advance(self, page: RawPage) -> bool:
         """Move the cursor past ``page``; ``False`` when the listing is complete."""
@@ -517,8 +743,8 @@ class PageWalk:
             return False
         if not page.data:
             raise PaginationError(
-                f"thread {self.thread_id!r}: the server said has_more with an empty page; "
-                "stopping instead of asking again forever",
+                f"thread {self.thread_id!r}: the server sent has_more with an empty page, "
+                "which leaves no run to continue after",
                 thread_id=self.thread_id,
             )
         edge = page.data[0] if self.backward else page.data[-1]
@@ -530,8 +756,8 @@ class PageWalk:
             )
         if cursor in self.seen or cursor in (self.after, self.before):
             raise PaginationError(
-                f"thread {self.thread_id!r}: the cursor {cursor!r} came back again; the server "
-                "does not honour 'after'/'before', so the listing would never end",
+                f"thread {self.thread_id!r}: the cursor {cursor!r} came back: an earlier page "
+                "ended at the same run, so the cursor did not advance",
                 thread_id=self.thread_id,
             )
         self.seen.add(cursor)

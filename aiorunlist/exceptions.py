@@ -80,9 +80,11 @@ class RunListError(Exception):
 
 
 class PaginationError(RunListError):
-    """The server's pages do not advance: ``has_more`` with an empty page, or a repeated cursor.
+    """The server's pages cannot be walked safely: a page holds the cursor run (the cursor is
+    ignored), ``has_more`` comes with an empty page, a cursor does not advance, or a page
+    repeats a run already handed out in the listing (the pages overlap).
 
-    Raised instead of looping forever.
+    Raised before any run of the offending page is handed out.
     """
 
 

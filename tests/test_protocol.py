@@ -209,5 +209,5 @@ def test_walk_refuses_to_loop() -> None:
         PageWalk("t", after=None, before=None).advance(_page([], True))
     w = PageWalk("t", after=None, before=None)
     w.advance(_page(["a", "b"], True))
-    with pytest.raises(aiorunlist.PaginationError, match="came back again"):
+    with pytest.raises(aiorunlist.PaginationError, match="came back: an earlier page ended"):
         w.advance(_page(["a", "b"], True))

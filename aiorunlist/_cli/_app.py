@@ -1,4 +1,4 @@
-"""The click commands: ``runs``, ``fake-server`` and ``demo``.
+"""The click commands: ``runs``, ``check-server``, ``fake-server`` and ``demo``.
 
 Every problem with the user's input ends in one line on stderr, ``aiorunlist: error: ...``,
 and exit code 2; never a traceback. Exit codes: 0 done, 1 some threads failed (the others
@@ -20,6 +20,7 @@ import click
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
 from ..testing import RateLimit
+from ._check import check_server_command
 from ._export import Export
 from ._inputs import CLIError, ThreadIds
 from ._output import FORMATS, Summary, Writer, format_count
@@ -286,7 +287,8 @@ def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
     type=click.Choice(FORMATS),
     default="jsonl",
     show_default=True,
-    help="jsonl: each run exactly as the server sent it, one per line. csv, table: the "
+    help="jsonl: each run as the server sent it, one per line: JSON-equal, keys in the "
+    "server's order (whitespace and string escapes are not kept). csv, table: the "
     "columns thread_id, id, status, created_at, model, total_tokens, last_error_code.",
 )
 @click.option(
@@ -659,3 +661,6 @@ def demo_command(
             echo=_say,
         )
     )
+
+
+cli.add_command(check_server_command)

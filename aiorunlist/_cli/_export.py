@@ -21,9 +21,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
@@ -141,9 +141,10 @@ class Export:
         """Write and count one page of one thread; on its thread's last item, settle it."""
         writer, summary = self.writer, self.summary
         last_id: str | None = None
-        for run in page.runs:
+        raws: Sequence[Mapping[str, Any] | None] = page.raw if page.raw else [None] * len(page.runs)
+        for run, raw in zip(page.runs, raws, strict=True):
             if writer is not None:
-                writer.write(run)
+                writer.write(run, raw)
             if summary is not None:
                 summary.add(run)
             self.runs += 1

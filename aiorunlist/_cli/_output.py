@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -71,10 +71,11 @@ def _table_line(cells: Sequence[str]) -> str:
 class Writer:
     """Writes runs to a binary stream in one of :data:`FORMATS`, counting the bytes written.
 
-    ``jsonl`` writes each run exactly as the server sent it (``unstructure`` is lossless:
-    unknown fields and values included), one JSON object per line. ``csv`` and ``table`` write
-    the :data:`COLUMNS`; the header is written only when ``header`` is true (not when appending
-    to an output that already has one).
+    ``jsonl`` writes each run as the server sent it, one JSON object per line: from the
+    server's own decoded JSON when it is given (``raw``), so keys keep the server's order and
+    every value and unknown field is kept; whitespace and string escapes are orjson's.
+    ``csv`` and ``table`` write the :data:`COLUMNS`; the header is written only when
+    ``header`` is true (not when appending to an output that already has one).
     """
 
     def __init__(self, out: BinaryIO, fmt: str, *, offset: int = 0, header: bool = True) -> None:
@@ -86,7 +87,7 @@ class Writer:
         self.offset = offset
         self._buffer = io.StringIO()
         self._csv = csv.writer(self._buffer, lineterminator="\n")
-        self.write: Callable[[Run], None] = {
+        self.write: Callable[[Run, Mapping[str, Any] | None], None] = {
             "jsonl": self._write_jsonl,
             "csv": self._write_csv,
             "table": self._write_table,
@@ -103,17 +104,18 @@ class Writer:
     def _emit(self, text: str) -> None:
         self._put(text.encode("utf-8"))
 
-    def _write_jsonl(self, run: Run) -> None:
-        self._put(orjson.dumps(unstructure(run), option=orjson.OPT_APPEND_NEWLINE))
+    def _write_jsonl(self, run: Run, raw: Mapping[str, Any] | None = None) -> None:
+        data = unstructure(run) if raw is None else raw
+        self._put(orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE))
 
-    def _write_csv(self, run: Run) -> None:
+    def _write_csv(self, run: Run, raw: Mapping[str, Any] | None = None) -> None:
         buffer = self._buffer
         buffer.seek(0)
         buffer.truncate()
         self._csv.writerow(["" if v is None else v for v in _row(run)])
         self._emit(buffer.getvalue())
 
-    def _write_table(self, run: Run) -> None:
+    def _write_table(self, run: Run, raw: Mapping[str, Any] | None = None) -> None:
         thread_id, run_id, status, created_at, model, tokens, code = _row(run)
         self._emit(
             _table_line(

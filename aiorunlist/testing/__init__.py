@@ -15,7 +15,7 @@ Example::
 
 from ._data import BASE_CREATED_AT, make_id, make_run, make_runs
 from ._mock import MockResponse, MockTransport
-from ._server import CHAOS_KINDS, FakeServer, Fault, RateLimit, RecordedRequest
+from ._server import CHAOS_KINDS, FakeServer, Fault, Quirks, RateLimit, RecordedRequest
 
 __all__ = [
     "BASE_CREATED_AT",
@@ -24,6 +24,7 @@ __all__ = [
     "Fault",
     "MockResponse",
     "MockTransport",
+    "Quirks",
     "RateLimit",
     "RecordedRequest",
     "make_id",

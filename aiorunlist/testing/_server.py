@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
 import attrs
@@ -26,7 +26,7 @@ from .._transport import Request
 from ._data import make_id, make_run
 from ._mock import MockResponse
 
-__all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "RateLimit", "RecordedRequest"]
+__all__ = ["CHAOS_KINDS", "FakeServer", "Fault", "Quirks", "RateLimit", "RecordedRequest"]
 
 _log = logging.getLogger("aiorunlist.testing")
 
@@ -200,6 +200,7 @@ class _ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
+        self.param = param
         self.body = _error_body(message, type_=type_, param=param, code=code)
         self.headers = headers or {}
 
@@ -376,8 +377,10 @@ class FakeServer:
 
     Knobs for lax "compatible" servers: ``send_page_ids=False`` leaves ``first_id``/``last_id``
     out of pages, ``send_request_id=False`` leaves out ``x-request-id``, and ``force_page_size``
-    ignores ``limit`` and always serves pages of that size. All options are plain attributes and
-    may be changed while the server runs.
+    ignores ``limit`` and always serves pages of that size. ``quirks`` (a `Quirks`, or the name
+    of one of `Quirks.MODES`) reproduces the quirks of real compatible servers: unstable
+    cursors, ignored parameters, no ``has_more``, other error shapes. All options are plain
+    attributes and may be changed while the server runs.
 
     A server people meet: ``rate_limit=RateLimit(100, burst=20)`` (or ``(100, 20)``) limits the
     listing requests with a token bucket, answering 429s and rate-limit headers as a
@@ -393,6 +396,7 @@ class FakeServer:
     def __init__(
         self,
         *,
+        quirks: Quirks | str | None = None,
         api_key: str | None = "sk-test-key",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -412,6 +416,8 @@ class FakeServer:
             raise ValueError(f"force_page_size must be at least 1, got {force_page_size}")
         if max_limit < 1:
             raise ValueError(f"max_limit must be at least 1, got {max_limit}")
+        #: How this server departs from the real API (see `Quirks`); may be replaced any time.
+        self.quirks: Quirks = Quirks.of(quirks)
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -724,7 +730,7 @@ class FakeServer:
         try:
             status, body = 200, self._list_runs(request, thread_id)
         except _ApiError as error:
-            status, body = error.status, error.body
+            status, body = self.quirks.error(error)
             extra = {**error.headers, **extra}
         if fault is not None and fault.truncate:
             return await self._truncated(request, status, body, request_id, extra), status
@@ -753,7 +759,7 @@ class FakeServer:
     ) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
         headers["Content-Type"] = content_type
-        if self.send_request_id:
+        if self.send_request_id and self.quirks.request_ids:
             headers["x-request-id"] = request_id
         headers.update(extra)
         return headers
@@ -889,6 +895,9 @@ class FakeServer:
             )
         if self.require_beta_header:
             self._check_beta(request)
+        quirks = self.quirks
+        if quirks.ignore_params:
+            return quirks.everything(self.threads.get(thread_id), thread_id)
         limit = self._limit(request)
         order = request.query.get("order", "desc")
         if order not in _ORDERS:
@@ -900,7 +909,18 @@ class FakeServer:
             )
         thread = self.threads.get(thread_id)
         if thread is None:
+            if quirks.unknown_thread == "empty":
+                return quirks.page([], has_more=False, page_ids=self.send_page_ids)
             raise _ApiError(404, f"No thread found with id '{thread_id}'.")
+        if quirks.cursor != "position" or quirks.desc_ties_in_insertion_order:
+            return quirks.list_runs(
+                request,
+                thread=thread,
+                thread_id=thread_id,
+                order=order,
+                limit=limit,
+                page_ids=self.send_page_ids,
+            )
         runs = _ordered(thread, order)
         after = self._cursor(request, runs, thread_id, "after")
         before = self._cursor(request, runs, thread_id, "before")
@@ -916,12 +936,7 @@ class FakeServer:
             window = runs[after + 1 : before]
             page = window[:limit]
             has_more = len(window) > limit
-        body: dict[str, Any] = {"object": "list", "data": page}
-        if self.send_page_ids:
-            body["first_id"] = page[0]["id"] if page else None
-            body["last_id"] = page[-1]["id"] if page else None
-        body["has_more"] = has_more
-        return orjson.dumps(body)
+        return quirks.page(page, has_more=has_more, page_ids=self.send_page_ids)
 
     @staticmethod
     def _cursor(
@@ -946,3 +961,191 @@ def _ordered(runs: list[dict[str, Any]], order: str) -> list[dict[str, Any]]:
     if order == "desc":
         ascending.reverse()
     return ascending
+
+
+# -- quirks of compatible servers ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Quirks:
+    """How a `FakeServer` departs from the real API, as Assistants-compatible servers do.
+
+    The default departs in nothing. ``FakeServer(quirks=Quirks(...))`` or
+    ``FakeServer(quirks="tie-unstable-cursor")`` (a name of `Quirks.MODES`) sets them:
+
+    * ``desc_ties_in_insertion_order``: runs are sorted by ``created_at`` and runs created in
+      the same second keep their insertion order even under ``order=desc``;
+    * ``cursor``: how ``after``/``before`` are applied: ``"position"`` (right: the runs that
+      follow or precede the cursor in the listing), ``"id"`` (compared by creation sequence,
+      as an id that sorts in creation order, whatever the listing's sort), or ``"created_at"``
+      (compared by ``created_at``: the runs sharing the cursor's second are skipped);
+    * ``ignore_params``: ``limit``, ``order``, ``after`` and ``before`` are ignored: every run,
+      ascending, ``has_more`` false, no ``first_id``/``last_id``;
+    * ``has_more``: ``False`` leaves ``has_more`` out of every page;
+    * ``unknown_thread``: ``"404"``, or ``"empty"`` for a 200 with an empty list;
+    * ``errors``: the error body shape: ``"openai"`` (``{"error": {"message": ...}}``),
+      ``"fastapi"`` (``{"detail": "..."}``, and 422 with ``{"detail": [{"msg": ...}]}`` for a
+      bad parameter) or ``"fastify"`` (``{"statusCode", "error", "message"}``);
+    * ``request_ids``: ``False`` sends no ``x-request-id``;
+    * ``page_ids``: ``False`` leaves ``first_id``/``last_id`` out;
+    * ``float_created_at``: ``created_at`` is sent as a float (``1714000000.0``).
+    """
+
+    desc_ties_in_insertion_order: bool = False
+    cursor: Literal["position", "id", "created_at"] = "position"
+    ignore_params: bool = False
+    has_more: bool = True
+    unknown_thread: Literal["404", "empty"] = "404"
+    errors: Literal["openai", "fastapi", "fastify"] = "openai"
+    request_ids: bool = True
+    page_ids: bool = True
+    float_created_at: bool = False
+
+    #: The quirks of three kinds of Assistants-compatible servers, by name, for
+    #: ``FakeServer(quirks=NAME)``: ``"tie-unstable-cursor"``, ``"ignores-parameters"`` and
+    #: ``"no-has-more"``.
+    MODES: ClassVar[Mapping[str, Quirks]]
+
+    def __attrs_post_init__(self) -> None:
+        for name, value, allowed in (
+            ("cursor", self.cursor, ("position", "id", "created_at")),
+            ("unknown_thread", self.unknown_thread, ("404", "empty")),
+            ("errors", self.errors, ("openai", "fastapi", "fastify")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+    @classmethod
+    def of(cls, quirks: Quirks | str | None) -> Quirks:
+        """``quirks`` itself, the `MODES` entry it names, or no quirks for ``None``."""
+        if quirks is None:
+            return cls()
+        if isinstance(quirks, Quirks):
+            return quirks
+        if isinstance(quirks, str) and quirks in cls.MODES:
+            return cls.MODES[quirks]
+        raise ValueError(f"quirks must be a Quirks or one of {sorted(cls.MODES)}, got {quirks!r}")
+
+    # What the server does with them.
+
+    def _served(self, run: dict[str, Any]) -> dict[str, Any]:
+        if self.float_created_at and isinstance(run.get("created_at"), int):
+            return {**run, "created_at": float(run["created_at"])}
+        return run
+
+    def page(self, runs: list[dict[str, Any]], *, has_more: bool, page_ids: bool) -> bytes:
+        """The body of a page holding ``runs``."""
+        data = [self._served(run) for run in runs]
+        body: dict[str, Any] = {"object": "list", "data": data}
+        if page_ids and self.page_ids:
+            body["first_id"] = data[0]["id"] if data else None
+            body["last_id"] = data[-1]["id"] if data else None
+        if self.has_more:
+            body["has_more"] = has_more
+        return orjson.dumps(body)
+
+    def everything(self, thread: list[dict[str, Any]] | None, thread_id: str) -> bytes:
+        """The answer of a server that ignores the query: every run, ascending, in one page."""
+        if thread is None:
+            if self.unknown_thread == "empty":
+                return orjson.dumps({"object": "list", "data": [], "has_more": False})
+            raise _ApiError(404, f"No thread found with id '{thread_id}'.")
+        data = [self._served(run) for run in _ordered(thread, "asc")]
+        body: dict[str, Any] = {"object": "list", "data": data}
+        if self.has_more:
+            body["has_more"] = False
+        return orjson.dumps(body)
+
+    def list_runs(
+        self,
+        request: web.Request,
+        *,
+        thread: list[dict[str, Any]],
+        thread_id: str,
+        order: str,
+        limit: int,
+        page_ids: bool,
+    ) -> bytes:
+        """A page where the sort or the cursors are quirky."""
+        sequence = {id(run): position for position, run in enumerate(thread)}
+        if self.desc_ties_in_insertion_order:
+            # A stable sort on created_at alone: ties stay in insertion order, both ways.
+            sign = -1 if order == "desc" else 1
+            runs = sorted(thread, key=lambda run: sign * run["created_at"])
+        else:
+            runs = _ordered(thread, order)
+        position = {id(run): place for place, run in enumerate(runs)}
+        keys: dict[str, Callable[[dict[str, Any]], float]] = {
+            "position": lambda run: float(position[id(run)]),
+            "id": lambda run: float(sequence[id(run)]),
+            "created_at": lambda run: float(run["created_at"]),
+        }
+        key = keys[self.cursor]
+        # "Follows" in the listing: a higher position, or, compared by key, later for asc and
+        # earlier for desc (the position itself is always "later").
+        sign = 1 if self.cursor == "position" or order == "asc" else -1
+        window = runs
+        cursors: dict[str, dict[str, Any]] = {}
+        for name in ("after", "before"):
+            value = request.query.get(name)
+            if value is None:
+                continue
+            found = next((run for run in thread if run["id"] == value), None)
+            if found is None:
+                raise _ApiError(
+                    400,
+                    f"Invalid '{name}': no run found with id '{value}' in thread '{thread_id}'.",
+                    param=name,
+                )
+            cursors[name] = found
+        if "after" in cursors:
+            mark = sign * key(cursors["after"])
+            window = [run for run in window if sign * key(run) > mark]
+        if "before" in cursors:
+            mark = sign * key(cursors["before"])
+            window = [run for run in window if sign * key(run) < mark]
+        if "before" in cursors and "after" not in cursors:
+            page = window[max(0, len(window) - limit) :]
+            has_more = len(window) > limit
+        else:
+            page = window[:limit]
+            has_more = len(window) > limit
+        return self.page(page, has_more=has_more, page_ids=page_ids)
+
+    def error(self, error: _ApiError) -> tuple[int, bytes]:
+        """The status and body of an error answer in this server's shape."""
+        status, message = error.status, str(error)
+        if self.errors == "fastify":
+            body = {"statusCode": status, "error": _phrase(status), "message": message}
+            return status, orjson.dumps(body)
+        if self.errors == "fastapi":
+            param = error.param
+            if param is not None and status == 400:
+                detail = [
+                    {"type": "value_error", "loc": ["query", param], "msg": message, "input": None}
+                ]
+                return 422, orjson.dumps({"detail": detail})
+            return status, orjson.dumps({"detail": message})
+        return status, error.body
+
+
+Quirks.MODES = {
+    # Sorts by created_at (ties in insertion order, even under desc) but applies the cursor
+    # by id: its desc pages overlap where runs share a second. Fastify-style errors.
+    "tie-unstable-cursor": Quirks(
+        desc_ties_in_insertion_order=True, cursor="id", errors="fastify", request_ids=False
+    ),
+    # Ignores limit, order, after and before: every run, ascending, in one page.
+    "ignores-parameters": Quirks(
+        ignore_params=True, errors="fastapi", request_ids=False, float_created_at=True
+    ),
+    # Never sets has_more; its cursor skips the runs sharing the cursor's second; an unknown
+    # thread is a 200 with an empty list.
+    "no-has-more": Quirks(
+        has_more=False,
+        cursor="created_at",
+        unknown_thread="empty",
+        errors="fastapi",
+        request_ids=False,
+    ),
+}
