@@ -20,6 +20,7 @@ import click
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
 from ._export import Export
+from ._failures import failure_lines
 from ._inputs import CLIError, ThreadIds
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
@@ -433,7 +434,7 @@ def runs_command(
                 out.close()
         if journal is not None:
             journal.close()
-    return _report(export, resume, counts, show_progress, api_key)
+    return _report(export, resume, counts, show_progress, api_key, output=output)
 
 
 async def _run(client: Client, export: Export) -> None:
@@ -447,6 +448,8 @@ def _report(
     summary: Summary | None,
     tty: bool,
     api_key: str | None,
+    *,
+    output: str = "-",
 ) -> int:
     def scrub(text: str) -> str:
         return _one_line(_scrub(text, api_key))
@@ -457,28 +460,42 @@ def _report(
     if isinstance(error, BrokenPipeError):
         raise error
     if isinstance(error, OSError):
-        _say(f"aiorunlist: error: writing failed: {error}")
+        name = error.filename if error.filename is not None else output
+        name = "standard output" if name == "-" else name
+        _say(f"aiorunlist: error: cannot write {name}: {error.strerror or error}")
         return EXIT_FAILED
     if error is not None:
         raise error
     if export.fatal is not None:
         _say(f"aiorunlist: error: {scrub(str(export.fatal))}")
         return EXIT_FAILED
-    for thread_id, failure in export.failures.items():
-        _say(f"{thread_id}: {scrub(str(failure))}")
+    for line in failure_lines(
+        export.failures,
+        base_url=export.client.base_url,
+        none_succeeded=export.threads_done == 0,
+        scrub=scrub,
+    ):
+        _say(line)
     elapsed = max(export.elapsed, 1e-9)
+    listed = export.threads_finished() - export.threads_skipped
     totals = (
-        f"{format_count(export.runs)} runs from {format_count(export.threads_finished())} "
+        f"{format_count(export.runs)} runs from {format_count(listed)} "
         f"threads ({format_count(len(export.failures))} failed) in {elapsed:.2f} s, "
         f"{format_count(export.runs / elapsed)} runs/s"
     )
     totals += f", {format_count(export.client.retries)} retries"
+    if export.threads_skipped:
+        totals += f"; {format_count(export.threads_skipped)} threads already done, skipped"
     if summary is not None:
         _say(f"{totals}\n\n{summary.render()}")
-    elif tty:
+    elif tty or export.failures:
         _say(totals)
     if export.interrupted is not None:
-        again = "; run the same command again to resume" if resume else ""
+        again = (
+            "; run the same command again to resume"
+            if resume
+            else "; next time, add --resume STATE (with -o FILE) to be able to carry on"
+        )
         _say(f"aiorunlist: interrupted after {format_count(export.runs)} runs{again}")
         return 128 + export.interrupted
     return EXIT_FAILED if export.failures else 0

@@ -184,7 +184,12 @@ class Export:
         self.writer.flush()
         if self._output_fd is not None:
             os.fsync(self._output_fd)
-        self.journal.commit(self.writer.offset, self._pending_last, self._pending_done)
+        try:
+            self.journal.commit(self.writer.offset, self._pending_last, self._pending_done)
+        except OSError as exc:  # name the file: a full disk says nothing of which one
+            if exc.filename is None:
+                exc.filename = self.journal.path
+            raise
         self._pending_last = {}
         self._pending_done = []
         self._dirty = False
