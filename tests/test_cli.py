@@ -223,7 +223,8 @@ def test_csv_has_the_useful_columns(live: LiveServer) -> None:
         assert row["last_error_code"] == ("" if error is None else error["code"])
 
 
-def test_table_columns_are_aligned(live: LiveServer) -> None:
+def test_table_columns_are_aligned(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # room for every column at its full width
     tids = live.seed(3, 6, seed=8)
     result = invoke(runs_args(live, *tids, "--format", "table"))
     assert result.exit_code == 0, result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Sequence
@@ -68,6 +69,31 @@ def _is_tty(stream: IO[Any]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _screen_width() -> int:
+    """The width tables fit: ``COLUMNS`` when set, else the terminal's (that of standard
+    output, else of standard error: ``| less`` shows on it too), else 80."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            continue
+    return 80
+
+
+def _is_quiet(stream: IO[Any]) -> bool:
+    """Whether what is written to ``stream`` never shows on a screen while we run: a regular
+    file or ``/dev/null``, not a terminal, a pipe or a socket."""
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, ValueError, OSError):
+        return False
+    return stat.S_ISREG(mode) or (stat.S_ISCHR(mode) and not _is_tty(stream))
 
 
 class _CLI(click.Group):
@@ -305,8 +331,8 @@ def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
 @click.option(
     "--progress/--no-progress",
     default=None,
-    help="Show a progress line on standard error.  [default: when it is a terminal (and the "
-    "output is not)]",
+    help="Show a progress line on standard error.  [default: when it is a terminal and the "
+    "runs go to a file, not to a terminal or a pipe]",
 )
 def runs_command(
     *,
@@ -392,16 +418,24 @@ def runs_command(
             raise
         stdout = sys.stdout
         stderr = _stderr()
-        # By default on a terminal, unless the runs or the typed ids go to the same one.
+        # By default on a terminal, and only when nothing else can show on it meanwhile: not
+        # the runs (on it, or through a pipe to `head` or `less`), not the ids being typed.
         show_progress = (
             progress
             if progress is not None
             else _is_tty(stderr)
-            and not (output == "-" and _is_tty(stdout))
+            and (output != "-" or _is_quiet(stdout))
             and not (threads_from == "-" and _is_tty(sys.stdin))
         )
         ids = ThreadIds(thread_ids, source, source_name=source_name)
-        writer = Writer(out, fmt, offset=offset, header=offset == 0)
+        writer = Writer(
+            out,
+            fmt,
+            offset=offset,
+            header=offset == 0,
+            width=_screen_width() if fmt == "table" else None,
+            thread_column=threads_from is not None or len(thread_ids) != 1,
+        )
         counts = Summary() if summary else None
         status = Progress(stderr, enabled=show_progress)
         with LogWarnings(stderr, status):
@@ -637,7 +671,11 @@ def demo_command(
             page_size=page_size,
             seed=seed,
             out=sys.stdout,
-            progress=Progress(stderr, enabled=_is_tty(stderr)),
+            # Cleared before each write to standard output; a pipe (`| less`) may show it
+            # on the same terminal at any time, so then there is none.
+            progress=Progress(
+                stderr, enabled=_is_tty(stderr) and (_is_tty(sys.stdout) or _is_quiet(sys.stdout))
+            ),
             echo=_say,
         )
     )
