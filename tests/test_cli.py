@@ -764,7 +764,7 @@ def test_fake_server_and_runs_as_subprocesses() -> None:
                 assert line, server.stderr.read() if server.stderr else ""
                 banner += line
             url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
-            ids_path = re.search(r"ids in (\S+)", banner)
+            ids_path = re.search(r"ids file: +(\S+)", banner)
             total = re.search(r"([\d,]+) runs", banner)
             assert url
             assert ids_path

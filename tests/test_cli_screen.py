@@ -12,6 +12,7 @@ import io
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -26,10 +27,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aiorunlist import Client
+from aiorunlist._cli._export import Export
+from aiorunlist._cli._inputs import ThreadIds
 from aiorunlist._cli._output import Writer, fit_table
 from aiorunlist._convert import structure
 from aiorunlist._models import Run
-from aiorunlist.testing import make_run
+from aiorunlist.testing import Fault, make_run
 from tests.conftest import API_KEY
 from tests.test_cli import LiveServer
 
@@ -312,3 +316,89 @@ def test_without_a_width_values_are_whole() -> None:
     assert run["id"] in lines[1]
     assert run["thread_id"] in lines[1]
     assert ELLIPSIS not in lines[1]
+
+
+# --- lines that read well at 80 columns ---------------------------------------------------------
+
+
+def test_demo_lines_fit_80_columns() -> None:
+    result = subprocess.run(  # noqa: S603
+        [SCRIPT, "demo", "--threads", "300", "--runs", "10"],
+        capture_output=True,
+        text=True,
+        env=env(COLUMNS="80"),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    text = " ".join(result.stdout.split())
+    assert re.search(r"holds 300 threads with [\d,]+ runs \(seed 0\)\.", text)
+    assert re.search(r"Listed [\d,]+ runs from 300 threads in [\d.]+ s: ", text)
+
+
+def test_fake_server_banner_fits_80_columns_and_keeps_the_key_whole() -> None:
+    process = subprocess.Popen(  # noqa: S603
+        [SCRIPT, "fake-server", "--threads", "5"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env(COLUMNS="80"),
+    )
+    try:
+        assert process.stdout is not None
+        banner: list[str] = []
+        while not banner or "Ctrl-C" not in banner[-1]:
+            line = process.stdout.readline()
+            assert line, "the fake server stopped"
+            banner.append(line.rstrip("\n"))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert max(map(len, banner)) <= 80, banner
+    assert "  export OPENAI_API_KEY=sk-fake-aiorunlist" in banner
+    assert any(
+        re.fullmatch(r"  export OPENAI_BASE_URL=http://127\.0\.0\.1:\d+/v1", x) for x in banner
+    )
+
+
+def test_ctrl_c_without_resume_suggests_it(live: LiveServer, tmp_path: Path) -> None:
+    tids = live.seed(40, 20)
+    live.do(lambda: live.server.add_fault(Fault(delay=0.05, times=100_000)))  # slow server
+    process = subprocess.Popen(  # noqa: S603
+        [SCRIPT, "runs", *tids, "--base-url", live.url, "--concurrency", "1", "--page-size", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(OPENAI_API_KEY=API_KEY),
+    )
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline().startswith(b"{")  # under way
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert re.fullmatch(
+        rb"aiorunlist: interrupted after [\d,]+ runs; next time, add --resume STATE "
+        rb"\(with -o FILE\) to be able to carry on\n",
+        stderr,
+    )
+
+
+def test_progress_through_a_file_agrees_with_its_bar(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"thread_%03d\n" % i for i in range(300)))
+    client = Client(API_KEY, base_url="http://127.0.0.1:9/v1")
+    with path.open("rb") as source:
+        ids = ThreadIds([], source, source_name=str(path))
+        for _ in range(189):
+            source.readline()
+        ids.read = 189
+        export = Export(client, ids)
+        export.threads_done = 185
+        line = export.status_line()
+    # 189 of 300 read (63% of the file): 185 done of about 300, and the bar says so.
+    assert line.startswith("threads 185/~300 [############--------]  62% ")
