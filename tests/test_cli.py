@@ -821,9 +821,8 @@ def test_demo() -> None:
     assert result.stderr == ""
     assert "Runs by status" in result.stdout
     assert "Tokens by model" in result.stdout
-    assert re.search(
-        r"runs from 40 threads in [\d.]+ s: [\d,]+ runs/s, [\d,]+ requests", result.stdout
-    )
+    text = " ".join(result.stdout.split())  # lines are wrapped to the screen
+    assert re.search(r"runs from 40 threads in [\d.]+ s: [\d,]+ runs/s, [\d,]+ requests", text)
 
 
 def test_demo_with_chaos_retries() -> None:
@@ -831,6 +830,6 @@ def test_demo_with_chaos_retries() -> None:
         ["demo", "--threads", "30", "--runs", "10", "--chaos", "0.3", "--page-size", "3"]
     )
     assert result.exit_code == 0, result.stderr
-    retries = re.search(r"([\d,]+) retries", result.stdout)
+    retries = re.search(r"([\d,]+) retries", " ".join(result.stdout.split()))
     assert retries
     assert _count(retries[1]) > 0
