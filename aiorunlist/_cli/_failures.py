@@ -2,9 +2,9 @@
 
 A wrong base URL or a dead server makes every thread fail the same way: thousands of
 identical lines would hide the one thing to fix. Failures are grouped by their cause (the
-error's text with the thread id and request id taken out); each cause shows its first few
-threads, then one line with how many more failed alike, and a hint where the cause suggests
-one (a 404 on every thread: the base URL's ``/v1``; nothing answering: the server).
+error's text with the thread id and request id taken out); each cause shows its threads if
+they are few, else the first one and how many more failed alike; then a hint where the cause
+suggests one (a 404 on every thread: the base URL's ``/v1``; nothing answering: the server).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from ..exceptions import APIConnectionError, APIStatusError, NotFoundError, RunL
 
 __all__ = ["SHOWN_PER_CAUSE", "describe", "failure_lines"]
 
-#: Threads listed by name for each distinct cause; the others are counted.
+#: Up to this many threads that failed alike are each listed; of more, the first one is, and
+#: the others are counted.
 SHOWN_PER_CAUSE = 3
 
 _REQUEST_ID = re.compile(r"\s*\[request id [^\]]*\]")
@@ -71,9 +72,11 @@ def failure_lines(
         groups.setdefault(_cause(thread_id, error), []).append((thread_id, error))
     lines: list[str] = []
     for members in groups.values():
-        for thread_id, error in members[:SHOWN_PER_CAUSE]:
+        # A few threads are all named; of many that failed alike, one stands for the others.
+        shown = members if len(members) <= SHOWN_PER_CAUSE else members[:1]
+        for thread_id, error in shown:
             lines.append(f"{thread_id}: {scrub(describe(thread_id, error))}")
-        more = len(members) - SHOWN_PER_CAUSE
+        more = len(members) - len(shown)
         if more > 0:
             alike = "thread" if more == 1 else "threads"
             lines.append(f"aiorunlist: ... and {more:,} more {alike} failed the same way")

@@ -38,9 +38,9 @@ _SHRINK_STEPS = (
     ("thread", 24),
     ("run", 24),
     ("status", 11),  # in_progress; a rare requires_action is cut
+    ("thread", 20),
+    ("run", 20),
     ("error", 14),
-    ("thread", 18),
-    ("run", 18),
     ("tokens", 7),  # larger counts in k and M
     ("thread", 15),
     ("run", 15),

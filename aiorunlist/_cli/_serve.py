@@ -139,8 +139,8 @@ async def serve_fake(
 
 
 def _screen_width() -> int:
-    """The width to fit text in: ``COLUMNS``, else the terminal's, else 80 (at most 100)."""
-    return min(shutil.get_terminal_size((80, 24)).columns, 100)
+    """The width to fit text in: ``COLUMNS``, else the terminal's, else 80 (at most 120)."""
+    return min(shutil.get_terminal_size((80, 24)).columns, 120)
 
 
 def _command(start: str, end: str) -> str:
