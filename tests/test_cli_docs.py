@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_field_of_a_run_is_described() -> None:
     doc = Run.__doc__ or ""
-    public = [field.alias for field in attrs.fields(Run) if not field.alias.startswith("_")]
+    names = [field.alias or field.name for field in attrs.fields(Run)]
+    public = [name for name in names if not name.startswith("_")]
     missing = [name for name in public if f":param {name}:" not in doc]
     assert missing == []
     assert ":param created_at: when the run was created, in Unix seconds." in doc
