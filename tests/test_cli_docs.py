@@ -41,3 +41,20 @@ def test_the_api_reference_shows_no_private_names(tmp_path: Path) -> None:
     assert "_absent" not in text
     assert re.findall(r"\b_[a-z]\w*=", text) == []  # no private parameter in a signature
     assert "created_at (int | None) \u2013 when the run was created, in Unix seconds." in text
+
+
+def _pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("page", _pages(), ids=lambda page: page.name)
+def test_pages_speak_to_users_not_of_development_history(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    hashes = [
+        token
+        for token in re.findall(r"\b[0-9a-f]{7,40}\b", text)
+        if re.search(r"[a-f]", token) and re.search(r"\d", token)
+    ]
+    assert hashes == []  # commit hashes
+    assert re.findall(r"aiorunlist\._\w+|\b_[a-z]\w*\.py\b", text) == []  # private modules
+    assert "PASS:" not in text
