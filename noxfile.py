@@ -3,6 +3,7 @@
 nox -s tests        # every Python in the classifiers that is installed
 nox -s lint typing  # ruff and mypy --strict
 nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
+nox -s readme       # the README's command-line block, verbatim, in a fresh venv
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ def docs(session: nox.Session) -> None:
         "docs",
         "docs/_build/html",
         *session.posargs,
+    )
+
+
+@nox.session
+def readme(session: nox.Session) -> None:
+    """The README's command-line block, verbatim, in a copy of the clone with a fresh venv."""
+    install_groups(session, "test")
+    session.run(
+        "pytest",
+        "tests/test_cli_readme.py",
+        "-k",
+        "verbatim",
+        "-rs",
+        *session.posargs,
+        env={"README_VENV": "1"},
     )
 
 

@@ -441,7 +441,40 @@ class Run:
     out again by :func:`aiorunlist.unstructure`); keys this library does not know are in
     ``unknown_fields``. Values are kept as the server sent them: nothing is coerced.
     ``tool_resources`` and ``reasoning_effort`` are sent by servers although the schema
-    leaves them out, so they are fields too.
+    leaves them out, so they are fields too. Times are Unix timestamps in seconds (UTC).
+
+    :param id: the run's id, ``run_...``.
+    :param object: the object type, always ``"thread.run"``.
+    :param created_at: when the run was created, in Unix seconds.
+    :param thread_id: the id of the thread the run belongs to.
+    :param assistant_id: the id of the assistant the run used.
+    :param status: ``queued``, ``in_progress``, ``requires_action``, ``cancelling``,
+        ``cancelled``, ``failed``, ``completed``, ``incomplete`` or ``expired`` (an unknown
+        status is kept as a plain string).
+    :param required_action: what the run needs to go on (tool outputs); ``None`` if nothing.
+    :param last_error: the run's last error (``code`` and ``message``); ``None`` if none.
+    :param expires_at: when the run will expire, in Unix seconds.
+    :param started_at: when the run was started, in Unix seconds.
+    :param cancelled_at: when the run was cancelled, in Unix seconds.
+    :param failed_at: when the run failed, in Unix seconds.
+    :param completed_at: when the run was completed, in Unix seconds.
+    :param incomplete_details: why the run is incomplete; ``None`` if it is not.
+    :param model: the model the assistant used for this run.
+    :param instructions: the instructions the assistant used for this run.
+    :param tools: the tools the assistant used for this run.
+    :param metadata: up to 16 key-value pairs attached to the run, as sent.
+    :param usage: the tokens the run used (prompt, completion, total); ``None`` until it ends.
+    :param temperature: the sampling temperature used for this run.
+    :param top_p: the nucleus sampling value used for this run.
+    :param max_prompt_tokens: the most prompt tokens the run was allowed to use.
+    :param max_completion_tokens: the most completion tokens the run was allowed to use.
+    :param truncation_strategy: how the thread was truncated before the run.
+    :param response_format: the format the model was asked to answer in.
+    :param tool_choice: which tool, if any, the model was made to call.
+    :param parallel_tool_calls: whether the model could call several tools at once.
+    :param tool_resources: the resources the run's tools used (files, vector stores), as sent.
+    :param reasoning_effort: the reasoning effort asked of a reasoning model.
+    :param unknown_fields: the keys this library does not know, exactly as sent.
     """
 
     id: str | None = None

@@ -91,6 +91,11 @@ def normalize_base_url(base_url: str) -> str:
     """
     if not isinstance(base_url, str):
         raise TypeError(f"base_url must be a string such as {DEFAULT_BASE_URL!r}")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in base_url):
+        raise ValueError(
+            f"base_url {base_url!r} has whitespace or a control character in it (a copy-paste "
+            "or a stray newline?); pass the bare URL"
+        )
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(

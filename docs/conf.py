@@ -7,6 +7,7 @@ signatures stay plain text rather than links.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -62,5 +63,31 @@ def _list_optional_pages(app: Sphinx, docname: str, source: list[str]) -> None:
     source[0] = "\n".join(lines)
 
 
+# Private parameters (a model's ``_absent``: the keys the server left out) are the library's
+# bookkeeping: kept out of the signatures and out of the parameter lists.
+_PRIVATE_PARAMETER = re.compile(r",\s*_\w+=[^,()]*(?:\([^()]*\))?(?=[,)])")
+
+
+def _hide_private_parameters(  # noqa: PLR0917 - the signature Sphinx calls
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: object,
+    options: object,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    annotations = app.env.temp_data.get("annotations", {}).get(name)
+    if annotations:
+        for key in [key for key in annotations if key.startswith("_")]:
+            del annotations[key]
+    if signature is None or "_" not in signature:
+        return None
+    signature = _PRIVATE_PARAMETER.sub("", signature)
+    signature = signature.replace(", *)", ")").replace("(*)", "()")
+    return signature, return_annotation
+
+
 def setup(app: Sphinx) -> None:
     app.connect("source-read", _list_optional_pages)
+    app.connect("autodoc-process-signature", _hide_private_parameters)

@@ -25,14 +25,18 @@ from aiohttp import web
 import aiorunlist
 from aiorunlist.testing import FakeServer
 
-#: Where the app keeps its client (a typed key: ``request.app[CLIENT]`` is an aiorunlist.Client).
+#: Where the app keeps its client (a typed key: request.app[CLIENT] is a Client).
 CLIENT = web.AppKey("aiorunlist_client", aiorunlist.Client)
 
 NDJSON = "application/x-ndjson"
 
 
-def create_app(*, api_key: str | None = None, base_url: str | None = None) -> web.Application:
-    """The app. Without arguments the client reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``."""
+def create_app(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> web.Application:
+    """The app. Without arguments, the client reads OPENAI_API_KEY, OPENAI_BASE_URL."""
 
     async def runlist_client(app: web.Application) -> AsyncIterator[None]:
         # One client (one connection pool) for the app's whole life: created at startup,
@@ -52,7 +56,8 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 def json_line(run: aiorunlist.Run) -> bytes:
-    # unstructure() gives back the run exactly as the server sent it, unknown fields included.
+    # unstructure() gives back the run exactly as the server sent it (unknown fields
+    # included).
     return orjson.dumps(aiorunlist.unstructure(run)) + b"\n"
 
 
@@ -67,17 +72,17 @@ async def stream_runs(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:  # raised before anything is sent
         return error_response(400, str(exc))
 
-    # aclosing: if the caller hangs up mid-stream, the listing stops at once.
+    # aclosing: once the server notices that the caller hung up, no page is asked for.
     async with aclosing(runs):
-        # Wait for the first page before answering, so that "no such thread" is still a 404
-        # and not a 200 with an error line in it.
+        # Wait for the first page before answering, so that "no such thread" is
+        # still a 404 and not a 200 with an error line in it.
         try:
             first: aiorunlist.Run | None = await anext(runs)
         except StopAsyncIteration:
             first = None
         except aiorunlist.NotFoundError as exc:
             return error_response(404, exc.message)
-        except aiorunlist.RunListError as exc:  # auth, rate limit after retries, outage, ...
+        except aiorunlist.RunListError as exc:  # auth, rate limit, outage, ...
             return error_response(502, exc.message)
 
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
@@ -88,8 +93,9 @@ async def stream_runs(request: web.Request) -> web.StreamResponse:
                 async for run in runs:
                     await response.write(json_line(run))
             except aiorunlist.RunListError as exc:
-                # The status line is gone already: say so in the stream's last line.
-                await response.write(orjson.dumps({"error": {"message": exc.message}}) + b"\n")
+                # The status line is gone already: say so in the last line.
+                error = {"error": {"message": exc.message}}
+                await response.write(orjson.dumps(error) + b"\n")
         await response.write_eof()
         return response
 

@@ -4,11 +4,11 @@
         200, application/x-ndjson: one run per line, exactly as the server sent it
         404 (no such thread), 400 (bad arguments) or 502 (the upstream failed): a JSON error
 
-FastAPI is Starlette underneath: the same ``lifespan`` goes to ``FastAPI(lifespan=...)`` and
-the client is at ``request.state.runlist`` there too. Serve it with
-``uvicorn --factory examples.starlette_app:create_app`` (``OPENAI_API_KEY`` and
-``OPENAI_BASE_URL`` from the environment). As a script, it starts the fake server, serves the
-app with uvicorn on 127.0.0.1, asks its own endpoint, prints what came back, and exits:
+It needs Starlette and uvicorn besides aiorunlist (python -m pip install starlette uvicorn);
+examples/fastapi_app.py is the same app in FastAPI. Serve it with
+uvicorn --factory examples.starlette_app:create_app (the client reads OPENAI_API_KEY and
+OPENAI_BASE_URL). As a script, it starts the fake server, serves the app with uvicorn on
+127.0.0.1, asks its own endpoint, prints what came back, and exits:
 
     python examples/starlette_app.py
 """
@@ -35,16 +35,19 @@ NDJSON = "application/x-ndjson"
 
 
 def create_app(*, api_key: str | None = None, base_url: str | None = None) -> Starlette:
-    """The app. Without arguments the client reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``."""
+    """The app. Without arguments, the client reads OPENAI_API_KEY, OPENAI_BASE_URL."""
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[Mapping[str, aiorunlist.Client]]:
-        # One client (one connection pool) for the app's whole life. What the lifespan yields
-        # is copied into each request's state: request.state.runlist.
+    async def lifespan(
+        app: Starlette,
+    ) -> AsyncIterator[Mapping[str, aiorunlist.Client]]:
+        # One client (one connection pool) for the app's whole life. What the lifespan
+        # yields is copied into each request's state: request.state.runlist.
         async with aiorunlist.Client(api_key, base_url=base_url) as client:
             yield {"runlist": client}
 
-    return Starlette(routes=[Route("/threads/{thread_id}/runs", stream_runs)], lifespan=lifespan)
+    routes = [Route("/threads/{thread_id}/runs", stream_runs)]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -52,7 +55,8 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def json_line(run: aiorunlist.Run) -> bytes:
-    # unstructure() gives back the run exactly as the server sent it, unknown fields included.
+    # unstructure() gives back the run exactly as the server sent it (unknown fields
+    # included).
     return orjson.dumps(aiorunlist.unstructure(run)) + b"\n"
 
 
@@ -67,8 +71,8 @@ async def stream_runs(request: Request) -> Response:
     except ValueError as exc:  # raised before anything is sent
         return error_response(400, str(exc))
 
-    # Wait for the first page before answering, so that "no such thread" is still a 404 and
-    # not a 200 with an error line in it.
+    # Wait for the first page before answering, so that "no such thread" is still a
+    # 404 and not a 200 with an error line in it.
     try:
         first: aiorunlist.Run | None = await anext(runs)
     except StopAsyncIteration:
@@ -76,12 +80,13 @@ async def stream_runs(request: Request) -> Response:
     except aiorunlist.NotFoundError as exc:
         await runs.aclose()
         return error_response(404, exc.message)
-    except aiorunlist.RunListError as exc:  # auth, rate limit after retries, outage, ...
+    except aiorunlist.RunListError as exc:  # auth, rate limit, outage, ...
         await runs.aclose()
         return error_response(502, exc.message)
 
     async def body() -> AsyncIterator[bytes]:
-        # aclosing: if the caller hangs up mid-stream, the listing stops at once.
+        # aclosing: once the server notices that the caller hung up, no page is
+        # asked for.
         async with aclosing(runs):
             if first is None:
                 return
@@ -104,7 +109,7 @@ async def demo() -> None:
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
         try:
-            while not server.started:  # the lifespan has run and the socket is listening
+            while not server.started:  # the lifespan ran, the socket is listening
                 if serving.done():
                     await serving  # startup failed: raise its error
                     raise RuntimeError("uvicorn stopped before it started")
@@ -115,7 +120,8 @@ async def demo() -> None:
                 path = f"/threads/{thread_id}/runs?order=asc"
                 async with http.get(root + path) as resp:
                     lines = [orjson.loads(line) async for line in resp.content]
-                    print(f"GET {path} -> {resp.status} {resp.content_type}, {len(lines)} lines")
+                    kind = resp.content_type
+                    print(f"GET {path} -> {resp.status} {kind}, {len(lines)} lines")
                 for run in lines[:3]:
                     print(f"  {run['id']}  {run['status']}")
                 async with http.get(f"{root}/threads/thread_missing/runs") as resp:
@@ -123,7 +129,8 @@ async def demo() -> None:
                     print(f"GET /threads/thread_missing/runs -> {resp.status}")
                     print(f"  {body['error']['message'].split(' [')[0]}")
         finally:
-            server.should_exit = True  # uvicorn's graceful stop; the lifespan closes the client
+            # uvicorn's graceful stop; the lifespan closes the client.
+            server.should_exit = True
             await serving
 
 

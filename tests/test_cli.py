@@ -164,9 +164,8 @@ def test_without_click_the_command_says_what_to_install() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        "aiorunlist: the command line needs click: pip install 'aiorunlist[cli]'\n"
-    )
+    install = f"{sys.executable} -m pip install 'click>=8.1'"
+    assert result.stderr == f"aiorunlist: the command line needs click: {install}\n"
 
 
 def test_no_command_prints_the_help() -> None:
@@ -224,7 +223,8 @@ def test_csv_has_the_useful_columns(live: LiveServer) -> None:
         assert row["last_error_code"] == ("" if error is None else error["code"])
 
 
-def test_table_columns_are_aligned(live: LiveServer) -> None:
+def test_table_columns_are_aligned(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # room for every column at its full width
     tids = live.seed(3, 6, seed=8)
     result = invoke(runs_args(live, *tids, "--format", "table"))
     assert result.exit_code == 0, result.stderr
@@ -368,10 +368,12 @@ def test_failed_threads_are_listed_and_the_others_exported(live: LiveServer) -> 
     live.do(lambda: live.server.add_fault(Fault(status=503, thread_id=tids[2], times=10)))
     result = invoke(runs_args(live, *tids, "no_such_thread", "--max-retries", "1"))
     assert result.exit_code == 1
-    lines = result.stderr.splitlines()
+    *lines, total = result.stderr.splitlines()
     assert sorted(line.partition(": ")[0] for line in lines) == sorted([tids[2], "no_such_thread"])
     assert any("HTTP 503" in line for line in lines)
     assert any("HTTP 404" in line for line in lines)
+    # Always a closing total when threads failed, terminal or not.
+    assert re.fullmatch(r"[\d,]+ runs from 7 threads \(2 failed\) in .*", total)
     ok = [tid for tid in tids if tid != tids[2]]
     assert_exact_export(live, ok, jsonl(result.stdout_bytes))
 
@@ -577,9 +579,9 @@ def test_resume_after_failures_and_a_crash_residue(live: LiveServer, tmp_path: P
     )
     first = invoke(args)
     assert first.exit_code == 1
-    assert sorted(line.partition(":")[0] for line in first.stderr.splitlines()) == sorted(
-        [cut, dead]
-    )
+    *failed, total = first.stderr.splitlines()
+    assert sorted(line.partition(":")[0] for line in failed) == sorted([cut, dead])
+    assert total.startswith(f"{8 * 23 - 18 - 23} runs from 8 threads (2 failed)")
     assert len(jsonl(out.read_bytes())) == 8 * 23 - 18 - 23
 
     # Left by a crash after writing, before checkpointing: a run the journal does not know
@@ -604,11 +606,13 @@ def test_resume_after_failures_and_a_crash_residue(live: LiveServer, tmp_path: P
     assert (cut, first_page[-1]["id"]) in asked
     assert (cut, None) not in asked
 
-    # Done is done: a third run asks for nothing.
+    # Done is done: a third run asks for nothing, and says the threads were skipped.
     live.do(live.server.requests.clear)
-    third = invoke(args)
+    third = invoke([*args, "--summary"])
     assert third.exit_code == 0
     assert live.server.requests == []
+    assert third.stderr.startswith("0 runs from 0 threads (0 failed) in ")
+    assert "; 8 threads already done, skipped\n" in third.stderr
     assert_exact_export(live, tids, jsonl(out.read_bytes()))
 
 
@@ -760,7 +764,7 @@ def test_fake_server_and_runs_as_subprocesses() -> None:
                 assert line, server.stderr.read() if server.stderr else ""
                 banner += line
             url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
-            ids_path = re.search(r"ids in (\S+)", banner)
+            ids_path = re.search(r"ids file: +(\S+)", banner)
             total = re.search(r"([\d,]+) runs", banner)
             assert url
             assert ids_path
@@ -881,9 +885,8 @@ def test_demo() -> None:
     assert result.stderr == ""
     assert "Runs by status" in result.stdout
     assert "Tokens by model" in result.stdout
-    assert re.search(
-        r"runs from 40 threads in [\d.]+ s: [\d,]+ runs/s, [\d,]+ requests", result.stdout
-    )
+    text = " ".join(result.stdout.split())  # lines are wrapped to the screen
+    assert re.search(r"runs from 40 threads in [\d.]+ s: [\d,]+ runs/s, [\d,]+ requests", text)
 
 
 def test_demo_with_chaos_retries() -> None:
@@ -891,6 +894,6 @@ def test_demo_with_chaos_retries() -> None:
         ["demo", "--threads", "30", "--runs", "10", "--chaos", "0.3", "--page-size", "3"]
     )
     assert result.exit_code == 0, result.stderr
-    retries = re.search(r"([\d,]+) retries", result.stdout)
+    retries = re.search(r"([\d,]+) retries", " ".join(result.stdout.split()))
     assert retries
     assert _count(retries[1]) > 0

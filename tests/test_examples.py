@@ -21,6 +21,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ("incremental_sync.py", "the newest one is the checkpoint: ok"),
         ("aiohttp_app.py", "-> 200 application/x-ndjson, 12 lines"),
         ("starlette_app.py", "-> 200 application/x-ndjson, 12 lines"),
+        ("fastapi_app.py", "-> 200 application/x-ndjson, 12 lines"),
         ("worker.py", "batch 2: stopped by SIGTERM"),
     ],
 )

@@ -141,6 +141,15 @@ def test_bad_base_url(url: str) -> None:
         normalize_base_url(url)
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1 ", " http://h/v1", "http://h/v1\n", "http://h/v 1"]
+)
+def test_base_url_with_whitespace_is_refused(url: str) -> None:
+    # A copy-pasted OPENAI_BASE_URL: every request would fail with "Bad status line".
+    with pytest.raises(ValueError, match="whitespace"):
+        normalize_base_url(url)
+
+
 def test_base_url_strips_slash() -> None:
     assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
 

@@ -1,8 +1,9 @@
 """The ``aiorunlist`` command line: export runs from many threads, and a demo on a fake server.
 
-The commands need click, an optional dependency (``pip install 'aiorunlist[cli]'``). This
-module imports nothing beyond the standard library, so that a missing click is reported in
-one line instead of a traceback, and so that ``import aiorunlist`` never pulls click in.
+The commands need click, an optional dependency (the ``cli`` extra: ``pip install -e '.[cli]'``
+from a clone). This module imports nothing beyond the standard library, so that a missing
+click is reported in one line instead of a traceback, and so that ``import aiorunlist`` never
+pulls click in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import sys
 
 __all__ = ["main"]
 
-_NEEDS_CLICK = "aiorunlist: the command line needs click: pip install 'aiorunlist[cli]'"
+
+def _needs_click() -> str:
+    """The one line that says what to install, into the Python that is running."""
+    python = sys.executable or "python3"
+    if " " in python:
+        python = f'"{python}"'
+    return f"aiorunlist: the command line needs click: {python} -m pip install 'click>=8.1'"
 
 
 def main() -> None:
@@ -21,6 +28,6 @@ def main() -> None:
     except ImportError as exc:
         if exc.name is None or exc.name.partition(".")[0] != "click":
             raise
-        print(_NEEDS_CLICK, file=sys.stderr)
+        print(_needs_click(), file=sys.stderr)
         sys.exit(2)
     cli.main(prog_name="aiorunlist")

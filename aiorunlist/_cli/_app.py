@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from ..exceptions import RunListError
 from ..testing import RateLimit
 from ._check import check_server_command
 from ._export import Export
+from ._failures import failure_lines
 from ._inputs import CLIError, ThreadIds
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
@@ -69,6 +71,31 @@ def _is_tty(stream: IO[Any]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _screen_width() -> int:
+    """The width tables fit: ``COLUMNS`` when set, else the terminal's (that of standard
+    output, else of standard error: ``| less`` shows on it too), else 80."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            continue
+    return 80
+
+
+def _is_quiet(stream: IO[Any]) -> bool:
+    """Whether what is written to ``stream`` never shows on a screen while we run: a regular
+    file or ``/dev/null``, not a terminal, a pipe or a socket."""
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, ValueError, OSError):
+        return False
+    return stat.S_ISREG(mode) or (stat.S_ISCHR(mode) and not _is_tty(stream))
 
 
 class _CLI(click.Group):
@@ -307,8 +334,8 @@ def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
 @click.option(
     "--progress/--no-progress",
     default=None,
-    help="Show a progress line on standard error.  [default: when it is a terminal (and the "
-    "output is not)]",
+    help="Show a progress line on standard error.  [default: when it is a terminal and the "
+    "runs go to a file, not to a terminal or a pipe]",
 )
 def runs_command(
     *,
@@ -394,16 +421,24 @@ def runs_command(
             raise
         stdout = sys.stdout
         stderr = _stderr()
-        # By default on a terminal, unless the runs or the typed ids go to the same one.
+        # By default on a terminal, and only when nothing else can show on it meanwhile: not
+        # the runs (on it, or through a pipe to `head` or `less`), not the ids being typed.
         show_progress = (
             progress
             if progress is not None
             else _is_tty(stderr)
-            and not (output == "-" and _is_tty(stdout))
+            and (output != "-" or _is_quiet(stdout))
             and not (threads_from == "-" and _is_tty(sys.stdin))
         )
         ids = ThreadIds(thread_ids, source, source_name=source_name)
-        writer = Writer(out, fmt, offset=offset, header=offset == 0)
+        writer = Writer(
+            out,
+            fmt,
+            offset=offset,
+            header=offset == 0,
+            width=_screen_width() if fmt == "table" else None,
+            thread_column=threads_from is not None or len(thread_ids) != 1,
+        )
         counts = Summary() if summary else None
         status = Progress(stderr, enabled=show_progress)
         with LogWarnings(stderr, status):
@@ -436,7 +471,7 @@ def runs_command(
                 out.close()
         if journal is not None:
             journal.close()
-    return _report(export, resume, counts, show_progress, api_key)
+    return _report(export, resume, counts, show_progress, api_key, output=output)
 
 
 async def _run(client: Client, export: Export) -> None:
@@ -450,6 +485,8 @@ def _report(
     summary: Summary | None,
     tty: bool,
     api_key: str | None,
+    *,
+    output: str = "-",
 ) -> int:
     def scrub(text: str) -> str:
         return _one_line(_scrub(text, api_key))
@@ -460,28 +497,42 @@ def _report(
     if isinstance(error, BrokenPipeError):
         raise error
     if isinstance(error, OSError):
-        _say(f"aiorunlist: error: writing failed: {error}")
+        name = error.filename if error.filename is not None else output
+        name = "standard output" if name == "-" else name
+        _say(f"aiorunlist: error: cannot write {name}: {error.strerror or error}")
         return EXIT_FAILED
     if error is not None:
         raise error
     if export.fatal is not None:
         _say(f"aiorunlist: error: {scrub(str(export.fatal))}")
         return EXIT_FAILED
-    for thread_id, failure in export.failures.items():
-        _say(f"{thread_id}: {scrub(str(failure))}")
+    for line in failure_lines(
+        export.failures,
+        base_url=export.client.base_url,
+        none_succeeded=export.threads_done == 0,
+        scrub=scrub,
+    ):
+        _say(line)
     elapsed = max(export.elapsed, 1e-9)
+    listed = export.threads_finished() - export.threads_skipped
     totals = (
-        f"{format_count(export.runs)} runs from {format_count(export.threads_finished())} "
+        f"{format_count(export.runs)} runs from {format_count(listed)} "
         f"threads ({format_count(len(export.failures))} failed) in {elapsed:.2f} s, "
         f"{format_count(export.runs / elapsed)} runs/s"
     )
     totals += f", {format_count(export.client.retries)} retries"
+    if export.threads_skipped:
+        totals += f"; {format_count(export.threads_skipped)} threads already done, skipped"
     if summary is not None:
         _say(f"{totals}\n\n{summary.render()}")
-    elif tty:
+    elif tty or export.failures:
         _say(totals)
     if export.interrupted is not None:
-        again = "; run the same command again to resume" if resume else ""
+        again = (
+            "; run the same command again to resume"
+            if resume
+            else "; next time, add --resume STATE (with -o FILE) to be able to carry on"
+        )
         _say(f"aiorunlist: interrupted after {format_count(export.runs)} runs{again}")
         return 128 + export.interrupted
     return EXIT_FAILED if export.failures else 0
@@ -657,7 +708,11 @@ def demo_command(
             page_size=page_size,
             seed=seed,
             out=sys.stdout,
-            progress=Progress(stderr, enabled=_is_tty(stderr)),
+            # Cleared before each write to standard output; a pipe (`| less`) may show it
+            # on the same terminal at any time, so then there is none.
+            progress=Progress(
+                stderr, enabled=_is_tty(stderr) and (_is_tty(sys.stdout) or _is_quiet(sys.stdout))
+            ),
             echo=_say,
         )
     )

@@ -185,7 +185,12 @@ class Export:
         self.writer.flush()
         if self._output_fd is not None:
             os.fsync(self._output_fd)
-        self.journal.commit(self.writer.offset, self._pending_last, self._pending_done)
+        try:
+            self.journal.commit(self.writer.offset, self._pending_last, self._pending_done)
+        except OSError as exc:  # name the file: a full disk says nothing of which one
+            if exc.filename is None:
+                exc.filename = self.journal.path
+            raise
         self._pending_last = {}
         self._pending_done = []
         self._dirty = False
@@ -254,11 +259,16 @@ class Export:
             threads = f"threads {format_count(finished)}/{format_count(total)}"
             if bars:
                 threads += f" {bar(done)}"
-        else:  # still reading the ids: as many as read so far, and more
-            threads = f"threads {format_count(finished)}/{format_count(self.ids.read)}+"
+        else:  # still reading the ids
+            read = self.ids.read
             fraction = self.ids.fraction_read
-            if bars and fraction is not None:  # a file: how far into it
-                threads += f" {bar(fraction)}"
+            if fraction:  # a file: as many ids as its size suggests; the bar agrees
+                estimate = max(round(read / fraction), read, 1)
+                threads = f"threads {format_count(finished)}/~{format_count(estimate)}"
+                if bars:
+                    threads += f" {bar(finished / estimate)}"
+            else:  # as many as read so far, and more
+                threads = f"threads {format_count(finished)}/{format_count(read)}+"
         parts = [
             threads,
             f"runs {format_count(self.runs)}",

@@ -14,23 +14,42 @@ import orjson
 from .._convert import unstructure
 from .._models import Run
 
-__all__ = ["FORMATS", "Summary", "Writer", "format_count", "render_table"]
+__all__ = ["FORMATS", "Summary", "Writer", "fit_table", "format_count", "render_table"]
 
 FORMATS = ("jsonl", "csv", "table")
 
 #: The columns of the csv and table formats.
 COLUMNS = ("thread_id", "id", "status", "created_at", "model", "total_tokens", "last_error_code")
 
-# Table: (title, width, right-aligned). Values wider than their column push the row right.
-_TABLE_COLUMNS = (
-    ("THREAD", 31, False),
-    ("RUN", 28, False),
-    ("STATUS", 15, False),
-    ("CREATED (UTC)", 19, False),
-    ("MODEL", 12, False),
-    ("TOKENS", 9, True),
-    ("LAST ERROR", 0, False),
+# Table columns: (title, ideal width, narrowest width, right-aligned, kind). Every value is
+# cut to its column's width, so a long id never pushes a row out of line.
+_TABLE_SPECS: dict[str, tuple[str, int, int, bool, str]] = {
+    "thread": ("THREAD", 31, 14, False, "id"),
+    "run": ("RUN", 28, 14, False, "id"),
+    "status": ("STATUS", 15, 10, False, "text"),
+    "created": ("CREATED (UTC)", 19, 16, False, "time"),
+    "model": ("MODEL", 12, 8, False, "text"),
+    "tokens": ("TOKENS", 9, 7, True, "tokens"),
+    "error": ("LAST ERROR", 19, 10, False, "text"),
+}
+# How a table is narrowed, step by step, until it fits: (column, narrowest width at this step).
+_SHRINK_STEPS = (
+    ("created", 16),  # minutes are enough
+    ("thread", 24),
+    ("run", 24),
+    ("status", 11),  # in_progress; a rare requires_action is cut
+    ("thread", 20),
+    ("run", 20),
+    ("error", 14),
+    ("tokens", 7),  # larger counts in k and M
+    ("thread", 15),
+    ("run", 15),
 )
+_GAP_STEPS = (("thread", 13), ("run", 13))
+# Then the gaps between columns go from two spaces to one (and ids narrow a little more), then
+# whole columns go, in this order.
+_DROP_ORDER = ("model", "created", "error", "status", "tokens", "thread")
+_ELLIPSIS = "\u2026"
 
 
 def _text(value: object) -> str:
@@ -61,11 +80,115 @@ def _utc(timestamp: object) -> str:
     return _text(timestamp)
 
 
-def _table_line(cells: Sequence[str]) -> str:
-    parts = []
-    for (_, width, right), cell in zip(_TABLE_COLUMNS, cells, strict=True):
-        parts.append(cell.rjust(width) if right else cell.ljust(width))
-    return "  ".join(parts).rstrip() + "\n"
+def fit_table(width: int | None, *, thread: bool = True) -> tuple[list[tuple[str, int]], int]:
+    """The table's columns with their widths, and the gap between columns, for a screen
+    ``width`` columns wide (``None``: every column at its ideal width); without the thread
+    column when ``thread`` is false. The last column is not padded: its width is only how much
+    of a value is shown, all the room that is left."""
+    widths = {name: spec[1] for name, spec in _TABLE_SPECS.items() if thread or name != "thread"}
+    gap = 2
+    if width is None:
+        return list(widths.items()), gap
+
+    def total() -> int:
+        return sum(widths.values()) + gap * (len(widths) - 1)
+
+    for name, narrowest in _SHRINK_STEPS:
+        if total() <= width:
+            break
+        if name in widths:
+            widths[name] = max(narrowest, widths[name] - (total() - width))
+    if total() > width:
+        gap = 1
+    for name, narrowest in _GAP_STEPS:
+        if total() <= width:
+            break
+        if name in widths:
+            widths[name] = max(narrowest, widths[name] - (total() - width))
+    for name in _DROP_ORDER:
+        if total() <= width or len(widths) == 1:
+            break
+        widths.pop(name, None)
+    last = next(reversed(widths))
+    widths[last] = max(widths[last] + width - total(), 1)
+    return list(widths.items()), gap
+
+
+def _cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + _ELLIPSIS if width > 0 else ""
+
+
+def _cut_id(text: str, width: int) -> str:
+    """``run_HUHe…3F0FSYY``: the id's prefix, the start and the end of the rest."""
+    if len(text) <= width or width < 5:
+        return _cut(text, width)
+    prefix, sep, _ = text.partition("_")
+    prefix = prefix + sep if sep and len(prefix) + 1 <= width // 2 + 1 else ""
+    room = width - len(prefix) - 1
+    head = room // 2
+    rest = text[len(prefix) :]
+    return prefix + rest[:head] + _ELLIPSIS + rest[len(rest) - (room - head) :]
+
+
+def _tokens(value: object, width: int) -> str:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return _cut(_text(value), width)
+    text = f"{value:,}"
+    if len(text) <= width:
+        return text
+    for divisor, unit in ((1_000, "k"), (1_000_000, "M"), (1_000_000_000, "G")):
+        short = f"{value / divisor:.1f}".removesuffix(".0") + unit
+        if len(short) <= width:
+            return short
+    return _cut(text, width)
+
+
+class _Table:
+    """Lays out the rows of the table format for one screen width (see :func:`fit_table`)."""
+
+    def __init__(self, width: int | None, *, thread: bool) -> None:
+        self.columns, gap = fit_table(width, thread=thread)
+        self.gap = " " * gap
+        self.widths = dict(self.columns)
+        #: Values are shown whole (pushing the row right) when there is no width to fit.
+        self.cut = width is not None
+
+    def line(self, cells: Mapping[str, str]) -> str:
+        parts = []
+        last = len(self.columns) - 1
+        for index, (name, width) in enumerate(self.columns):
+            _, _, _, right, kind = _TABLE_SPECS[name]
+            cell = cells[name]
+            if self.cut:
+                cell = _cut_id(cell, width) if kind == "id" else _cut(cell, width)
+            if right:
+                cell = cell.rjust(width)
+            elif index != last:
+                cell = cell.ljust(width)
+            parts.append(cell)
+        return self.gap.join(parts).rstrip() + "\n"
+
+    def header(self) -> str:
+        return self.line({name: spec[0] for name, spec in _TABLE_SPECS.items()})
+
+    def row(self, run: Run) -> str:
+        thread_id, run_id, status, created_at, model, tokens, code = _row(run)
+        created = _utc(created_at)
+        if self.widths.get("created", 19) < 19 and len(created) == 19:
+            created = created[:16]  # to the minute
+        return self.line(
+            {
+                "thread": _text(thread_id),
+                "run": _text(run_id),
+                "status": _text(status),
+                "created": created,
+                "model": _text(model),
+                "tokens": _tokens(tokens, self.widths.get("tokens", 9)),
+                "error": _text(code),
+            }
+        )
 
 
 class Writer:
@@ -75,10 +198,22 @@ class Writer:
     server's own decoded JSON when it is given (``raw``), so keys keep the server's order and
     every value and unknown field is kept; whitespace and string escapes are orjson's.
     ``csv`` and ``table`` write the :data:`COLUMNS`; the header is written only when
-    ``header`` is true (not when appending to an output that already has one).
+    ``header`` is true (not when appending to an output that already has one). ``table`` fits
+    its rows in ``width`` columns (cutting ids in the middle, narrowing and dropping columns:
+    :func:`fit_table`); ``thread_column`` false leaves out the thread id (one thread: it would
+    say nothing).
     """
 
-    def __init__(self, out: BinaryIO, fmt: str, *, offset: int = 0, header: bool = True) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        fmt: str,
+        *,
+        offset: int = 0,
+        header: bool = True,
+        width: int | None = None,
+        thread_column: bool = True,
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
         self.out = out
@@ -94,8 +229,9 @@ class Writer:
         }[fmt]
         if header and fmt == "csv":
             self._emit(",".join(COLUMNS) + "\n")
-        elif header and fmt == "table":
-            self._emit(_table_line([title for title, _, _ in _TABLE_COLUMNS]))
+        self._table = _Table(width, thread=thread_column)
+        if header and fmt == "table":
+            self._emit(self._table.header())
 
     def _put(self, data: bytes) -> None:
         self.out.write(data)
@@ -116,20 +252,7 @@ class Writer:
         self._emit(buffer.getvalue())
 
     def _write_table(self, run: Run, raw: Mapping[str, Any] | None = None) -> None:
-        thread_id, run_id, status, created_at, model, tokens, code = _row(run)
-        self._emit(
-            _table_line(
-                [
-                    _text(thread_id),
-                    _text(run_id),
-                    _text(status),
-                    _utc(created_at),
-                    _text(model),
-                    f"{tokens:,}" if isinstance(tokens, int) else _text(tokens),
-                    _text(code),
-                ]
-            )
-        )
+        self._emit(self._table.row(run))
 
     def flush(self) -> None:
         """Flush the stream."""

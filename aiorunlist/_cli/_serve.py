@@ -7,6 +7,7 @@ import random
 import shutil
 import signal
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
@@ -132,16 +133,17 @@ async def serve_fake(
                 f"aiorunlist fake server listening on {server.base_url}\n"
                 f"  API key:    {api_key}  (a fake key)\n"
                 f"  threads:    {format_count(n_threads)} threads, {format_count(total)} runs "
-                f"(seed {seed}); ids in {ids_file}\n"
+                f"(seed {seed})\n"
+                f"  ids file:   {ids_file}\n"
                 f"  chaos:      {chaos_text}\n"
                 f"{_traffic_text(rate_limit, latency)}"
                 "\n"
                 "Try, in another terminal:\n"
-                f"  export OPENAI_BASE_URL={server.base_url} OPENAI_API_KEY={api_key}\n"
+                f"  export OPENAI_BASE_URL={server.base_url}\n"
+                f"  export OPENAI_API_KEY={api_key}\n"
                 f"  aiorunlist runs {first} --format table\n"
-                f"  aiorunlist runs --threads-from {ids_file} -o runs.jsonl --summary\n"
-                "\n"
-                "Press Ctrl-C to stop.\n"
+                + _command(f"aiorunlist runs --threads-from {ids_file}", "-o runs.jsonl --summary")
+                + "\nPress Ctrl-C to stop.\n"
             )
             out.flush()
             await _serve_until_signal(server)
@@ -151,6 +153,27 @@ async def serve_fake(
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
     return 0
+
+
+def _screen_width() -> int:
+    """The width to fit text in: ``COLUMNS``, else the terminal's, else 80 (at most 120)."""
+    return min(shutil.get_terminal_size((80, 24)).columns, 120)
+
+
+def _command(start: str, end: str) -> str:
+    """``  start end``, on two lines (a shell continuation) where one would wrap."""
+    line = f"  {start} {end}"
+    if len(line) <= _screen_width():
+        return line + "\n"
+    return f"  {start} \\\n      {end}\n"
+
+
+def _paragraph(text: str) -> str:
+    """``text`` wrapped at word boundaries to the screen's width, with a final newline."""
+    return (
+        textwrap.fill(text, width=_screen_width(), break_long_words=False, break_on_hyphens=False)
+        + "\n"
+    )
 
 
 async def _serve_until_signal(server: FakeServer) -> None:
@@ -190,10 +213,14 @@ async def run_demo(
         progress.clear()
         chaos_text = f"; {chaos * 100:g}% of requests get a random fault" if chaos else ""
         out.write(
-            f"A fake server at {server.base_url} holds {format_count(n_threads)} threads with "
-            f"{format_count(total)} runs (seed {seed}{chaos_text}).\n"
-            f"Listing them all, {page_size} runs per request, {concurrency} requests at a time "
-            "...\n"
+            _paragraph(
+                f"A fake server at {server.base_url} holds {format_count(n_threads)} threads "
+                f"with {format_count(total)} runs (seed {seed}{chaos_text})."
+            )
+            + _paragraph(
+                f"Listing them all, {page_size} runs per request, {concurrency} requests at a "
+                "time ..."
+            )
         )
         out.flush()
         client = Client(
@@ -222,11 +249,13 @@ async def run_demo(
     elapsed = max(export.elapsed, 1e-9)
     out.write("\n" + summary.render() + "\n")
     out.write(
-        f"Listed {format_count(export.runs)} runs from {format_count(export.threads_finished())} "
-        f"threads in {elapsed:.2f} s: {format_count(export.runs / elapsed)} runs/s, "
-        f"{format_count(requests)} requests ({format_count(requests / elapsed)}/s), "
-        f"{format_count(client.retries)} retries, {format_count(len(export.failures))} "
-        "failed threads\n"
+        _paragraph(
+            f"Listed {format_count(export.runs)} runs from "
+            f"{format_count(export.threads_finished())} threads in {elapsed:.2f} s: "
+            f"{format_count(export.runs / elapsed)} runs/s, {format_count(requests)} requests "
+            f"({format_count(requests / elapsed)}/s), {format_count(client.retries)} retries, "
+            f"{format_count(len(export.failures))} failed threads"
+        )
     )
     out.flush()
     if export.interrupted is not None:
@@ -239,7 +268,10 @@ async def run_demo(
             echo(f"... and {len(export.failures) - 10} more failed threads")
         return 1
     out.write(
-        "\nNext: `aiorunlist fake-server` serves such data on 127.0.0.1 for `aiorunlist runs` "
-        "(or any client) to try.\n"
+        "\n"
+        + _paragraph(
+            "Next: `aiorunlist fake-server` serves such data on 127.0.0.1 for `aiorunlist runs` "
+            "(or any client) to try."
+        )
     )
     return 0
