@@ -19,10 +19,12 @@ server).
     of them trims the rate estimate by 5%, which successes win back slowly;
   - without such headers, learning from 429s (the default, and ``Pacing(adaptive=True)``;
     a fixed ``Pacing`` alone does not learn):
-    the first 429 sets the pace a little under what succeeded in the past second; a rate
-    that still meets 429s is measured again between them; in between the pace doubles
-    each second (slow start) until the next 429, then grows by 1% a second. Far above what
-    is actually sent, pacing turns itself off again.
+    the first 429 sets the pace a little under what got past the limit (any answer but a
+    429) in the past second; a rate that still meets 429s is measured again between them;
+    in between the pace doubles each second (slow start) until the next 429, then grows by
+    1% a second. While 429s keep coming, the pace stays above half of what passed when they
+    began (random 429s must not bring a client to a crawl). Far above what is actually
+    sent, pacing turns itself off again.
 """
 
 from __future__ import annotations
@@ -193,14 +195,19 @@ class Pacer:
         "last_decrease",
         "min_rate",
         "next_slot",
+        "noise",
         "oks",
         "paused_until",
+        "peak",
+        "quiet",
+        "quiet_counts",
         "rate",
         "refill",
         "scale",
         "sent",
         "slow_start",
         "started",
+        "throttle_times",
         "throttles",
         "tokens",
         "tokens_at",
@@ -226,6 +233,19 @@ class Pacer:
     SCALE_UP = 0.0005
     #: How many reset-based refill estimates the bucket takes the median of.
     ESTIMATES = 9
+    #: Within one episode of 429s (none for ``MEASURE`` seconds ends it), a learned rate goes
+    #: no lower than this share of what passed when the episode began: 429s that keep coming
+    #: whatever the pace are the server's trouble, not a limit, and must not bring the client
+    #: to a crawl.
+    FLOOR = 0.5
+    #: A 429 without rate-limit headers slows the client down only when 429s were more than
+    #: this many times as frequent in the past second as in the seconds after slowing down
+    #: (plus two standard deviations): below a limit none come, so the 429s that do are the
+    #: server's trouble, which no pace cures.
+    SIGNAL = 2.0
+    #: Unpaced, a client starts learning only when 429s are this share of the answers of the
+    #: past second, and at least three: a fan-out that overruns a limit gets many at once.
+    FIRST = 0.05
 
     def __init__(self, pacing: Pacing | None) -> None:
         self.fixed_rate = pacing.requests_per_second if pacing else None
@@ -241,9 +261,16 @@ class Pacer:
         self.sent: deque[float] = deque()
         self.oks: deque[float] = deque()
         self.started: float | None = None
+        self.peak = 0.0
         self.slow_start = False
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
+        self.throttle_times: deque[float] = deque()
+        # 429s and other answers in the second after the last slow-down, and the share of
+        # 429s they gave (the share no pace avoids).
+        self.quiet: list[float] = [float("inf"), 0, 0]
+        self.quiet_counts = [0.0, 0.0]
+        self.noise = 0.0
         # The server's bucket, as its rate-limit headers describe it (refill None: unknown).
         self.capacity = 0.0
         self.refill: float | None = None
@@ -346,6 +373,31 @@ class Pacer:
             return
         if not self.adaptive:
             return
+        recent = self.throttle_times
+        recent.append(now)
+        while recent[0] < now - 1.0:
+            recent.popleft()
+        quiet = self.quiet
+        if quiet[0] != float("inf") and now < quiet[0] + 1.0:
+            # The second after a slow-down shows which 429s come whatever the pace.
+            if now >= quiet[0]:
+                quiet[1] += 1
+            return
+        if quiet[0] != float("inf"):
+            # Half of what earlier quiet seconds saw, and all this one did.
+            self.quiet_counts = [
+                self.quiet_counts[0] / 2 + quiet[1],
+                self.quiet_counts[1] / 2 + quiet[1] + quiet[2],
+            ]
+            self.noise = self.quiet_counts[0] / max(1.0, self.quiet_counts[1])
+        quiet[0] = float("inf")
+        passed = sum(1 for t in self.oks if t > now - 1.0)
+        answers = len(recent) + passed
+        if self.rate is None and (len(recent) < 3 or len(recent) < self.FIRST * answers):
+            return  # stray 429s among many answers: no limit to learn yet
+        expected = self.noise * answers
+        if len(recent) <= self.SIGNAL * expected + 2 * math.sqrt(expected):
+            return  # as many 429s as when below the limit: not the limit's
         if now < self.last_decrease + self.DECREASE_INTERVAL:
             # One burst of 429s is one signal: slow down once for it. A later one within the
             # interval still says the rate is high enough: stop growing it fast.
@@ -366,7 +418,12 @@ class Pacer:
                 oks.popleft()
             started = self.started if self.started is not None else now
             achieved = len(oks) / min(1.0, max(0.25, now - started))
-        achieved = max(1.0, achieved)
+        # What the limit let through includes the 429s that come whatever the pace.
+        achieved = max(1.0, achieved / (1.0 - min(self.noise, 0.9)))
+        self.quiet = [now + self.BURST, 0, 0]
+        if since > self.MEASURE:
+            self.peak = achieved  # a new episode
+        achieved = max(achieved, self.peak * self.FLOOR)
         self.last_decrease = now
         self.slow_start = self.rate is None
         self.rate = max(self.min_rate, min(self.rate or achieved, achieved) * self.BACKOFF)
@@ -374,15 +431,22 @@ class Pacer:
             self.rate = min(self.rate, self.fixed_rate)
         self.next_slot = max(self.next_slot, now + 1.0 / self.rate)
 
+    def passed(self, now: float) -> None:
+        """An answer other than a 429 came: the request got past the server's rate limit."""
+        quiet = self.quiet
+        if quiet[0] <= now < quiet[0] + 1.0:
+            quiet[2] += 1
+        self.oks.append(now)
+        if len(self.oks) > 4096:
+            self.oks.popleft()
+
     def succeeded(self, now: float, headers: Mapping[str, str]) -> None:
         """A request succeeded: follow the server's headers, or speed a learned rate back up."""
         if self.observe(now, headers) or not self.adaptive:
             return
-        self.oks.append(now)
-        if len(self.oks) > 4096:
-            self.oks.popleft()
-        if self.rate is None:
-            return
+        self.passed(now)
+        if self.rate is None or self.quiet[0] - self.BURST <= now < self.quiet[0] + 1.0:
+            return  # unpaced, or holding the pace for the second after a slow-down
         # Slow start doubles the rate each second (one more per success); after that, 1% a
         # second (a rate of N gets N successes a second).
         self.rate += 1.0 if self.slow_start else self.INCREASE
@@ -486,8 +550,8 @@ class LocalTrafficControl(TrafficControl):
             return
         if status == 429:
             pacer.throttled(now, headers)
-        elif status:
-            pacer.observe(now, headers)
+        elif status and not pacer.observe(now, headers) and pacer.adaptive:
+            pacer.passed(now)  # a failure, but not the rate limit's
         if status:
             # A known bucket says when the next request may go; "none left" is then no pause.
             read = headers if pacer.refill is None else {}

@@ -9,6 +9,7 @@ decides is what a client would do, without sockets, a loop or the machine's spee
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -57,8 +58,15 @@ def simulate(
     seconds: float = 30.0,
     workers: int = 32,
     latency: float = 0.002,
+    noise: float = 0.0,
+    seed: int = 0,
 ) -> Outcome:
-    """``workers`` greedy requesters for ``seconds`` against ``limit``; what got through."""
+    """``workers`` greedy requesters for ``seconds`` against ``limit``; what got through.
+
+    ``noise`` is the share of requests the bucket lets through that get a 429 all the same
+    (a server in trouble, not a limit), with ``retry-after-ms: 1``.
+    """
+    chance = random.Random(seed)
     now = 0.0
     control = LocalTrafficControl(pacing, budget=None, clock=lambda: now)
     bucket = _Bucket(limit)
@@ -85,6 +93,8 @@ def simulate(
                 push(now + wait, worker, "ready", {}, False)
                 continue
             allowed, answer = bucket.take(now + latency / 2)
+            if allowed and noise and chance.random() < noise:
+                allowed, answer = False, {"retry-after-ms": "1"}
             push(now + latency, worker, "answer", answer, allowed)
             continue
         # The answer is in.

@@ -830,7 +830,7 @@ def test_fake_server_rate_limit_flags_and_a_client_that_keeps_to_them() -> None:
             assert "rate limit: 8 requests/s, bursts of 2 (per-minute headers)" in banner
             assert "latency:    10 ms per answer" in banner
             url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
-            ids_path = re.search(r"ids in (\S+)", banner)
+            ids_path = re.search(r"ids file: +(\S+)", banner)
             total = re.search(r"([\d,]+) runs", banner)
             assert url
             assert ids_path

@@ -85,22 +85,31 @@ def test_shared_pause_holds_everyone() -> None:
     assert go(control, 5.0) == Pacer.MAX_PAUSE
 
 
+def rate_of(control: Pacer) -> float | None:
+    return control.rate  # (read through a call: mypy does not narrow it for good)
+
+
 def test_learning_is_off_until_the_first_throttle() -> None:
     for pacing in (None, Pacing(adaptive=True)):  # the default learns too
         control = Pacer(pacing)
         for i in range(40):
             assert go(control, i / 40) == 0.0  # 40 requests in one second: unpaced
             control.succeeded(i / 40, {})
+        control.throttled(1.0)  # one 429 among 40 answers: a stray one
+        assert rate_of(control) is None
         control.throttled(1.0)
+        control.throttled(1.0)  # three, and 7% of the answers: a limit
         assert control.rate == pytest.approx(40 * Pacer.BACKOFF)  # what got through
         control.throttled(1.05)  # the same burst: no second decrease
         assert control.rate == pytest.approx(40 * Pacer.BACKOFF)
         assert go(control, 1.0) > 0
         rate = control.rate
         assert rate is not None
-        control.succeeded(1.1, {})
+        control.succeeded(1.5, {})
+        assert control.rate == rate  # the pace holds for the second after slowing down
+        control.succeeded(2.2, {})
         assert control.rate is not None
-        assert control.rate > rate  # speeds back up
+        assert control.rate > rate  # then speeds back up
 
 
 def test_rate_limit_headers_describe_the_servers_bucket() -> None:
@@ -173,7 +182,7 @@ def test_fixed_pacing_is_not_adapted() -> None:
 @pytest.mark.parametrize("pacing", [None, Pacing(adaptive=True)], ids=["default", "adaptive"])
 def test_a_rate_limited_server_is_used_to_its_limit(style: str, pacing: Pacing | None) -> None:
     # 100 requests/s in bursts of 20, 32 requests at a time, in simulated time.
-    outcome = simulate(RateLimit(100, 20, style), pacing=pacing, seconds=10)
+    outcome = simulate(RateLimit(100, 20, style), pacing=pacing, seconds=20)
     assert outcome.share >= 0.97
     assert outcome.throttled_per_100 <= 2
 
@@ -193,7 +202,8 @@ def test_bucket_headers_keep_429s_rare(rate: float, burst: int, style: str, late
     outcome = simulate(RateLimit(rate, burst, style), seconds=seconds, workers=8, latency=latency)
     assert outcome.throttled <= 8 + 0.02 * outcome.ok
     attainable = min(rate * seconds + burst, 8 / latency * seconds)  # 8 at a time
-    assert outcome.ok >= 0.9 * attainable
+    # (A bucket of a few requests 50 ms away is seen one round trip late: about 90% of it.)
+    assert outcome.ok >= 0.85 * attainable
 
 
 @pytest.mark.parametrize(
@@ -222,3 +232,27 @@ def test_pause_from_headers(
     status: int, headers: dict[str, str], hint: float | None, pause: float
 ) -> None:
     assert pause_from_headers(status, headers, hint) == pause
+
+
+@pytest.mark.parametrize("noise", [0.02, 0.05, 0.1])
+def test_random_429s_do_not_bring_the_client_to_a_crawl(noise: float) -> None:
+    """A server that answers some 429s whatever the pace (in trouble, not limited): the
+    client learns that slowing down does not cure them and keeps most of its speed."""
+    seconds, workers, latency = 10.0, 32, 0.01
+    outcome = simulate(
+        RateLimit(10_000, 10_000, "none"),
+        seconds=seconds,
+        workers=workers,
+        latency=latency,
+        noise=noise,
+    )
+    unpaced = workers / latency * seconds * (1 - noise)
+    assert outcome.ok >= 0.5 * unpaced
+    assert outcome.throttled > 0  # the noise was there
+
+
+def test_a_limit_behind_random_429s_is_still_kept() -> None:
+    """Random 429s on top of a real limit: the limit's 429s still stand out."""
+    outcome = simulate(RateLimit(100, 20, "none"), seconds=30, noise=0.03)
+    assert outcome.share >= 0.9
+    assert outcome.throttled_per_100 <= 3 + 4  # the noise's own, and a few of the limit's
