@@ -20,6 +20,7 @@ frozen instances (``_INTERNABLE``).
 from __future__ import annotations
 
 import enum
+import linecache
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -53,7 +54,7 @@ __all__ = ["converter", "structure", "structure_run", "unstructure"]
 T = TypeVar("T")
 
 StructureFn = Callable[[Any], Any]
-UnstructureFn = Callable[[Any], Any]
+UnstructureFn = Callable[..., Any]
 
 _structure_fns: dict[type, StructureFn] = {}
 _unstructure_fns: dict[type, UnstructureFn] = {}
@@ -115,16 +116,41 @@ def _structure_tool_choice(value: Any) -> Any:
     return _structure_fns[NamedToolChoice](value)
 
 
-def _unstructure_union_member(value: Any) -> Any:
-    if value.__class__ is str or value.__class__ is dict:
-        return value  # a plain string, or JSON a caller put in a model they built
+#: The containers a JSON value may be made of: what :func:`thaw` copies.
+_CONTAINERS: frozenset[type] = frozenset({dict, list, tuple, FrozenDict})
+
+
+def thaw(value: Any) -> Any:
+    """A deep copy of a JSON value, as plain ``dict`` and ``list`` containers.
+
+    What :func:`unstructure` hands out and :func:`structure` keeps, so that a run shares no
+    container with its caller: editing one result changes neither the run nor the next result.
+    Scalars (strings, numbers, ``None``) are immutable and shared.
+    """
+    c = value.__class__
+    if c is dict or c is FrozenDict:
+        return {k: thaw(v) if v.__class__ in _CONTAINERS else v for k, v in value.items()}
+    if c is list or c is tuple:
+        return [thaw(v) if v.__class__ in _CONTAINERS else v for v in value]
+    if isinstance(value, Mapping):  # another mapping a caller built a model with
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _unstructure_union_member(value: Any, copy: bool = True) -> Any:
+    if value.__class__ is str:
+        return value
+    if value.__class__ is dict:
+        return thaw(value) if copy else value  # JSON a caller put in a model they built
     if value.__class__ in (UnknownTool, UnknownResponseFormat):
-        return dict(value.payload)
-    return _unstructure_fns[value.__class__](value)
+        return thaw(value.payload) if copy else value.payload
+    return _unstructure_fns[value.__class__](value, copy)
 
 
-def _unstructure_tools(value: tuple[Any, ...]) -> list[Any]:
-    return [_unstructure_union_member(v) for v in value]
+def _unstructure_tools(value: tuple[Any, ...], copy: bool = True) -> list[Any]:
+    return [_unstructure_union_member(v, copy) for v in value]
 
 
 _SPECIAL: dict[tuple[type, str], tuple[StructureFn, UnstructureFn]] = {
@@ -257,6 +283,8 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         "FrozenDict": FrozenDict,
         "expect_object": _expect_object,
         "ufns": _unstructure_fns,
+        "thaw": thaw,
+        "CONTAINERS": _CONTAINERS,
         "INTERNED": {},
         "MAX_INTERNED": _MAX_INTERNED,
     }
@@ -273,7 +301,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         if special is not None:
             ns[f"s{i}"], ns[f"u{i}"] = special
             value = f"None if (v := {get}) is None else s{i}(v)"
-            outs.append(f"None if (x := {attr}) is None else u{i}(x)")
+            outs.append(f"None if (x := {attr}) is None else u{i}(x, copy)")
         elif isinstance(tp, type) and issubclass(tp, enum.Enum):
             # Known values are one dict look-up; others go through the enum (kept, see _OpenEnum).
             ns[f"m{i}"] = tp._value2member_map_
@@ -284,7 +312,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
             _links.append((ns, f"h{i}", tp))
             ns[f"c{i}"] = tp
             value = f"None if (v := {get}) is None else h{i}(v)"
-            outs.append(f"None if (x := {attr}) is None else ufns[c{i}](x)")
+            outs.append(f"None if (x := {attr}) is None else ufns[c{i}](x, copy)")
         elif typing.get_origin(tp) is tuple and attrs.has(typing.get_args(tp)[0]):
             _links.append((ns, f"h{i}", typing.get_args(tp)[0]))
             ns[f"c{i}"] = typing.get_args(tp)[0]
@@ -293,10 +321,12 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
                 f"tuple([h{i}(y) for y in (v if v.__class__ is list "
                 f"else expect_object(v, 'a list'))])"
             )
-            outs.append(f"None if (x := {attr}) is None else [ufns[c{i}](y) for y in x]")
+            outs.append(f"None if (x := {attr}) is None else [ufns[c{i}](y, copy) for y in x]")
         else:
             value = get
-            outs.append(attr)
+            # JSON objects and arrays (metadata, a schema, or whatever a server sent) are
+            # copied on the way out, so a result shares nothing with the run.
+            outs.append(f"thaw(x) if (x := {attr}).__class__ in CONTAINERS and copy else x")
         sets.append(f"o.{f.name} = {value}")
     nl = "\n    "
     name = cls.__name__
@@ -342,7 +372,7 @@ def structure_{name}(d):
 """
     items = [f"{f.name!r}: {out}" for f, out in zip(fields, outs, strict=True)]
     unstructure_src = f"""
-def unstructure_{name}(o):
+def unstructure_{name}(o, copy=True):
     d = {{
         {("," + nl + "    ").join(items)},
     }}
@@ -352,10 +382,18 @@ def unstructure_{name}(o):
             if d[k] is None:
                 del d[k]
     if o.unknown_fields:
-        d.update(o.unknown_fields)
+        if copy:
+            for k, v in o.unknown_fields.items():
+                d[k] = thaw(v) if v.__class__ in CONTAINERS else v
+        else:
+            d.update(o.unknown_fields)
     return d
 """
-    exec(compile(structure_src + unstructure_src, f"<aiorunlist hooks for {name}>", "exec"), ns)  # noqa: S102 - generated from our own attrs fields, no outside input
+    source = structure_src + unstructure_src
+    filename = f"<aiorunlist hooks for {name}>"
+    # Registered with linecache, so a traceback through a hook shows its lines.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), ns)  # noqa: S102 - generated from our own attrs fields, no outside input
     return ns[f"structure_{name}"], ns[f"unstructure_{name}"]
 
 
@@ -388,6 +426,13 @@ _RESPONSE_FORMAT_HOOKS.update(
 #: The generated structure hook of :class:`Run` (the hot path calls it directly).
 structure_run: Callable[[Any], Run] = _structure_fns[Run]
 _unstructure_run = _unstructure_fns[Run]
+
+
+def unstructure_run_shared(run: Run) -> dict[str, Any]:
+    """``unstructure(run)`` without copying the run's JSON objects and arrays: for output
+    that is serialised at once and never kept (the CLI's jsonl)."""
+    shared: dict[str, Any] = _unstructure_run(run, False)
+    return shared
 
 
 def structure_page_body(
@@ -426,7 +471,8 @@ def _unstructure_page(page: RunPage) -> dict[str, Any]:
         "last_id": page.last_id,
         "has_more": page.has_more,
     }
-    d.update(page.unknown_fields)
+    for k, v in page.unknown_fields.items():
+        d[k] = thaw(v)
     return d
 
 
@@ -446,17 +492,18 @@ for _cls, _ufn in _unstructure_fns.items():
     converter.register_unstructure_hook(_cls, _ufn)
 converter.register_structure_hook(RunPage, _as_cattrs_hook(structure_page_body))
 converter.register_unstructure_hook(RunPage, _unstructure_page)
-converter.register_unstructure_hook(UnknownTool, lambda t: dict(t.payload))
-converter.register_unstructure_hook(UnknownResponseFormat, lambda t: dict(t.payload))
+converter.register_unstructure_hook(UnknownTool, lambda t: thaw(t.payload))
+converter.register_unstructure_hook(UnknownResponseFormat, lambda t: thaw(t.payload))
 
 
 def structure(data: Any, cls: type[T]) -> T:
     """Turn decoded JSON (``dict``/``list``) into aiorunlist objects, e.g. ``structure(d, Run)``.
 
     Raises :class:`TypeError` or :class:`ValueError` if ``data`` does not have the shape of
-    ``cls``. Also accepts containers such as ``list[Run]``.
+    ``cls``. Also accepts containers such as ``list[Run]``. The result keeps no reference to
+    ``data``'s dicts and lists: editing ``data`` afterwards does not change it.
     """
-    return converter.structure(data, cls)
+    return converter.structure(thaw(data), cls)
 
 
 def unstructure(obj: Any) -> Any:

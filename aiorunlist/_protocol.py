@@ -6,6 +6,8 @@ Nothing here touches the network or the event loop, so all of it is tested witho
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -85,18 +87,34 @@ def normalize_base_url(base_url: str) -> str:
     """
     if not isinstance(base_url, str):
         raise TypeError(f"base_url must be a string such as {DEFAULT_BASE_URL!r}")
+    base_url = base_url.strip()  # a trailing newline from a file or an environment variable
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"base_url {base_url!r} is not an http(s) URL with a host; "
             f"pass something like {DEFAULT_BASE_URL!r} or 'http://127.0.0.1:8080/v1'"
         )
-    if parts.query or parts.fragment:
-        raise ValueError(f"base_url {base_url!r} must not have a query or fragment")
+    if "?" in base_url or "#" in base_url:
+        # Even an empty one ("/v1?", "/v1#"): the path of every request would be cut there.
+        raise ValueError(
+            f"base_url {base_url!r} must not have a query or fragment ('?' or '#'); "
+            "pass just the API root, such as 'https://api.openai.com/v1'"
+        )
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in base_url):
+        raise ValueError(
+            f"base_url {base_url!r} has whitespace or a control character in it; "
+            "pass the bare URL (percent-encode a space as %20 if the path really has one)"
+        )
     if parts.username or parts.password:
         raise ValueError(
             "base_url must not carry credentials; pass the key as api_key (or OPENAI_API_KEY)"
         )
+    try:
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        raise ValueError(
+            f"base_url {base_url!r} has an invalid port; use a number from 1 to 65535"
+        ) from None
     return base_url.rstrip("/")
 
 
@@ -214,6 +232,43 @@ def build_headers(
 
 # --- responses -----------------------------------------------------------------------------------
 
+#: Every byte that is an ASCII digit -> ``0``, every other byte -> ``x`` (see _exact_needed).
+_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _exact_needed(body: bytes) -> bool:
+    """Whether ``body`` may hold an integer orjson cannot keep exact (beyond 64 bits).
+
+    Such an integer has at least 19 digits in a row. Any 19 consecutive bytes hold three
+    consecutive multiples of 6, so sampling every 6th byte finds each candidate for a few
+    microseconds a page; only candidates (13+ digits in a row, rare) are looked at closely.
+    """
+    sampled = body[::6].translate(_DIGIT_MAP)
+    i = sampled.find(b"000")
+    while i >= 0:
+        at = 6 * i
+        if _LONG_DIGITS.search(body, max(at - 18, 0), at + 19):
+            return True
+        i = sampled.find(b"000", i + 1)
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(body: bytes) -> Any:
+    """Decode a JSON body, keeping every integer exact.
+
+    orjson (the fast path) turns an integer beyond 64 bits into a float; a body that may hold
+    one is decoded by the standard library's exact decoder instead. Raises ``ValueError``
+    for what is not JSON.
+    """
+    if _exact_needed(body):
+        return json.loads(body, parse_constant=_no_constant)
+    return orjson.loads(body)
+
 
 def _error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
     """``(message, code, type, param)`` from an ``{"error": {...}}`` body, where present."""
@@ -233,8 +288,8 @@ def make_status_error(
 ) -> APIStatusError:
     """The typed error for a 4xx/5xx answer, with the server's own message and code."""
     try:
-        decoded: Any = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
+        decoded: Any = loads(body) if body else None
+    except ValueError:
         decoded = body[:500].decode("utf-8", "replace")
     message, code, err_type, param = _error_fields(decoded)
     if status == 429 and code == "insufficient_quota":
@@ -338,8 +393,8 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
             retryable=False,
         )
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        decoded = loads(body)
+    except ValueError as exc:
         preview = body[:60].decode("utf-8", "replace")
         raise APIResponseValidationError(
             f"listing runs of thread {thread_id!r}: the HTTP {status} body is not JSON "

@@ -1,0 +1,196 @@
+"""What a hostile server or a careless caller sends: regressions of promises that did not hold.
+
+Socket-free through MockTransport unless the property is about a real connection.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aiorunlist
+from aiorunlist import Request
+from aiorunlist._protocol import decode_page
+from aiorunlist.testing import MockResponse, MockTransport, make_runs
+from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
+
+pytestmark = pytest.mark.anyio
+
+
+def _page(data: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]:
+    return {"object": "list", "data": data, "has_more": has_more}
+
+
+def mock_client(handler: Any, **kwargs: Any) -> aiorunlist.Client:
+    return fast_client(SOCKETLESS_URL, transport=MockTransport(handler), **kwargs)
+
+
+async def _ids(*ids: str) -> AsyncIterator[str]:
+    for tid in ids:
+        yield tid
+
+
+# --- bad arguments are refused before anything is sent -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:8080/v1#",
+        "http://127.0.0.1:8080/v1?",
+        "http://127.0.0.1:8080/v1?#",
+        "http://127.0.0.1:8080/v 1",
+        "http://127.0.0.1:8080/v1\tx",
+        "http://127.0.0.1:99999/v1",
+    ],
+)
+def test_a_base_url_that_would_send_requests_elsewhere_is_refused(base_url: str) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        aiorunlist.Client(
+            API_KEY, base_url=base_url, transport=MockTransport(lambda r: MockResponse(200))
+        )
+
+
+async def test_a_base_url_with_a_trailing_newline_is_taken_without_it() -> None:
+    sent: list[Request] = []
+
+    def handler(request: Request) -> MockResponse:
+        sent.append(request)
+        return MockResponse(200, body=_page([]))
+
+    base = SOCKETLESS_URL + "\n"
+    async with fast_client(base, transport=MockTransport(handler)) as client:
+        await client.list_page("thread_1")
+    assert sent[0].url.startswith(SOCKETLESS_URL + "/threads/thread_1/runs?")
+
+
+# --- integers beyond 64 bits stay exact ---------------------------------------------------------
+
+BIG = 2**64 + 1  # orjson alone turns it into the float 1.8446744073709552e+19
+
+
+def _big_body(n: int = BIG) -> bytes:
+    return (
+        b'{"object":"list","data":[{"id":"run_1","object":"thread.run","created_at":%d,'
+        b'"thread_id":"thread_1","metadata":{"n":%d},"x_counter":-%d}],"has_more":false}'
+        % (n, n, n)
+    )
+
+
+async def test_integers_beyond_64_bits_stay_exact_in_runs_and_pages() -> None:
+    async with mock_client(lambda r: MockResponse(200, body=_big_body())) as client:
+        [run] = [r async for r in client.runs("thread_1")]
+        page = await client.list_page("thread_1")
+        async with client.runs_many(["thread_1"]) as stream:
+            many = [r async for r in stream]
+        async with client.pages_many(["thread_1"]) as pages:
+            raw = [p.raw async for p in pages]
+    for got in (run, page.data[0], many[0]):
+        assert got.created_at == BIG
+        assert type(got.created_at) is int
+        assert aiorunlist.unstructure(got) == {
+            "id": "run_1",
+            "object": "thread.run",
+            "created_at": BIG,
+            "thread_id": "thread_1",
+            "metadata": {"n": BIG},
+            "x_counter": -BIG,
+        }
+    assert raw[0][0]["created_at"] == BIG
+
+
+async def test_an_error_body_keeps_big_integers_exact() -> None:
+    body = b'{"error":{"message":"too many","code":null},"limit":%d}' % BIG
+    async with mock_client(lambda r: MockResponse(404, body=body)) as client:
+        with pytest.raises(aiorunlist.NotFoundError) as info:
+            await client.list_page("thread_1")
+    assert info.value.body == {"error": {"message": "too many", "code": None}, "limit": BIG}
+
+
+@given(
+    st.lists(
+        st.integers(min_value=-(10**40), max_value=10**40)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=5,
+    ),
+    st.text(alphabet="0123456789abc", max_size=40),
+)
+@settings(max_examples=200, deadline=None)
+def test_every_number_decodes_exactly(numbers: list[int | float], text: str) -> None:
+    runs = [{"id": f"run_{i}", "created_at": n, "note": text} for i, n in enumerate(numbers)]
+    body = _page(runs)
+    # json, the exact encoder: orjson refuses integers beyond 64 bits.
+    raw = decode_page(200, {}, json.dumps(body).encode(), thread_id="thread_1")
+    assert raw.data == runs
+    assert [type(r["created_at"]) for r in raw.data] == [type(n) for n in numbers]
+
+
+def test_no_spurious_fallback_on_ordinary_pages() -> None:
+    from aiorunlist._protocol import _exact_needed
+
+    body = orjson.dumps(_page(make_runs("thread_1", 100, seed=3)))
+    assert not _exact_needed(body)
+    assert _exact_needed(b'{"a":[1,%d]}' % BIG)
+    assert _exact_needed(b'{"a":"%d"}' % BIG)  # a long digit run in a string: exact, slower
+    assert not _exact_needed(b'{"a":123456789012345678}')  # 18 digits: orjson is exact
+
+
+# --- frozen runs share nothing with their callers ------------------------------------------------
+
+
+def _rich_run() -> dict[str, Any]:
+    return {
+        "id": "run_1",
+        "metadata": {"a": {"b": [1, 2]}},
+        "x_unknown": {"c": [1, {"d": 2}]},
+        "tools": [
+            {"type": "weird", "cfg": {"z": [1]}},
+            {"type": "function", "function": {"name": "f", "parameters": {"p": {"q": 1}}}},
+        ],
+        "response_format": {"type": "json_schema", "json_schema": {"schema": {"s": [1]}}},
+    }
+
+
+def test_a_structured_run_keeps_no_reference_to_the_callers_dicts() -> None:
+    data = _rich_run()
+    original = copy.deepcopy(data)
+    run = aiorunlist.structure(data, aiorunlist.Run)
+    data["metadata"]["a"]["b"].append(3)
+    data["x_unknown"]["c"][1]["d"] = 3
+    data["tools"][0]["cfg"]["z"].append(2)
+    data["tools"][1]["function"]["parameters"]["p"]["q"] = 2
+    data["response_format"]["json_schema"]["schema"]["s"].append(2)
+    assert aiorunlist.unstructure(run) == original
+
+
+def test_editing_an_unstructured_result_changes_neither_the_run_nor_later_results() -> None:
+    data = _rich_run()
+    run = aiorunlist.structure(data, aiorunlist.Run)
+    out = aiorunlist.unstructure(run)
+    out["metadata"]["a"]["b"].append(3)
+    out["x_unknown"]["c"][1]["d"] = 3
+    out["tools"][0]["cfg"]["z"].append(2)
+    out["tools"][1]["function"]["parameters"]["p"]["q"] = 2
+    out["response_format"]["json_schema"]["schema"]["s"].append(2)
+    assert aiorunlist.unstructure(run) == _rich_run()
+    assert run.metadata == {"a": {"b": [1, 2]}}
+    page = aiorunlist.structure(_page([data]), aiorunlist.RunPage)
+    page_out = aiorunlist.unstructure(page)
+    page_out["data"][0]["metadata"]["a"]["b"].clear()
+    assert aiorunlist.unstructure(page)["data"][0] == _rich_run()
+
+
+async def test_runs_from_the_client_share_nothing_with_their_results() -> None:
+    async with mock_client(lambda r: MockResponse(200, body=_page([_rich_run()]))) as client:
+        [run] = [r async for r in client.runs("thread_1")]
+    out = aiorunlist.unstructure(run)
+    out["metadata"]["a"]["b"].append(3)
+    assert aiorunlist.unstructure(run) == _rich_run()
