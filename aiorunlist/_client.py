@@ -47,6 +47,7 @@ from ._protocol import (
     structure_runs,
     to_run_page,
 )
+from ._text import cut, shown
 from ._transport import AiohttpTransport, Request, Response, Transport
 from .exceptions import APIConnectionError, APIStatusError, RunListError
 
@@ -55,6 +56,7 @@ __all__ = ["Client", "InsecureBaseURLWarning"]
 logger = logging.getLogger("aiorunlist")
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 _NO_DEADLINE = contextlib.nullcontext()
 
@@ -435,7 +437,11 @@ class Client:
 
         raw, _, _ = await self._fetch(walk, limit, order, decode)
         assert raw is not None  # noqa: S101 - decoded here
-        return to_run_page(raw, thread_id=thread_id)
+        try:
+            return to_run_page(raw, thread_id=thread_id)
+        except RunListError as exc:
+            self._scrub(exc)
+            raise
 
     async def _fetch(
         self, walk: PageWalk, limit: int, order: str, accept: Accept | None
@@ -522,14 +528,14 @@ class Client:
             logger.log(
                 level,
                 "not retrying thread %s: the client's retry budget is spent (%s)",
-                thread_id,
+                cut(thread_id),
                 error,
                 extra=context,
             )
             raise attempts.budget_spent(error)
         logger.info(
             "retrying thread %s in %.3fs (attempt %d of %d): %s",
-            thread_id,
+            cut(thread_id),
             retry.delay,
             attempts.attempt + 1,
             self.retry.max_retries,
@@ -549,13 +555,27 @@ class Client:
         """Book what a failure says (rate-limit headers) and mask the key in server text."""
         if isinstance(error, APIStatusError):
             self._booked(error.headers)
+        return self._scrub(error)
+
+    def _scrub(self, error: E) -> E:
+        """``error``, with the API key masked wherever server text put it: its message,
+        attributes (body, headers), and the exceptions it was raised from."""
         secret = self._api_key
-        if secret in repr(vars(error)) or secret in repr(error.args):
-            # A server that echoes the Authorization header: mask it wherever its text landed.
-            for name, value in list(vars(error).items()):
-                plain = dict(value) if isinstance(value, Mapping) else value
-                setattr(error, name, _mask(plain, secret))
-            error.args = tuple(_mask(a, secret) for a in error.args)
+        seen: set[int] = set()
+        todo: list[BaseException | None] = [error]
+        while todo:
+            exc = todo.pop()
+            if exc is None or id(exc) in seen:
+                continue
+            seen.add(id(exc))
+            attributes = getattr(exc, "__dict__", {})
+            if secret in repr(attributes) or secret in repr(exc.args):
+                # A server that echoes the Authorization header: mask it wherever it landed.
+                for name, value in list(attributes.items()):
+                    plain = dict(value) if isinstance(value, Mapping) else value
+                    setattr(exc, name, _mask(plain, secret))
+                exc.args = tuple(_mask(a, secret) for a in exc.args)
+            todo += [exc.__cause__, exc.__context__]
         return error
 
     def _booked(self, headers: Mapping[str, str]) -> None:
@@ -585,7 +605,8 @@ class Client:
             # No page deadline: no cancel scope to enter and leave on every request.
             with anyio.fail_after(left) if left is not None else _NO_DEADLINE:
                 for _hop in range(MAX_REDIRECTS + 1):
-                    logger.debug("GET %s (thread %s)", request.url, request.thread_id)
+                    if logger.isEnabledFor(logging.DEBUG):  # a redirect's URL is server text
+                        logger.debug("GET %s", _mask(cut(request.url, 300), self._api_key))
                     response = await self._transport.send(request)
                     location = response.headers.get("Location")
                     if response.status not in REDIRECT_STATUSES or location is None:
@@ -595,7 +616,8 @@ class Client:
         except TimeoutError:
             raise attempts.deadline_error() from None
         raise APIConnectionError(
-            f"listing runs of thread {request.thread_id!r}: more than {MAX_REDIRECTS} redirects",
+            f"listing runs of thread {shown(request.thread_id)}: more than {MAX_REDIRECTS} "
+            "redirects",
             thread_id=request.thread_id,
             retryable=False,
         )
@@ -670,7 +692,12 @@ class Client:
         try:
             async for raw, items, _more in pages:
                 assert raw is not None  # noqa: S101 - decoded in this task
-                for run in structure_runs(raw, items, thread_id=thread_id):
+                try:
+                    runs = structure_runs(raw, items, thread_id=thread_id)
+                except RunListError as exc:
+                    self._scrub(exc)
+                    raise
+                for run in runs:
                     yield run
         finally:
             await pages.aclose()

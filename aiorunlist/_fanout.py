@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -120,6 +128,10 @@ class _Item:
         self.done = anyio.Event()
 
 
+def _unchanged(error: RunListError) -> RunListError:
+    return error
+
+
 class _Stream:
     __slots__ = (
         "_collect",
@@ -127,6 +139,7 @@ class _Stream:
         "_error",
         "_pending",
         "_receive",
+        "_scrub",
         "failures",
         "threads_done",
     )
@@ -145,6 +158,8 @@ class _Stream:
         self.failures: dict[str, Exception] = {}
         #: How many threads were listed to the end (successfully).
         self.threads_done = 0
+        #: Masks the API key in an error made of server text (the client's).
+        self._scrub: Callable[[RunListError], RunListError] = _unchanged
 
     def _accept(self, item: _Item) -> tuple[RawPage, list[Any], bool] | None:
         """Decode a handed-over answer, check it, and tell the worker (``item.done``).
@@ -181,6 +196,7 @@ class _Stream:
             try:
                 runs = structure_runs(raw, items, thread_id=item.thread_id)
             except APIResponseValidationError as exc:
+                self._scrub(exc)
                 if not self._collect:
                     raise
                 self.failures[item.thread_id] = exc
@@ -284,6 +300,7 @@ class RunStream(_Stream):
         thread_id, raw, _last = current
         error = shape_error(thread_id, raw.status, raw.request_id, exc)
         error.__cause__ = exc
+        self._scrub(error)
         if not self._collect:
             raise error
         self.failures[thread_id] = error
@@ -480,6 +497,7 @@ async def _run(
 ) -> AsyncGenerator[S, None]:
     send, receive = anyio.create_memory_object_stream[None](max_buffer_size=0)
     stream = stream_cls(receive, on_error == "collect")
+    stream._scrub = client._scrub
     fan_out = _FanOut(
         client,
         threads,

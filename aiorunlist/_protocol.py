@@ -17,6 +17,7 @@ from yarl import URL
 
 from ._convert import structure_page_body, structure_run
 from ._models import Run, RunPage
+from ._text import shown
 from ._version import __version__
 from .exceptions import (
     APIConnectionError,
@@ -150,18 +151,20 @@ def check_list_args(
     for name, cursor in (("after", after), ("before", before)):
         if cursor is not None and (not isinstance(cursor, str) or not cursor):
             raise ValueError(
-                f"{name} must be a run id such as 'run_abc123' or None, got {cursor!r}"
+                f"{name} must be a run id such as 'run_abc123' or None, got {shown(cursor)}"
             )
 
 
 def check_thread_id(thread_id: object) -> None:
     """Raise ``TypeError``/``ValueError`` for what cannot be a thread id."""
     if not isinstance(thread_id, str):
-        raise TypeError(f"thread_id must be a string such as 'thread_abc123', not {thread_id!r}")
+        raise TypeError(
+            f"thread_id must be a string such as 'thread_abc123', not {shown(thread_id)}"
+        )
     if not thread_id or not thread_id.strip():
         raise ValueError("thread_id must not be empty; pass an id such as 'thread_abc123'")
     if thread_id in (".", ".."):
-        raise ValueError(f"thread_id {thread_id!r} is not a thread id")
+        raise ValueError(f"thread_id {shown(thread_id)} is not a thread id")
 
 
 def check_order(order: object) -> None:
@@ -300,7 +303,7 @@ def make_status_error(
         cls = _STATUS_ERRORS.get(status, APIStatusError)
     request_id = headers.get("x-request-id")
     detail = message or (decoded if isinstance(decoded, str) and decoded else "no error message")
-    text = f"listing runs of thread {thread_id!r} failed with HTTP {status}: {detail}"
+    text = f"listing runs of thread {shown(thread_id)} failed with HTTP {status}: {detail}"
     if code:
         text += f" (code {code!r})"
     if request_id:
@@ -365,7 +368,7 @@ def shape_error(
 ) -> APIResponseValidationError:
     """The (not retryable) error for a 2xx answer that is not a list of runs."""
     return APIResponseValidationError(
-        f"listing runs of thread {thread_id!r}: the HTTP {status} body is not a list of runs: "
+        f"listing runs of thread {shown(thread_id)}: the HTTP {status} body is not a list of runs: "
         f"{what}",
         thread_id=thread_id,
         status_code=status,
@@ -386,7 +389,7 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
         raise make_status_error(status, headers, body, thread_id=thread_id)
     if not 200 <= status < 300:
         raise APIResponseValidationError(
-            f"listing runs of thread {thread_id!r}: unexpected HTTP {status}",
+            f"listing runs of thread {shown(thread_id)}: unexpected HTTP {status}",
             thread_id=thread_id,
             status_code=status,
             request_id=request_id,
@@ -397,7 +400,7 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
     except ValueError as exc:
         preview = body[:60].decode("utf-8", "replace")
         raise APIResponseValidationError(
-            f"listing runs of thread {thread_id!r}: the HTTP {status} body is not JSON "
+            f"listing runs of thread {shown(thread_id)}: the HTTP {status} body is not JSON "
             f"({exc}); it starts {preview!r}. Is base_url pointing at the API?",
             thread_id=thread_id,
             status_code=status,
@@ -414,6 +417,16 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
         if item.__class__ is not dict:
             raise shape_error(
                 thread_id, status, request_id, f"expected runs as JSON objects, got {item!r:.40}"
+            )
+        other = item.get("thread_id")
+        if other is not None and other != thread_id:
+            # A redirect to another thread's listing, or a confused server: those runs are
+            # not this thread's, and handing them out under its id would mix two threads.
+            raise shape_error(
+                thread_id,
+                status,
+                request_id,
+                f"a run of another thread ({shown(other)}) in this thread's listing",
             )
     has_more = decoded.get("has_more", False)
     if has_more.__class__ is not bool:
@@ -461,14 +474,14 @@ def redirect_target(url: str, location: str, *, thread_id: str) -> str:
         same = target.origin() == here.origin()
     except (ValueError, TypeError):
         raise APIConnectionError(
-            f"listing runs of thread {thread_id!r}: the server redirected to "
+            f"listing runs of thread {shown(thread_id)}: the server redirected to "
             f"{location[:80]!r}, which is not a usable URL",
             thread_id=thread_id,
             retryable=False,
         ) from None
     if not same:
         raise APIConnectionError(
-            f"listing runs of thread {thread_id!r}: the server redirected to another origin "
+            f"listing runs of thread {shown(thread_id)}: the server redirected to another origin "
             f"({target.origin()}); not following, as the API key would go with it",
             thread_id=thread_id,
             retryable=False,
@@ -558,9 +571,9 @@ class PageWalk:
             for run in page.data:
                 if run.get("id") == cursor:
                     raise PaginationError(
-                        f"thread {self.thread_id!r}: asked for the runs "
-                        f"{'before' if self.backward else 'after'} {cursor!r}, the server sent "
-                        "that run again; it does not honour 'after'/'before', so the listing "
+                        f"thread {shown(self.thread_id)}: asked for the runs "
+                        f"{'before' if self.backward else 'after'} {shown(cursor)}, the server "
+                        "sent that run again; it does not honour 'after'/'before', so the listing "
                         "would never end",
                         thread_id=self.thread_id,
                     )
@@ -572,7 +585,7 @@ class PageWalk:
             return False
         if not page.data:
             raise PaginationError(
-                f"thread {self.thread_id!r}: the server said has_more with an empty page; "
+                f"thread {shown(self.thread_id)}: the server said has_more with an empty page; "
                 "stopping instead of asking again forever",
                 thread_id=self.thread_id,
             )
@@ -580,13 +593,13 @@ class PageWalk:
         cursor = edge.get("id")
         if not isinstance(cursor, str) or not cursor:
             raise PaginationError(
-                f"thread {self.thread_id!r}: a run without an id cannot serve as a cursor",
+                f"thread {shown(self.thread_id)}: a run without an id cannot serve as a cursor",
                 thread_id=self.thread_id,
             )
         if cursor in self.seen or cursor in (self.after, self.before):
             raise PaginationError(
-                f"thread {self.thread_id!r}: the cursor {cursor!r} came back again; the server "
-                "does not honour 'after'/'before', so the listing would never end",
+                f"thread {shown(self.thread_id)}: the cursor {shown(cursor)} came back again; "
+                "the server does not honour 'after'/'before', so the listing would never end",
                 thread_id=self.thread_id,
             )
         self.seen.add(cursor)

@@ -5,8 +5,13 @@ Socket-free through MockTransport unless the property is about a real connection
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import logging
+import socket
+import struct
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,9 +22,10 @@ from hypothesis import strategies as st
 
 import aiorunlist
 from aiorunlist import Request
-from aiorunlist._protocol import decode_page
-from aiorunlist.testing import MockResponse, MockTransport, make_runs
+from aiorunlist._protocol import _exact_needed, decode_page
+from aiorunlist.testing import FakeServer, Fault, MockResponse, MockTransport, make_runs
 from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
+from tests.test_transport import _reachable_text
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +43,7 @@ async def _ids(*ids: str) -> AsyncIterator[str]:
         yield tid
 
 
-# --- bad arguments are refused before anything is sent -----------------------------------------
+# --- bad arguments are refused before anything is sent -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -71,7 +77,7 @@ async def test_a_base_url_with_a_trailing_newline_is_taken_without_it() -> None:
     assert sent[0].url.startswith(SOCKETLESS_URL + "/threads/thread_1/runs?")
 
 
-# --- integers beyond 64 bits stay exact ---------------------------------------------------------
+# --- integers beyond 64 bits stay exact ----------------------------------------------------------
 
 BIG = 2**64 + 1  # orjson alone turns it into the float 1.8446744073709552e+19
 
@@ -134,8 +140,6 @@ def test_every_number_decodes_exactly(numbers: list[int | float], text: str) -> 
 
 
 def test_no_spurious_fallback_on_ordinary_pages() -> None:
-    from aiorunlist._protocol import _exact_needed
-
     body = orjson.dumps(_page(make_runs("thread_1", 100, seed=3)))
     assert not _exact_needed(body)
     assert _exact_needed(b'{"a":[1,%d]}' % BIG)
@@ -194,3 +198,156 @@ async def test_runs_from_the_client_share_nothing_with_their_results() -> None:
     out = aiorunlist.unstructure(run)
     out["metadata"]["a"]["b"].append(3)
     assert aiorunlist.unstructure(run) == _rich_run()
+
+
+# --- a run of another thread ---------------------------------------------------------------------
+
+
+async def test_a_page_naming_another_thread_is_refused() -> None:
+    def handler(request: Request) -> MockResponse:
+        if "/thread_1/" in request.url:  # a same-origin redirect to another thread's listing
+            moved = request.url.replace("/thread_1/", "/thread_2/")
+            return MockResponse(302, headers={"Location": moved})
+        return MockResponse(200, body=_page(make_runs("thread_2", 3)))
+
+    async with mock_client(handler, max_retries=3) as client:
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="another thread") as info:
+            [r async for r in client.runs("thread_1")]
+        assert not info.value.retryable
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="another thread"):
+            async with client.runs_many(["thread_1"]) as stream:
+                [r async for r in stream]
+        async with client.pages_many(["thread_1"], on_error="collect") as pages:
+            got = [p async for p in pages]
+        assert [p.runs for p in got] == [()]
+        assert isinstance(got[0].error, aiorunlist.APIResponseValidationError)
+
+
+async def test_runs_without_a_thread_id_are_still_fine() -> None:
+    runs = make_runs("thread_1", 2)
+    for run in runs:
+        del run["thread_id"]
+    async with mock_client(lambda r: MockResponse(200, body=_page(runs))) as client:
+        got = [r async for r in client.runs("thread_1")]
+    assert [r.id for r in got] == [r["id"] for r in runs]
+
+
+# --- long ids in messages ------------------------------------------------------------------------
+
+
+async def test_a_huge_thread_id_is_cut_in_messages_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiorunlist")
+    huge = "thread_" + "x" * 1_000_000
+    async with mock_client(lambda r: MockResponse(503, body={}), max_retries=1) as client:
+        with pytest.raises(aiorunlist.InternalServerError) as info:
+            await client.list_page(huge)
+    assert info.value.thread_id == huge  # the attribute keeps the whole id
+    message_is_short = len(str(info.value)) < 400
+    log_is_short = len(caplog.text) < 2000
+    assert message_is_short
+    assert log_is_short
+    assert "1,000,007 characters" in str(info.value)
+
+
+# --- the key in server text that the library formats ---------------------------------------------
+
+
+def _echoing_run(request: Request) -> MockResponse:
+    auth = request.headers["Authorization"]
+    return MockResponse(200, body=_page([{"id": "run_1", "usage": auth}]))
+
+
+async def test_an_echoed_key_in_a_malformed_run_is_masked() -> None:
+    async with mock_client(_echoing_run) as client:
+        errors: list[BaseException] = []
+        with pytest.raises(aiorunlist.APIResponseValidationError) as info:
+            [r async for r in client.runs("thread_1")]
+        errors.append(info.value)
+        with pytest.raises(aiorunlist.APIResponseValidationError) as info:
+            await client.list_page("thread_1")
+        errors.append(info.value)
+        with pytest.raises(aiorunlist.APIResponseValidationError) as info:
+            async with client.runs_many(["thread_1"]) as stream:
+                [r async for r in stream]
+        errors.append(info.value)
+        async with client.pages_many(["thread_1"], on_error="collect") as pages:
+            errors += [p.error async for p in pages if p.error is not None]
+    assert len(errors) == 4
+    for error in errors:
+        assert "<hidden>" in str(error)
+        assert all(API_KEY not in text for text in _reachable_text(error))
+
+
+async def test_an_echoed_key_in_a_redirect_is_masked_in_the_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiorunlist")
+
+    def handler(request: Request) -> MockResponse:
+        if "moved" not in request.url:
+            key = request.headers["Authorization"].split()[1]
+            return MockResponse(307, headers={"Location": f"/v1/moved?k={key}"})
+        return MockResponse(200, body=_page([]))
+
+    async with mock_client(handler) as client:
+        await client.list_page("thread_1")
+    assert "moved?k=<hidden>" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+# --- what a server's answer says, socket-free ----------------------------------------------------
+
+
+async def test_an_absurd_retry_after_on_any_status_is_no_hint() -> None:
+    absurd = {"retry-after": "Fri, 01 Jan 99999999999 00:00:00 GMT"}
+    async with mock_client(lambda r: MockResponse(404, headers=absurd)) as client:
+        with pytest.raises(aiorunlist.NotFoundError):
+            await client.list_page("thread_1")
+    answers = iter([MockResponse(503, headers=absurd), MockResponse(200, body=_page([]))])
+    async with mock_client(lambda r: next(answers), max_retries=1) as client:
+        await client.list_page("thread_1")  # retried after the backoff, not the "hint"
+        assert client.retries == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"initial_retry_delay": float("nan")},
+        {"max_retry_delay": float("inf")},
+        {"pacing": "fast"},
+    ],
+)
+def test_bad_numbers_are_refused_at_construction(kwargs: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises((ValueError, TypeError)):
+            aiorunlist.Client(API_KEY, base_url=SOCKETLESS_URL, **kwargs)
+
+
+# --- the fake server stays quiet -----------------------------------------------------------------
+
+
+async def test_the_fake_server_is_quiet_when_a_client_leaves_before_a_cut_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+
+    caplog.set_level(logging.DEBUG)
+    async with FakeServer(api_key=API_KEY) as server:
+        server.add_thread("thread_1", make_runs("thread_1", 3))
+        server.add_fault(Fault(truncate=True, delay=0.2))
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"GET /v1/threads/thread_1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+            b"OpenAI-Beta: assistants=v2\r\n\r\n"
+        )
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()  # a reset, before the fault's delay is over
+        await asyncio.sleep(0.5)
+        assert len(server.requests) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
