@@ -8,7 +8,7 @@ async with aiorunlist.Client() as client:
 from ._attempts import Retries, Timeouts
 from ._client import Client, InsecureBaseURLWarning
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
-from ._convert import structure, unstructure
+from ._convert import StructureError, structure, unstructure
 from ._fanout import PageStream, RunStream, ThreadPage, ThreadStart
 from ._models import (
     CodeInterpreterTool,
@@ -117,6 +117,7 @@ __all__ = [
     "RunPage",
     "RunStatus",
     "RunStream",
+    "StructureError",
     "SubmitToolOutputs",
     "ThreadPage",
     "ThreadStart",

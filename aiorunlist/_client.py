@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._attempts import Attempts, Retries, Timeouts
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
@@ -572,8 +573,12 @@ class Client:
             if secret in repr(attributes) or secret in repr(exc.args):
                 # A server that echoes the Authorization header: mask it wherever it landed.
                 for name, value in list(attributes.items()):
-                    plain = dict(value) if isinstance(value, Mapping) else value
-                    setattr(exc, name, _mask(plain, secret))
+                    if isinstance(value, Mapping) and not isinstance(value, dict):
+                        # Headers: still looked up case-insensitively once masked.
+                        masked = CIMultiDict((k, _mask(v, secret)) for k, v in value.items())
+                        setattr(exc, name, CIMultiDictProxy(masked))
+                    else:
+                        setattr(exc, name, _mask(value, secret))
                 exc.args = tuple(_mask(a, secret) for a in exc.args)
             todo += [exc.__cause__, exc.__context__]
         return error

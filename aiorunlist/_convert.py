@@ -49,7 +49,16 @@ from ._models import (
     UnknownTool,
 )
 
-__all__ = ["converter", "structure", "structure_run", "unstructure"]
+__all__ = [
+    "StructureError",
+    "converter",
+    "failing_index",
+    "structure",
+    "structure_run",
+    "thaw",
+    "unstructure",
+    "unstructure_run_shared",
+]
 
 T = TypeVar("T")
 
@@ -60,8 +69,108 @@ _structure_fns: dict[type, StructureFn] = {}
 _unstructure_fns: dict[type, UnstructureFn] = {}
 
 
+class StructureError(TypeError, ValueError):
+    """Data that does not have the shape of the class asked for, from :func:`structure`.
+
+    A subclass of both :class:`TypeError` and :class:`ValueError` (what ``structure()`` raised
+    before it existed, so existing ``except`` clauses keep working). ``path`` locates the value
+    from the top of the data, e.g. ``["tools", 1, "function", "name"]``, shown in the message
+    as ``tools[1].function.name``; ``detail`` says what was wrong with it.
+    """
+
+    def __init__(self, detail: str, path: list[str | int] | None = None) -> None:
+        super().__init__(detail)
+        #: What was wrong, without the location.
+        self.detail = detail
+        #: Where: field names and list indexes, outermost first.
+        self.path: list[str | int] = [] if path is None else path
+        # Set while the error is on its way out of the hook that raised it (see _generate).
+        self._leaf = False
+
+    @property
+    def location(self) -> str:
+        """``path`` as text: ``tools[1].function.name``."""
+        text = ""
+        for part in self.path:
+            text += f"[{part}]" if isinstance(part, int) else f".{part}"
+        return text.lstrip(".")
+
+    def __str__(self) -> str:
+        where = self.location
+        return f"{where}: {self.detail}" if where else self.detail
+
+    def __repr__(self) -> str:
+        return f"StructureError({str(self)!r})"
+
+
 def _expect_object(value: object, what: str) -> typing.NoReturn:
-    raise TypeError(f"expected a JSON object for {what}, got {type(value).__name__}: {value!r:.80}")
+    raise StructureError(
+        f"expected a JSON object for {what}, got {type(value).__name__}: {value!r:.80}"
+    )
+
+
+def _leaf_error(field: str, expected: str, value: object) -> StructureError:
+    error = StructureError(
+        f"expected {expected}, got {type(value).__name__}: {value!r:.80}", [field]
+    )
+    error._leaf = True
+    return error
+
+
+#: What a scalar field accepts once its fast check (the exact class) failed: subclasses
+#: (a ``str`` subclass, an ``int`` where a float goes, a float where an integer goes, as lax
+#: servers send timestamps), never a ``bool`` for a number.
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": (
+        "a number",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    ),
+    "float": (
+        "a number",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    ),
+    "bool": ("a boolean", lambda v: isinstance(v, bool)),
+    "object": ("a JSON object", lambda v: isinstance(v, Mapping)),
+}
+#: The fast check of each kind, as generated code (``v`` is the value; ``None`` is tested
+#: after it, as most values are not ``None``).
+_FAST: dict[str, str] = {
+    "str": "v.__class__ is str",
+    "int": "v.__class__ is int",
+    "float": "v.__class__ is float or v.__class__ is int",
+    "bool": "v.__class__ is bool",
+    "object": "v.__class__ is dict",
+}
+
+
+def _checked(value: Any, field: str, kind: str) -> Any:
+    """``value`` if a ``kind`` field may hold it (the slow path), else a StructureError."""
+    expected, accepts = _KINDS[kind]
+    if accepts(value):
+        return value
+    raise _leaf_error(field, expected, value)
+
+
+def _enum_value(enum_cls: Any, value: Any, field: str) -> Any:
+    """An enum field's value that is not a plain ``str`` (a member, a subclass), or an error."""
+    if isinstance(value, str):
+        return enum_cls(value)
+    raise _leaf_error(field, "a string", value)
+
+
+def _kind(tp: Any) -> str | None:
+    """The scalar kind a field of type ``tp`` is checked as (``None``: not checked here)."""
+    if tp in (str, int, float, bool):
+        return str(tp.__name__)
+    if tp is dict or typing.get_origin(tp) is dict:
+        return "object"
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and str in args:
+        rest = [a for a in args if a is not str and a is not type(None)]
+        if all(typing.get_origin(a) is typing.Literal for a in rest):
+            return "str"  # Literal["function"] | str
+    return None
 
 
 # --- unions: tools, response_format, tool_choice ----------------------------------------------
@@ -86,15 +195,19 @@ _RESPONSE_FORMAT_HOOKS: dict[str, StructureFn] = {}
 
 def _structure_tools(value: Any) -> tuple[Any, ...]:
     if value.__class__ is not list:
-        raise TypeError(f"expected a JSON array for tools, got {type(value).__name__}")
+        raise StructureError(f"expected a JSON array, got {type(value).__name__}")
     hooks = _TOOL_HOOKS
     tools = []
-    for tool in value:  # one loop, no call per tool but its own hook's
-        if tool.__class__ is not dict:
-            _expect_object(tool, "a tool")
-        kind = tool.get("type")
-        hook = hooks.get(kind) if kind.__class__ is str else None
-        tools.append(UnknownTool(kind, tool) if hook is None else hook(tool))
+    try:
+        for tool in value:  # one loop, no call per tool but its own hook's
+            if tool.__class__ is not dict:
+                _expect_object(tool, "a tool")
+            kind = tool.get("type")
+            hook = hooks.get(kind) if kind.__class__ is str else None
+            tools.append(UnknownTool(kind, tool) if hook is None else hook(tool))
+    except StructureError as exc:
+        exc.path.insert(0, len(tools))  # the index of the tool that failed
+        raise
     return tuple(tools)
 
 
@@ -113,6 +226,8 @@ def _structure_response_format(value: Any) -> Any:
 def _structure_tool_choice(value: Any) -> Any:
     if value.__class__ is str:
         return value
+    if value.__class__ is not dict:
+        _expect_object(value, "tool_choice (or a string)")
     return _structure_fns[NamedToolChoice](value)
 
 
@@ -282,6 +397,9 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         "EMPTY": EMPTY,
         "FrozenDict": FrozenDict,
         "expect_object": _expect_object,
+        "checked": _checked,
+        "enum_value": _enum_value,
+        "StructureError": StructureError,
         "ufns": _unstructure_fns,
         "thaw": thaw,
         "CONTAINERS": _CONTAINERS,
@@ -290,6 +408,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
     }
     sets: list[str] = []
     outs: list[str] = []
+    nested = False
     for i, f in enumerate(fields):
         key = repr(f.name)
         get = f"g({key})"
@@ -298,6 +417,8 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         special = _SPECIAL.get((cls, f.name))
         if internable:
             get = f"v{i}"  # read once, before the shared-instance look-up
+        # A nested value's errors get this field's name in their path (see the except below).
+        at = f"at = {key}; "
         if special is not None:
             ns[f"s{i}"], ns[f"u{i}"] = special
             value = f"None if (v := {get}) is None else s{i}(v)"
@@ -306,8 +427,12 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
             # Known values are one dict look-up; others go through the enum (kept, see _OpenEnum).
             ns[f"m{i}"] = tp._value2member_map_
             ns[f"e{i}"] = tp
-            value = f"None if (v := {get}) is None else (m{i}.get(v) or e{i}(v))"
+            value = (
+                f"None if (v := {get}) is None else ((m{i}.get(v) or e{i}(v)) "
+                f"if v.__class__ is str else enum_value(e{i}, v, {key}))"
+            )
             outs.append(f"None if (x := {attr}) is None else getattr(x, '_value_', x)")
+            at = ""
         elif isinstance(tp, type) and attrs.has(tp):
             _links.append((ns, f"h{i}", tp))
             ns[f"c{i}"] = tp
@@ -323,11 +448,20 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
             )
             outs.append(f"None if (x := {attr}) is None else [ufns[c{i}](y, copy) for y in x]")
         else:
-            value = get
+            kind = _kind(tp)
+            if kind is None:
+                value = get
+            else:
+                # The exact class is one comparison; anything else takes the slow path,
+                # which accepts subclasses and raises for the rest.
+                fast = _FAST[kind].replace("v.", f"(v := {get}).", 1)  # the first test reads
+                value = f"v if {fast} or v is None else checked(v, {key}, {kind!r})"
             # JSON objects and arrays (metadata, a schema, or whatever a server sent) are
             # copied on the way out, so a result shares nothing with the run.
             outs.append(f"thaw(x) if (x := {attr}).__class__ in CONTAINERS and copy else x")
-        sets.append(f"o.{f.name} = {value}")
+            at = ""
+        nested = nested or bool(at)
+        sets.append(f"{at}o.{f.name} = {value}")
     nl = "\n    "
     name = cls.__name__
     if internable:
@@ -335,13 +469,13 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         text = " and ".join(f"(v{i} is None or v{i}.__class__ is str)" for i in range(len(fields)))
         values = "".join(f"v{i}, " for i in range(len(fields)))
         intern_lookup = f"""{reads}
-    if u is EMPTY and {text}:
-        ikey = (a, {values})
-        o = INTERNED.get(ikey)
-        if o is not None:
-            return o
-    else:
-        ikey = None"""
+        if u is EMPTY and {text}:
+            ikey = (a, {values})
+            o = INTERNED.get(ikey)
+            if o is not None:
+                return o
+        else:
+            ikey = None"""
         intern_store = """if ikey is not None and len(INTERNED) < MAX_INTERNED:
         INTERNED[ikey] = o"""
     else:
@@ -361,9 +495,17 @@ def structure_{name}(d):
     else:
         u = FrozenDict({{k: v for k, v in d.items() if k not in KNOWN}})
         a = absent_of(d, exact=False)
-    {intern_lookup}
-    o = Builder()
-    {nl.join(sets)}
+    at = None
+    try:
+        {intern_lookup}
+        o = Builder()
+        {(nl + "    ").join(sets)}
+    except StructureError as exc:
+        if exc._leaf:  # raised for a field of this object: its path is that field
+            exc._leaf = False
+        elif at is not None:  # raised inside the value of field `at`
+            exc.path.insert(0, at)
+        raise
     o.unknown_fields = u
     o._absent = a
     o.__class__ = cls
@@ -435,6 +577,16 @@ def unstructure_run_shared(run: Run) -> dict[str, Any]:
     return shared
 
 
+def failing_index(hook: Callable[[Any], Any], items: list[Any]) -> int:
+    """The index of the first item ``hook`` refuses (after a failure: not on the hot path)."""
+    for i, item in enumerate(items):
+        try:
+            hook(item)
+        except StructureError:
+            return i
+    return len(items)  # pragma: no cover - the hook failed once, so one item fails again
+
+
 def structure_page_body(
     body: Any, *, request_id: str | None = None, run_hook: Callable[[Any], Run] = structure_run
 ) -> RunPage:
@@ -443,17 +595,26 @@ def structure_page_body(
         _expect_object(body, "a list response")
     data = body.get("data")
     if data.__class__ is not list:
-        raise TypeError(f"expected 'data' to be a JSON array, got {type(data).__name__}")
+        raise StructureError(f"expected a JSON array, got {type(data).__name__}", ["data"])
     has_more = body.get("has_more", False)
     if has_more.__class__ is not bool:
-        raise TypeError(f"expected 'has_more' to be a boolean, got {has_more!r:.40}")
+        raise StructureError(f"expected a boolean, got {has_more!r:.40}", ["has_more"])
+    for name in ("first_id", "last_id", "object"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _leaf_error(name, "a string", value)
+    try:
+        runs = tuple([run_hook(r) for r in data])
+    except StructureError as exc:
+        exc.path[:0] = ["data", failing_index(run_hook, data)]
+        raise
     unknown = {
         k: v
         for k, v in body.items()
         if k not in ("object", "data", "first_id", "last_id", "has_more")
     }
     return RunPage(
-        data=tuple([run_hook(r) for r in data]),
+        data=runs,
         has_more=has_more,
         first_id=body.get("first_id"),
         last_id=body.get("last_id"),
@@ -476,7 +637,8 @@ def _unstructure_page(page: RunPage) -> dict[str, Any]:
     return d
 
 
-converter = cattrs.Converter()
+# Errors come out as themselves (a StructureError naming the field), not as an ExceptionGroup.
+converter = cattrs.Converter(detailed_validation=False)
 
 
 def _as_cattrs_hook(fn: StructureFn) -> Callable[[Any, Any], Any]:
@@ -499,8 +661,10 @@ converter.register_unstructure_hook(UnknownResponseFormat, lambda t: thaw(t.payl
 def structure(data: Any, cls: type[T]) -> T:
     """Turn decoded JSON (``dict``/``list``) into aiorunlist objects, e.g. ``structure(d, Run)``.
 
-    Raises :class:`TypeError` or :class:`ValueError` if ``data`` does not have the shape of
-    ``cls``. Also accepts containers such as ``list[Run]``. The result keeps no reference to
+    Raises :class:`StructureError` (a :class:`TypeError` and a :class:`ValueError`) naming
+    the field if ``data`` does not have the shape of ``cls``: a JSON object where one is
+    expected, a string for an id, a number for a timestamp, and so on. Also accepts
+    containers such as ``list[Run]``. The result keeps no reference to
     ``data``'s dicts and lists: editing ``data`` afterwards does not change it.
     """
     return converter.structure(thaw(data), cls)

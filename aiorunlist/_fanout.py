@@ -46,6 +46,7 @@ from ._protocol import (
     shape_error,
     structure_runs,
 )
+from ._text import shown
 from ._transport import Response
 from .exceptions import APIResponseValidationError, RunListError
 
@@ -275,11 +276,12 @@ class RunStream(_Stream):
         while True:
             current = self._item
             if current is not None:
+                raw_run: Any = None
                 try:
                     for raw_run in self._current:
                         yield structure_run(raw_run)
                 except (TypeError, ValueError, AttributeError, KeyError) as exc:
-                    self._malformed(current, exc)
+                    self._malformed(current, exc, raw_run)
                 else:
                     if current[2]:
                         self.threads_done += 1
@@ -296,9 +298,11 @@ class RunStream(_Stream):
                 self._item = (item.thread_id, raw, last)
                 self._current = iter(items)
 
-    def _malformed(self, current: tuple[str, RawPage, bool], exc: Exception) -> None:
+    def _malformed(self, current: tuple[str, RawPage, bool], exc: Exception, raw_run: Any) -> None:
         thread_id, raw, _last = current
-        error = shape_error(thread_id, raw.status, raw.request_id, exc)
+        run_id = raw_run.get("id") if isinstance(raw_run, dict) else None
+        what = f"run {shown(run_id)}: {exc}" if run_id is not None else exc
+        error = shape_error(thread_id, raw.status, raw.request_id, what)
         error.__cause__ = exc
         self._scrub(error)
         if not self._collect:

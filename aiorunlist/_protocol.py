@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 from yarl import URL
 
-from ._convert import structure_page_body, structure_run
+from ._convert import failing_index, structure_page_body, structure_run
 from ._models import Run, RunPage
 from ._text import shown
 from ._version import __version__
@@ -56,6 +56,7 @@ __all__ = [
     "shape_error",
     "structure_runs",
     "to_run_page",
+    "which_run",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -444,7 +445,14 @@ def structure_runs(raw: RawPage, items: Sequence[Any], *, thread_id: str) -> tup
     try:
         return tuple([structure_run(d) for d in items])
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise shape_error(thread_id, raw.status, raw.request_id, exc) from exc
+        raise shape_error(thread_id, raw.status, raw.request_id, which_run(items, exc)) from exc
+
+
+def which_run(items: Sequence[Any], exc: Exception) -> str:
+    """``exc`` (a run that could not be typed) with the id of that run, for a message."""
+    index = failing_index(structure_run, list(items))
+    run_id = items[index].get("id") if index < len(items) else None
+    return f"run {shown(run_id)}: {exc}" if run_id is not None else str(exc)
 
 
 def to_run_page(raw: RawPage, *, thread_id: str) -> RunPage:

@@ -351,3 +351,22 @@ async def test_the_fake_server_is_quiet_when_a_client_leaves_before_a_cut_answer
         assert len(server.requests) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+async def test_headers_stay_case_insensitive_once_an_echoed_key_is_masked() -> None:
+    answers = iter(
+        [
+            MockResponse(
+                503,
+                headers={"X-Echo": f"Bearer {API_KEY}", "Retry-After-Ms": "5"},
+                body={},
+            ),
+            MockResponse(200, body=_page([])),
+        ]
+    )
+    async with mock_client(lambda r: next(answers), max_retries=0) as client:
+        with pytest.raises(aiorunlist.InternalServerError) as info:
+            await client.list_page("thread_1")
+    headers = info.value.headers
+    assert headers["x-echo"] == "Bearer <hidden>"
+    assert headers.get("retry-after-ms") == "5"
