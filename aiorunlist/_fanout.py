@@ -402,7 +402,7 @@ class _FanOut(Generic[S]):
         self.stream._pending.append(item)
         await out.send(None)
 
-    def fail(self, exc: Exception, group: TaskGroup) -> None:
+    def fail(self, exc: BaseException, group: TaskGroup) -> None:
         if self.stream._error is None:
             self.stream._error = exc
         group.cancel_scope.cancel()
@@ -458,6 +458,10 @@ class _FanOut(Generic[S]):
                     )
                     error.__cause__ = exc
                     self.fail(error, group)
+                    return
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit, ...
+                    # Raised from the consumer's `async for` as itself, not as a group.
+                    self.fail(exc, group)
                     return
                 if item is _END:
                     return

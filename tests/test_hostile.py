@@ -370,3 +370,31 @@ async def test_headers_stay_case_insensitive_once_an_echoed_key_is_masked() -> N
     headers = info.value.headers
     assert headers["x-echo"] == "Bearer <hidden>"
     assert headers.get("retry-after-ms") == "5"
+
+
+# --- an id source that fails surfaces, whatever it raises -----------------------------------------
+
+
+class _Abort(BaseException):
+    """Not an Exception, like KeyboardInterrupt or SystemExit."""
+
+
+@pytest.mark.parametrize("on_error", ["raise", "collect"])
+@pytest.mark.parametrize("api", ["runs_many", "pages_many"])
+@pytest.mark.parametrize("error", [_Abort("stop"), RuntimeError("broken source")])
+async def test_an_id_source_that_fails_surfaces_as_itself(
+    on_error: str, api: str, error: BaseException
+) -> None:
+    async def ids() -> AsyncIterator[str]:
+        yield "thread_1"
+        raise error
+
+    async with mock_client(lambda r: MockResponse(200, body=_page([]))) as client:
+        fan_out = getattr(client, api)
+        with pytest.raises(type(error)) as info:
+            async with fan_out(ids(), on_error=on_error) as stream:
+                async for _ in stream:
+                    pass
+        assert info.value is error
+        async with client.runs_many(["thread_1"]) as stream:  # the client is still usable
+            assert [r async for r in stream] == []
