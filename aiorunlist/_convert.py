@@ -242,15 +242,40 @@ def thaw(value: Any) -> Any:
     container with its caller: editing one result changes neither the run nor the next result.
     Scalars (strings, numbers, ``None``) are immutable and shared.
     """
+    try:
+        return _thaw(value)
+    except RecursionError:  # nested deeper than the stack allows (JSON allows 1024 levels)
+        return _thaw_deep(value)
+
+
+def _thaw_deep(value: Any) -> Any:
+    """:func:`thaw` without recursion, for values nested too deeply for the stack."""
+    root: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while todo:
+        item, parent, key = todo.pop()
+        if isinstance(item, Mapping):
+            copy: Any = {}
+            todo.extend((v, copy, k) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            copy = [None] * len(item)
+            todo.extend((v, copy, i) for i, v in enumerate(item))
+        else:
+            copy = item
+        parent[key] = copy
+    return root[0]
+
+
+def _thaw(value: Any) -> Any:
     c = value.__class__
     if c is dict or c is FrozenDict:
-        return {k: thaw(v) if v.__class__ in _CONTAINERS else v for k, v in value.items()}
+        return {k: _thaw(v) if v.__class__ in _CONTAINERS else v for k, v in value.items()}
     if c is list or c is tuple:
-        return [thaw(v) if v.__class__ in _CONTAINERS else v for v in value]
+        return [_thaw(v) if v.__class__ in _CONTAINERS else v for v in value]
     if isinstance(value, Mapping):  # another mapping a caller built a model with
-        return {k: thaw(v) for k, v in value.items()}
+        return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [thaw(v) for v in value]
+        return [_thaw(v) for v in value]
     return value
 
 

@@ -258,6 +258,10 @@ def _exact_needed(body: bytes) -> bool:
     return False
 
 
+class TooDeepError(ValueError):
+    """JSON nested too deeply to decode (the same server would send it again)."""
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -270,7 +274,10 @@ def loads(body: bytes) -> Any:
     for what is not JSON.
     """
     if _exact_needed(body):
-        return json.loads(body, parse_constant=_no_constant)
+        try:
+            return json.loads(body, parse_constant=_no_constant)
+        except RecursionError:
+            raise TooDeepError("JSON nested too deeply to decode exactly") from None
     return orjson.loads(body)
 
 
@@ -398,6 +405,8 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
         )
     try:
         decoded = loads(body)
+    except TooDeepError as exc:
+        raise shape_error(thread_id, status, request_id, exc) from None
     except ValueError as exc:
         preview = body[:60].decode("utf-8", "replace")
         raise APIResponseValidationError(

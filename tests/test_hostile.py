@@ -398,3 +398,26 @@ async def test_an_id_source_that_fails_surfaces_as_itself(
         assert info.value is error
         async with client.runs_many(["thread_1"]) as stream:  # the client is still usable
             assert [r async for r in stream] == []
+
+
+async def test_deeply_nested_json_is_a_typed_error_or_kept() -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    exact = (
+        b'{"object":"list","data":[{"id":"run_1","metadata":{"a":%s},"n":%d}],"has_more":false}'
+        % (deep, BIG)
+    )
+    async with mock_client(lambda r: MockResponse(200, body=exact), max_retries=2) as client:
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="nested too deeply"):
+            await client.list_page("thread_1")
+        assert client.retries == 0  # the same server would send it again
+    plain = b'{"object":"list","data":[{"id":"run_1","metadata":{"a":%s}}],"has_more":false}' % deep
+    async with mock_client(lambda r: MockResponse(200, body=plain)) as client:
+        [run] = [r async for r in client.runs("thread_1")]
+    out = aiorunlist.unstructure(run)  # deeper than the stack: copied without recursion
+    assert run.metadata is not None
+    copied, kept, depth = out["metadata"]["a"], run.metadata["a"], 1
+    while kept:
+        assert copied is not kept
+        copied, kept, depth = copied[0], kept[0], depth + 1
+    assert copied == []
+    assert depth == 1000
