@@ -91,10 +91,32 @@ class InsecureBaseURLWarning(UserWarning):
     """The base URL sends the API key in clear text (``http://`` to a host other than loopback)."""
 
 
+#: How many leading characters of the key mark a copy of it cut short (a message that quotes
+#: the first N characters of a server's text may end in the middle of the key).
+_KEY_HEAD = 8
+
+
+def _mask_text(text: str, secret: str) -> str:
+    """``text`` with the key masked, whole or cut short (its head and what follows of it)."""
+    if secret in text:
+        text = text.replace(secret, "<hidden>")
+    head = secret[:_KEY_HEAD]
+    start = text.find(head)
+    while start >= 0:
+        end = start + len(head)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        text = f"{text[:start]}<hidden>{text[end:]}"
+        start = text.find(head, start + len("<hidden>"))
+    return text
+
+
 def _mask(value: Any, secret: str) -> Any:
     """``value`` with every occurrence of ``secret`` in its strings masked."""
     if isinstance(value, str):
-        return value.replace(secret, "<hidden>") if secret in value else value
+        return _mask_text(value, secret)
+    if isinstance(value, tuple):
+        return tuple(_mask(v, secret) for v in value)
     if isinstance(value, dict):
         return {_mask(k, secret): _mask(v, secret) for k, v in value.items()}
     if isinstance(value, list):
@@ -562,6 +584,7 @@ class Client:
         """``error``, with the API key masked wherever server text put it: its message,
         attributes (body, headers), and the exceptions it was raised from."""
         secret = self._api_key
+        head = secret[:_KEY_HEAD]
         seen: set[int] = set()
         todo: list[BaseException | None] = [error]
         while todo:
@@ -570,7 +593,7 @@ class Client:
                 continue
             seen.add(id(exc))
             attributes = getattr(exc, "__dict__", {})
-            if secret in repr(attributes) or secret in repr(exc.args):
+            if head in repr(attributes) or head in repr(exc.args):
                 # A server that echoes the Authorization header: mask it wherever it landed.
                 for name, value in list(attributes.items()):
                     if isinstance(value, Mapping) and not isinstance(value, dict):

@@ -421,3 +421,18 @@ async def test_deeply_nested_json_is_a_typed_error_or_kept() -> None:
         copied, kept, depth = copied[0], kept[0], depth + 1
     assert copied == []
     assert depth == 1000
+
+
+@pytest.mark.parametrize("before", [0, 35, 40, 44])
+async def test_a_key_cut_short_in_a_quoted_body_is_masked_too(before: int) -> None:
+    """Messages quote the first characters of a body: the key may be cut in the middle."""
+
+    def handler(request: Request) -> MockResponse:
+        auth = request.headers["Authorization"].encode()
+        return MockResponse(200, body=b"<" * before + auth + b" and more")
+
+    async with mock_client(handler, max_retries=0) as client:
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="not JSON") as info:
+            await client.list_page("thread_1")
+    for text in _reachable_text(info.value):
+        assert API_KEY[:9] not in text
