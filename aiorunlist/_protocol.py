@@ -403,19 +403,25 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
             request_id=request_id,
             retryable=False,
         )
+    problem: ValueError | None = None
     try:
         decoded = loads(body)
-    except TooDeepError as exc:
-        raise shape_error(thread_id, status, request_id, exc) from None
     except ValueError as exc:
+        problem = exc
+    if problem is not None:
+        # Raised here, not in the except block: the decoder's error holds the whole body
+        # (server text, kept alive), so it must not become this error's context.
+        problem.__traceback__ = None
+        if isinstance(problem, TooDeepError):
+            raise shape_error(thread_id, status, request_id, problem)
         preview = body[:60].decode("utf-8", "replace")
         raise APIResponseValidationError(
             f"listing runs of thread {shown(thread_id)}: the HTTP {status} body is not JSON "
-            f"({exc}); it starts {preview!r}. Is base_url pointing at the API?",
+            f"({problem}); it starts {preview!r}. Is base_url pointing at the API?",
             thread_id=thread_id,
             status_code=status,
             request_id=request_id,
-        ) from None
+        )
     if decoded.__class__ is not dict:
         raise shape_error(thread_id, status, request_id, f"a JSON {type(decoded).__name__}")
     data = decoded.get("data")
