@@ -43,6 +43,7 @@ __all__ = [
     "accept_page",
     "build_headers",
     "build_url",
+    "check_header",
     "check_list_args",
     "check_order",
     "check_page_size",
@@ -203,6 +204,25 @@ def build_url(
     return f"{base_url}/threads/{quote(thread_id, safe='')}/runs?{urlencode(query)}"
 
 
+#: What an HTTP header name may be made of (RFC 9110 ``token``).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def check_header(setting: str, name: object, value: object) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``name: value`` can be sent as a header."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(f"{setting}: {shown(name)} is not a valid HTTP header name")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{setting}: the value of {name} must be a string, not {shown(value)}")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(
+            f"{setting}: the value of {name} has a line break or NUL in it (a stray newline "
+            "from a file or an environment variable?); pass the bare value"
+        )
+
+
 def build_headers(
     api_key: str,
     *,
@@ -210,7 +230,21 @@ def build_headers(
     project: str | None = None,
     default_headers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The headers of every request: auth, the Assistants v2 beta header, user agent."""
+    """The headers of every request: auth, the Assistants v2 beta header, user agent.
+
+    Raises ``TypeError``/``ValueError`` for a header no request could carry (a name that is
+    not a token, a value with a line break), before anything is sent.
+    """
+    check_header("organization", "OpenAI-Organization", organization)
+    check_header("project", "OpenAI-Project", project)
+    if default_headers is not None:
+        if not isinstance(default_headers, Mapping):
+            raise TypeError(
+                "default_headers must be a mapping of header names to values, not "
+                f"{shown(default_headers)}"
+            )
+        for name, value in default_headers.items():
+            check_header("default_headers", name, value)
     headers = {
         "Accept": "application/json",
         "User-Agent": USER_AGENT,

@@ -436,3 +436,29 @@ async def test_a_key_cut_short_in_a_quoted_body_is_masked_too(before: int) -> No
             await client.list_page("thread_1")
     for text in _reachable_text(info.value):
         assert API_KEY[:9] not in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"default_headers": {"X-A": "a\r\nX-Evil: 1"}}, "line break"),
+        ({"default_headers": {"X A": "b"}}, "not a valid HTTP header name"),
+        ({"default_headers": {"X-A": 5}}, "must be a string"),
+        ({"organization": "org_1\n"}, "organization: .* line break"),
+        ({"project": "proj\r"}, "project: .* line break"),
+    ],
+)
+def test_headers_no_request_could_carry_are_refused_at_construction(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    sent: list[Request] = []
+
+    def handler(request: Request) -> MockResponse:
+        sent.append(request)
+        return MockResponse(200, body=_page([]))
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        aiorunlist.Client(
+            API_KEY, base_url=SOCKETLESS_URL, transport=MockTransport(handler), **kwargs
+        )
+    assert sent == []
