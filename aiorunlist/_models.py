@@ -444,6 +444,10 @@ class Run:
     out again by :func:`aiorunlist.unstructure`); keys this library does not know are in
     ``unknown_fields``. Values are kept as the server sent them: nothing is coerced, and a
     value of the wrong JSON type raises :class:`aiorunlist.StructureError`.
+
+    The JSON a run holds as it is (``metadata``, ``tool_resources``, unknown fields and tools)
+    is plain ``dict`` and ``list`` objects that belong to the run: treat them as read-only.
+    :func:`aiorunlist.unstructure` hands out copies, which are yours to edit.
     ``tool_resources`` and ``reasoning_effort`` are sent by servers although the schema
     leaves them out, so they are fields too.
     """
