@@ -462,3 +462,62 @@ def test_headers_no_request_could_carry_are_refused_at_construction(
             API_KEY, base_url=SOCKETLESS_URL, transport=MockTransport(handler), **kwargs
         )
     assert sent == []
+
+
+# --- property: wherever a server echoes the key, no error or log holds it -------------------------
+
+_ECHO_PLACES = ["error_body", "header", "not_json", "run_field", "redirect", "request_id"]
+
+
+def _echoing(place: str, pad: int) -> Any:
+    def handler(request: Request) -> MockResponse:
+        key = request.headers["Authorization"].split()[1]
+        text = "x" * pad + key
+        if place == "error_body":
+            return MockResponse(400, body={"error": {"message": text, "code": text}})
+        if place == "header":
+            return MockResponse(503, headers={"x-echo": text}, body={})
+        if place == "not_json":
+            return MockResponse(200, body=b"<" + text.encode())
+        if place == "run_field":
+            return MockResponse(200, body=_page([{"id": "run_1", "usage": text}]))
+        if place == "redirect":
+            if "moved" in request.url:
+                return MockResponse(404, body={"error": {"message": "gone"}})
+            return MockResponse(302, headers={"Location": f"/v1/moved/{text}"})
+        return MockResponse(500, headers={"x-request-id": text}, body={})
+
+    return handler
+
+
+@given(st.sampled_from(_ECHO_PLACES), st.integers(min_value=0, max_value=120))
+@settings(max_examples=60, deadline=None)
+def test_an_echoed_key_never_reaches_an_error_or_a_log(place: str, pad: int) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("aiorunlist")
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+    async def main() -> BaseException:
+        async with mock_client(_echoing(place, pad), max_retries=1) as client:
+            try:
+                [r async for r in client.runs("thread_1")]
+            except aiorunlist.RunListError as exc:
+                return exc
+        raise AssertionError("no error")
+
+    try:
+        error = asyncio.run(main())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    texts = [*_reachable_text(error), *(r.getMessage() for r in records)]
+    texts += [repr(vars(r)) for r in records]
+    for text in texts:
+        assert API_KEY[:9] not in text
