@@ -6,6 +6,7 @@ Socket-free through MockTransport unless the property is about a real connection
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -521,3 +522,40 @@ def test_an_echoed_key_never_reaches_an_error_or_a_log(place: str, pad: int) -> 
     texts += [repr(vars(r)) for r in records]
     for text in texts:
         assert API_KEY[:9] not in text
+
+
+# --- malformed answers over a real connection --------------------------------------------------
+
+_MALFORMED = [
+    b"HTTP/1.1 9999 Nope\r\nBad Header\r\n\r\n",
+    b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"object":',
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
+    b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n{}",
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Echo: \xff\xfe\r\n\r\n{}",
+    b"",
+]
+
+
+@pytest.mark.parametrize("answer", _MALFORMED, ids=range(len(_MALFORMED)))
+async def test_a_malformed_answer_is_a_typed_error_holding_no_key(answer: bytes) -> None:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(respond, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with fast_client(f"http://127.0.0.1:{port}/v1", max_retries=1) as client:
+            with pytest.raises(aiorunlist.RunListError) as info:
+                await client.list_page("thread_1")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert all(API_KEY[:9] not in text for text in _reachable_text(info.value))
