@@ -16,6 +16,7 @@ import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -345,10 +346,17 @@ async def test_the_fake_server_is_quiet_when_a_client_leaves_before_a_cut_answer
             b"OpenAI-Beta: assistants=v2\r\n\r\n"
         )
         await writer.drain()
+        with anyio.fail_after(5):
+            # The server has the request, and waits out the fault's delay.
+            while not server.requests:  # noqa: ASYNC110 - polling the server's record
+                await asyncio.sleep(0.005)
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.close()  # a reset, before the fault's delay is over
-        await asyncio.sleep(0.5)
+        with anyio.fail_after(5):
+            # The cut answer was attempted on the closed connection.
+            while server.in_flight:  # noqa: ASYNC110 - polling the server's counter
+                await asyncio.sleep(0.01)
         assert len(server.requests) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
