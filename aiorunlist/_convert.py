@@ -596,8 +596,7 @@ _unstructure_run = _unstructure_fns[Run]
 
 
 def unstructure_run_shared(run: Run) -> dict[str, Any]:
-    """``unstructure(run)`` without copying the run's JSON objects and arrays: for output
-    that is serialised at once and never kept (the CLI's jsonl)."""
+    """``unstructure(run, copy=False)`` for one run, without the dispatch (the CLI's jsonl)."""
     shared: dict[str, Any] = _unstructure_run(run, False)
     return shared
 
@@ -649,17 +648,33 @@ def structure_page_body(
     )
 
 
-def _unstructure_page(page: RunPage) -> dict[str, Any]:
+def _unstructure_page(page: RunPage, copy: bool = True) -> dict[str, Any]:
     d: dict[str, Any] = {
         "object": page.object,
-        "data": [_unstructure_run(r) for r in page.data],
+        "data": [_unstructure_run(r, copy) for r in page.data],
         "first_id": page.first_id,
         "last_id": page.last_id,
         "has_more": page.has_more,
     }
     for k, v in page.unknown_fields.items():
-        d[k] = thaw(v)
+        d[k] = thaw(v) if copy else v
     return d
+
+
+def _unstructure_shared(obj: Any) -> Any:
+    """:func:`unstructure` with ``copy=False``."""
+    fn = _unstructure_fns.get(obj.__class__)
+    if fn is not None:
+        return fn(obj, False)
+    if obj.__class__ is RunPage:
+        return _unstructure_page(obj, False)
+    if obj.__class__ in (UnknownTool, UnknownResponseFormat):
+        return obj.payload
+    if isinstance(obj, Mapping):
+        return {k: _unstructure_shared(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_unstructure_shared(v) for v in obj]
+    return converter.unstructure(obj)
 
 
 # Errors come out as themselves (a StructureError naming the field), not as an ExceptionGroup.
@@ -695,11 +710,20 @@ def structure(data: Any, cls: type[T]) -> T:
     return converter.structure(thaw(data), cls)
 
 
-def unstructure(obj: Any) -> Any:
+def unstructure(obj: Any, *, copy: bool = True) -> Any:
     """Turn aiorunlist objects back into plain JSON-ready data; the inverse of :func:`structure`.
 
-    Keys the server left out stay out, unknown keys and values come back as sent.
+    Keys the server left out stay out, unknown keys and values come back as sent. The result
+    is yours: its dicts and lists are fresh copies, so editing it changes neither the run nor
+    a later result.
+
+    :param copy: ``False`` skips copying the JSON objects and arrays the run holds as they
+        are (``metadata``, unknown fields, a tool's JSON schema): the result shares them with
+        the run, so it must be read only, e.g. serialised at once with
+        ``orjson.dumps(unstructure(run, copy=False))``. Faster for runs with large schemas.
     """
+    if not copy:
+        return _unstructure_shared(obj)
     if isinstance(obj, Mapping):
         return {k: converter.unstructure(v) for k, v in obj.items()}
     return converter.unstructure(obj)

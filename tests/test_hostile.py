@@ -567,3 +567,16 @@ async def test_a_malformed_answer_is_a_typed_error_holding_no_key(answer: bytes)
         server.close()
         await server.wait_closed()
     assert all(API_KEY[:9] not in text for text in _reachable_text(info.value))
+
+
+def test_unstructure_without_a_copy_gives_the_same_json_sharing_the_runs_values() -> None:
+    run = aiorunlist.structure(_rich_run(), aiorunlist.Run)
+    page = aiorunlist.structure(_page([_rich_run()]), aiorunlist.RunPage)
+    shared, copied = aiorunlist.unstructure(run, copy=False), aiorunlist.unstructure(run)
+    assert shared == copied == _rich_run()
+    assert shared["metadata"] is run.metadata
+    assert copied["metadata"] is not run.metadata
+    assert aiorunlist.unstructure(page, copy=False) == aiorunlist.unstructure(page)
+    assert aiorunlist.unstructure([run], copy=False) == [copied]
+    assert aiorunlist.unstructure({"a": run}, copy=False) == {"a": copied}
+    assert aiorunlist.unstructure(run.tools, copy=False) == copied["tools"]
