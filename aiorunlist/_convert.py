@@ -483,7 +483,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
                 value = f"v if {fast} or v is None else checked(v, {key}, {kind!r})"
             # JSON objects and arrays (metadata, a schema, or whatever a server sent) are
             # copied on the way out, so a result shares nothing with the run.
-            outs.append(f"thaw(x) if (x := {attr}).__class__ in CONTAINERS and copy else x")
+            outs.append(f"thaw(x) if copy and (x := {attr}).__class__ in CONTAINERS else {attr}")
             at = ""
         nested = nested or bool(at)
         sets.append(f"{at}o.{f.name} = {value}")
