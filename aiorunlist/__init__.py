@@ -9,7 +9,7 @@ from ._attempts import Retries, Timeouts
 from ._check import ServerCheck, ServerReport, check_server
 from ._client import Client, InsecureBaseURLWarning
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
-from ._convert import structure, unstructure
+from ._convert import StructureError, structure, unstructure
 from ._fanout import PageStream, RunStream, ThreadPage, ThreadStart
 from ._models import (
     CodeInterpreterTool,
@@ -120,6 +120,7 @@ __all__ = [
     "RunStream",
     "ServerCheck",
     "ServerReport",
+    "StructureError",
     "SubmitToolOutputs",
     "ThreadPage",
     "ThreadStart",

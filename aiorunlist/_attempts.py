@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from ._text import shown
 from .exceptions import APIConnectionError, APITimeoutError, RunListError
 
 __all__ = [
@@ -255,7 +256,7 @@ class Attempts:
     def deadline_error(self) -> APITimeoutError:
         """The error for a page whose ``page_timeout`` passed."""
         return APITimeoutError(
-            f"listing runs of thread {self.thread_id!r}: page_timeout={self.page_timeout}s "
+            f"listing runs of thread {shown(self.thread_id)}: page_timeout={self.page_timeout}s "
             f"passed after {self.attempt + 1} attempt(s)",
             thread_id=self.thread_id,
         )

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._attempts import Attempts, Retries, Timeouts
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
@@ -48,6 +49,7 @@ from ._protocol import (
     structure_runs,
     to_run_page,
 )
+from ._text import cut, shown
 from ._transport import AiohttpTransport, Request, Response, Transport
 from .exceptions import APIConnectionError, APIStatusError, NotFoundError, RunListError
 
@@ -56,6 +58,7 @@ __all__ = ["Client", "InsecureBaseURLWarning"]
 logger = logging.getLogger("aiorunlist")
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 _NO_DEADLINE = contextlib.nullcontext()
 
@@ -89,10 +92,32 @@ class InsecureBaseURLWarning(UserWarning):
     """The base URL sends the API key in clear text (``http://`` to a host other than loopback)."""
 
 
+#: How many leading characters of the key mark a copy of it cut short (a message that quotes
+#: the first N characters of a server's text may end in the middle of the key).
+_KEY_HEAD = 8
+
+
+def _mask_text(text: str, secret: str) -> str:
+    """``text`` with the key masked, whole or cut short (its head and what follows of it)."""
+    if secret in text:
+        text = text.replace(secret, "<hidden>")
+    head = secret[:_KEY_HEAD]
+    start = text.find(head)
+    while start >= 0:
+        end = start + len(head)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        text = f"{text[:start]}<hidden>{text[end:]}"
+        start = text.find(head, start + len("<hidden>"))
+    return text
+
+
 def _mask(value: Any, secret: str) -> Any:
     """``value`` with every occurrence of ``secret`` in its strings masked."""
     if isinstance(value, str):
-        return value.replace(secret, "<hidden>") if secret in value else value
+        return _mask_text(value, secret)
+    if isinstance(value, tuple):
+        return tuple(_mask(v, secret) for v in value)
     if isinstance(value, dict):
         return {_mask(k, secret): _mask(v, secret) for k, v in value.items()}
     if isinstance(value, list):
@@ -442,7 +467,11 @@ class Client:
 
         raw, _, _ = await self._fetch(walk, limit, order, decode)
         assert raw is not None  # noqa: S101 - decoded here
-        return to_run_page(raw, thread_id=thread_id)
+        try:
+            return to_run_page(raw, thread_id=thread_id)
+        except RunListError as exc:
+            self._scrub(exc)
+            raise
 
     async def _fetch(
         self, walk: PageWalk, limit: int, order: str, accept: Accept | None
@@ -529,14 +558,14 @@ class Client:
             logger.log(
                 level,
                 "not retrying thread %s: the client's retry budget is spent (%s)",
-                thread_id,
+                cut(thread_id),
                 error,
                 extra=context,
             )
             raise attempts.budget_spent(error)
         logger.info(
             "retrying thread %s in %.3fs (attempt %d of %d): %s",
-            thread_id,
+            cut(thread_id),
             retry.delay,
             attempts.attempt + 1,
             self.retry.max_retries,
@@ -558,13 +587,32 @@ class Client:
             self._booked(error.headers)
         if isinstance(error, NotFoundError):
             self._hint_v1(error)
+        return self._scrub(error)
+
+    def _scrub(self, error: E) -> E:
+        """``error``, with the API key masked wherever server text put it: its message,
+        attributes (body, headers), and the exceptions it was raised from."""
         secret = self._api_key
-        if secret in repr(vars(error)) or secret in repr(error.args):
-            # A server that echoes the Authorization header: mask it wherever its text landed.
-            for name, value in list(vars(error).items()):
-                plain = dict(value) if isinstance(value, Mapping) else value
-                setattr(error, name, _mask(plain, secret))
-            error.args = tuple(_mask(a, secret) for a in error.args)
+        head = secret[:_KEY_HEAD]
+        seen: set[int] = set()
+        todo: list[BaseException | None] = [error]
+        while todo:
+            exc = todo.pop()
+            if exc is None or id(exc) in seen:
+                continue
+            seen.add(id(exc))
+            attributes = getattr(exc, "__dict__", {})
+            if head in repr(attributes) or head in repr(exc.args):
+                # A server that echoes the Authorization header: mask it wherever it landed.
+                for name, value in list(attributes.items()):
+                    if isinstance(value, Mapping) and not isinstance(value, dict):
+                        # Headers: still looked up case-insensitively once masked.
+                        masked = CIMultiDict((k, _mask(v, secret)) for k, v in value.items())
+                        setattr(exc, name, CIMultiDictProxy(masked))
+                    else:
+                        setattr(exc, name, _mask(value, secret))
+                exc.args = tuple(_mask(a, secret) for a in exc.args)
+            todo += [exc.__cause__, exc.__context__]
         return error
 
     def _hint_v1(self, error: NotFoundError) -> None:
@@ -605,7 +653,8 @@ class Client:
             # No page deadline: no cancel scope to enter and leave on every request.
             with anyio.fail_after(left) if left is not None else _NO_DEADLINE:
                 for _hop in range(MAX_REDIRECTS + 1):
-                    logger.debug("GET %s (thread %s)", request.url, request.thread_id)
+                    if logger.isEnabledFor(logging.DEBUG):  # a redirect's URL is server text
+                        logger.debug("GET %s", _mask(cut(request.url, 300), self._api_key))
                     response = await self._transport.send(request)
                     location = response.headers.get("Location")
                     if response.status not in REDIRECT_STATUSES or location is None:
@@ -615,7 +664,8 @@ class Client:
         except TimeoutError:
             raise attempts.deadline_error() from None
         raise APIConnectionError(
-            f"listing runs of thread {request.thread_id!r}: more than {MAX_REDIRECTS} redirects",
+            f"listing runs of thread {shown(request.thread_id)}: more than {MAX_REDIRECTS} "
+            "redirects",
             thread_id=request.thread_id,
             retryable=False,
         )
@@ -697,7 +747,12 @@ class Client:
         try:
             async for raw, items, _more in pages:
                 assert raw is not None  # noqa: S101 - decoded in this task
-                for run in structure_runs(raw, items, thread_id=thread_id):
+                try:
+                    runs = structure_runs(raw, items, thread_id=thread_id)
+                except RunListError as exc:
+                    self._scrub(exc)
+                    raise
+                for run in runs:
                     yield run
         finally:
             await pages.aclose()

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -38,6 +46,7 @@ from ._protocol import (
     shape_error,
     structure_runs,
 )
+from ._text import shown
 from ._transport import Response
 from .exceptions import APIResponseValidationError, RunListError
 
@@ -120,6 +129,10 @@ class _Item:
         self.done = anyio.Event()
 
 
+def _unchanged(error: RunListError) -> RunListError:
+    return error
+
+
 class _Stream:
     __slots__ = (
         "_collect",
@@ -127,6 +140,7 @@ class _Stream:
         "_error",
         "_pending",
         "_receive",
+        "_scrub",
         "failures",
         "threads_done",
     )
@@ -145,6 +159,8 @@ class _Stream:
         self.failures: dict[str, Exception] = {}
         #: How many threads were listed to the end (successfully).
         self.threads_done = 0
+        #: Masks the API key in an error made of server text (the client's).
+        self._scrub: Callable[[RunListError], RunListError] = _unchanged
 
     def _accept(self, item: _Item) -> tuple[RawPage, list[Any], bool] | None:
         """Decode a handed-over answer, check it, and tell the worker (``item.done``).
@@ -181,6 +197,7 @@ class _Stream:
             try:
                 runs = structure_runs(raw, items, thread_id=item.thread_id)
             except APIResponseValidationError as exc:
+                self._scrub(exc)
                 if not self._collect:
                     raise
                 self.failures[item.thread_id] = exc
@@ -259,11 +276,12 @@ class RunStream(_Stream):
         while True:
             current = self._item
             if current is not None:
+                raw_run: Any = None
                 try:
                     for raw_run in self._current:
                         yield structure_run(raw_run)
                 except (TypeError, ValueError, AttributeError, KeyError) as exc:
-                    self._malformed(current, exc)
+                    self._malformed(current, exc, raw_run)
                 else:
                     if current[2]:
                         self.threads_done += 1
@@ -280,10 +298,13 @@ class RunStream(_Stream):
                 self._item = (item.thread_id, raw, last)
                 self._current = iter(items)
 
-    def _malformed(self, current: tuple[str, RawPage, bool], exc: Exception) -> None:
+    def _malformed(self, current: tuple[str, RawPage, bool], exc: Exception, raw_run: Any) -> None:
         thread_id, raw, _last = current
-        error = shape_error(thread_id, raw.status, raw.request_id, exc)
+        run_id = raw_run.get("id") if isinstance(raw_run, dict) else None
+        what = f"run {shown(run_id)}: {exc}" if run_id is not None else exc
+        error = shape_error(thread_id, raw.status, raw.request_id, what)
         error.__cause__ = exc
+        self._scrub(error)
         if not self._collect:
             raise error
         self.failures[thread_id] = error
@@ -381,7 +402,7 @@ class _FanOut(Generic[S]):
         self.stream._pending.append(item)
         await out.send(None)
 
-    def fail(self, exc: Exception, group: TaskGroup) -> None:
+    def fail(self, exc: BaseException, group: TaskGroup) -> None:
         if self.stream._error is None:
             self.stream._error = exc
         group.cancel_scope.cancel()
@@ -438,6 +459,10 @@ class _FanOut(Generic[S]):
                     error.__cause__ = exc
                     self.fail(error, group)
                     return
+                except BaseException as exc:  # KeyboardInterrupt, SystemExit, ...
+                    # Raised from the consumer's `async for` as itself, not as a group.
+                    self.fail(exc, group)
+                    return
                 if item is _END:
                     return
                 try:
@@ -480,6 +505,7 @@ async def _run(
 ) -> AsyncGenerator[S, None]:
     send, receive = anyio.create_memory_object_stream[None](max_buffer_size=0)
     stream = stream_cls(receive, on_error == "collect")
+    stream._scrub = client._scrub
     fan_out = _FanOut(
         client,
         threads,

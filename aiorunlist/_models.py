@@ -11,7 +11,10 @@ that differ from the spec, and against the API growing:
 * enum values the library does not know are kept as members of the same open enum that
   compare equal to their string (``run.status == "paused_for_review"``).
 
-So ``unstructure(structure(d, Run)) == d`` for any run a server sends.
+So ``unstructure(structure(d, Run)) == d`` for any run a server sends. A value of the wrong
+JSON type (a number for an id, a string for a timestamp, an array for ``metadata``) is
+refused with :class:`aiorunlist.StructureError` naming the field, never coerced; integers and
+floats are both numbers (lax servers send float timestamps, kept as sent).
 """
 
 from __future__ import annotations
@@ -439,7 +442,12 @@ class Run:
 
     Field names equal the JSON keys. A key the server left out reads as ``None`` (and is left
     out again by :func:`aiorunlist.unstructure`); keys this library does not know are in
-    ``unknown_fields``. Values are kept as the server sent them: nothing is coerced.
+    ``unknown_fields``. Values are kept as the server sent them: nothing is coerced, and a
+    value of the wrong JSON type raises :class:`aiorunlist.StructureError`.
+
+    The JSON a run holds as it is (``metadata``, ``tool_resources``, unknown fields and tools)
+    is plain ``dict`` and ``list`` objects that belong to the run: treat them as read-only.
+    :func:`aiorunlist.unstructure` hands out copies, which are yours to edit.
     ``tool_resources`` and ``reasoning_effort`` are sent by servers although the schema
     leaves them out, so they are fields too. Times are Unix timestamps in seconds (UTC).
 

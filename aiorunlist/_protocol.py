@@ -6,8 +6,10 @@ Nothing here touches the network or the event loop, so all of it is tested witho
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import operator
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -15,8 +17,9 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 from yarl import URL
 
-from ._convert import structure_page_body, structure_run
+from ._convert import failing_index, structure_page_body, structure_run
 from ._models import Run, RunPage
+from ._text import shown
 from ._version import __version__
 from .exceptions import (
     APIConnectionError,
@@ -43,6 +46,7 @@ __all__ = [
     "accept_page",
     "build_headers",
     "build_url",
+    "check_header",
     "check_list_args",
     "check_order",
     "check_page_size",
@@ -57,6 +61,7 @@ __all__ = [
     "shape_error",
     "structure_runs",
     "to_run_page",
+    "which_run",
 ]
 
 logger = logging.getLogger("aiorunlist")
@@ -91,10 +96,11 @@ def normalize_base_url(base_url: str) -> str:
     """
     if not isinstance(base_url, str):
         raise TypeError(f"base_url must be a string such as {DEFAULT_BASE_URL!r}")
+    base_url = base_url.strip()  # a trailing newline from a file or an environment variable
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in base_url):
         raise ValueError(
-            f"base_url {base_url!r} has whitespace or a control character in it (a copy-paste "
-            "or a stray newline?); pass the bare URL"
+            f"base_url {base_url!r} has whitespace or a control character inside it (a copy-paste "
+            "gone wrong?); pass the bare URL"
         )
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -102,12 +108,27 @@ def normalize_base_url(base_url: str) -> str:
             f"base_url {base_url!r} is not an http(s) URL with a host; "
             f"pass something like {DEFAULT_BASE_URL!r} or 'http://127.0.0.1:8080/v1'"
         )
-    if parts.query or parts.fragment:
-        raise ValueError(f"base_url {base_url!r} must not have a query or fragment")
+    if "?" in base_url or "#" in base_url:
+        # Even an empty one ("/v1?", "/v1#"): the path of every request would be cut there.
+        raise ValueError(
+            f"base_url {base_url!r} must not have a query or fragment ('?' or '#'); "
+            "pass just the API root, such as 'https://api.openai.com/v1'"
+        )
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in base_url):
+        raise ValueError(
+            f"base_url {base_url!r} has whitespace or a control character in it; "
+            "pass the bare URL (percent-encode a space as %20 if the path really has one)"
+        )
     if parts.username or parts.password:
         raise ValueError(
             "base_url must not carry credentials; pass the key as api_key (or OPENAI_API_KEY)"
         )
+    try:
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        raise ValueError(
+            f"base_url {base_url!r} has an invalid port; use a number from 1 to 65535"
+        ) from None
     return base_url.rstrip("/")
 
 
@@ -143,18 +164,20 @@ def check_list_args(
     for name, cursor in (("after", after), ("before", before)):
         if cursor is not None and (not isinstance(cursor, str) or not cursor):
             raise ValueError(
-                f"{name} must be a run id such as 'run_abc123' or None, got {cursor!r}"
+                f"{name} must be a run id such as 'run_abc123' or None, got {shown(cursor)}"
             )
 
 
 def check_thread_id(thread_id: object) -> None:
     """Raise ``TypeError``/``ValueError`` for what cannot be a thread id."""
     if not isinstance(thread_id, str):
-        raise TypeError(f"thread_id must be a string such as 'thread_abc123', not {thread_id!r}")
+        raise TypeError(
+            f"thread_id must be a string such as 'thread_abc123', not {shown(thread_id)}"
+        )
     if not thread_id or not thread_id.strip():
         raise ValueError("thread_id must not be empty; pass an id such as 'thread_abc123'")
     if thread_id in (".", ".."):
-        raise ValueError(f"thread_id {thread_id!r} is not a thread id")
+        raise ValueError(f"thread_id {shown(thread_id)} is not a thread id")
 
 
 def check_order(order: object) -> None:
@@ -192,6 +215,25 @@ def build_url(
     return f"{base_url}/threads/{quote(thread_id, safe='')}/runs?{urlencode(query)}"
 
 
+#: What an HTTP header name may be made of (RFC 9110 ``token``).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def check_header(setting: str, name: object, value: object) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``name: value`` can be sent as a header."""
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(f"{setting}: {shown(name)} is not a valid HTTP header name")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{setting}: the value of {name} must be a string, not {shown(value)}")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(
+            f"{setting}: the value of {name} has a line break or NUL in it (a stray newline "
+            "from a file or an environment variable?); pass the bare value"
+        )
+
+
 def build_headers(
     api_key: str,
     *,
@@ -199,7 +241,21 @@ def build_headers(
     project: str | None = None,
     default_headers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The headers of every request: auth, the Assistants v2 beta header, user agent."""
+    """The headers of every request: auth, the Assistants v2 beta header, user agent.
+
+    Raises ``TypeError``/``ValueError`` for a header no request could carry (a name that is
+    not a token, a value with a line break), before anything is sent.
+    """
+    check_header("organization", "OpenAI-Organization", organization)
+    check_header("project", "OpenAI-Project", project)
+    if default_headers is not None:
+        if not isinstance(default_headers, Mapping):
+            raise TypeError(
+                "default_headers must be a mapping of header names to values, not "
+                f"{shown(default_headers)}"
+            )
+        for name, value in default_headers.items():
+            check_header("default_headers", name, value)
     headers = {
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
@@ -224,6 +280,50 @@ def build_headers(
 
 
 # --- responses -----------------------------------------------------------------------------------
+
+#: Every byte that is an ASCII digit -> ``0``, every other byte -> ``x`` (see _exact_needed).
+_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _exact_needed(body: bytes) -> bool:
+    """Whether ``body`` may hold an integer orjson cannot keep exact (beyond 64 bits).
+
+    Such an integer has at least 19 digits in a row. Any 19 consecutive bytes hold three
+    consecutive multiples of 6, so sampling every 6th byte finds each candidate for a few
+    microseconds a page; only candidates (13+ digits in a row, rare) are looked at closely.
+    """
+    sampled = body[::6].translate(_DIGIT_MAP)
+    i = sampled.find(b"000")
+    while i >= 0:
+        at = 6 * i
+        if _LONG_DIGITS.search(body, max(at - 18, 0), at + 19):
+            return True
+        i = sampled.find(b"000", i + 1)
+    return False
+
+
+class TooDeepError(ValueError):
+    """JSON nested too deeply to decode (the same server would send it again)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(body: bytes) -> Any:
+    """Decode a JSON body, keeping every integer exact.
+
+    orjson (the fast path) turns an integer beyond 64 bits into a float; a body that may hold
+    one is decoded by the standard library's exact decoder instead. Raises ``ValueError``
+    for what is not JSON.
+    """
+    if _exact_needed(body):
+        try:
+            return json.loads(body, parse_constant=_no_constant)
+        except RecursionError:
+            raise TooDeepError("JSON nested too deeply to decode exactly") from None
+    return orjson.loads(body)
 
 
 def _error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
@@ -280,8 +380,8 @@ def make_status_error(
 ) -> APIStatusError:
     """The typed error for a 4xx/5xx answer, with the server's own message and code."""
     try:
-        decoded: Any = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
+        decoded: Any = loads(body) if body else None
+    except ValueError:
         decoded = body[:500].decode("utf-8", "replace")
     _message, code, err_type, param = _error_fields(decoded)
     message = error_message(decoded, body)
@@ -293,7 +393,7 @@ def make_status_error(
         cls = _STATUS_ERRORS.get(status, APIStatusError)
     request_id = headers.get("x-request-id")
     detail = message or "no error message"
-    text = f"listing runs of thread {thread_id!r} failed with HTTP {status}: {detail}"
+    text = f"listing runs of thread {shown(thread_id)} failed with HTTP {status}: {detail}"
     if code:
         text += f" (code {code!r})"
     if request_id:
@@ -358,7 +458,7 @@ def shape_error(
 ) -> APIResponseValidationError:
     """The (not retryable) error for a 2xx answer that is not a list of runs."""
     return APIResponseValidationError(
-        f"listing runs of thread {thread_id!r}: the HTTP {status} body is not a list of runs: "
+        f"listing runs of thread {shown(thread_id)}: the HTTP {status} body is not a list of runs: "
         f"{what}",
         thread_id=thread_id,
         status_code=status,
@@ -379,23 +479,31 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
         raise make_status_error(status, headers, body, thread_id=thread_id)
     if not 200 <= status < 300:
         raise APIResponseValidationError(
-            f"listing runs of thread {thread_id!r}: unexpected HTTP {status}",
+            f"listing runs of thread {shown(thread_id)}: unexpected HTTP {status}",
             thread_id=thread_id,
             status_code=status,
             request_id=request_id,
             retryable=False,
         )
+    problem: ValueError | None = None
     try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        decoded = loads(body)
+    except ValueError as exc:
+        problem = exc
+    if problem is not None:
+        # Raised here, not in the except block: the decoder's error holds the whole body
+        # (server text, kept alive), so it must not become this error's context.
+        problem.__traceback__ = None
+        if isinstance(problem, TooDeepError):
+            raise shape_error(thread_id, status, request_id, problem)
         preview = body[:60].decode("utf-8", "replace")
         raise APIResponseValidationError(
-            f"listing runs of thread {thread_id!r}: the HTTP {status} body is not JSON "
-            f"({exc}); it starts {preview!r}. Is base_url pointing at the API?",
+            f"listing runs of thread {shown(thread_id)}: the HTTP {status} body is not JSON "
+            f"({problem}); it starts {preview!r}. Is base_url pointing at the API?",
             thread_id=thread_id,
             status_code=status,
             request_id=request_id,
-        ) from None
+        )
     if decoded.__class__ is not dict:
         raise shape_error(thread_id, status, request_id, f"a JSON {type(decoded).__name__}")
     data = decoded.get("data")
@@ -407,6 +515,16 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
         if item.__class__ is not dict:
             raise shape_error(
                 thread_id, status, request_id, f"expected runs as JSON objects, got {item!r:.40}"
+            )
+        other = item.get("thread_id")
+        if other is not None and other != thread_id:
+            # A redirect to another thread's listing, or a confused server: those runs are
+            # not this thread's, and handing them out under its id would mix two threads.
+            raise shape_error(
+                thread_id,
+                status,
+                request_id,
+                f"a run of another thread ({shown(other)}) in this thread's listing",
             )
     has_more = decoded.get("has_more", False)
     if has_more.__class__ is not bool:
@@ -424,7 +542,14 @@ def structure_runs(raw: RawPage, items: Sequence[Any], *, thread_id: str) -> tup
     try:
         return tuple([structure_run(d) for d in items])
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise shape_error(thread_id, raw.status, raw.request_id, exc) from exc
+        raise shape_error(thread_id, raw.status, raw.request_id, which_run(items, exc)) from exc
+
+
+def which_run(items: Sequence[Any], exc: Exception) -> str:
+    """``exc`` (a run that could not be typed) with the id of that run, for a message."""
+    index = failing_index(structure_run, list(items))
+    run_id = items[index].get("id") if index < len(items) else None
+    return f"run {shown(run_id)}: {exc}" if run_id is not None else str(exc)
 
 
 def to_run_page(raw: RawPage, *, thread_id: str) -> RunPage:
@@ -454,14 +579,14 @@ def redirect_target(url: str, location: str, *, thread_id: str) -> str:
         same = target.origin() == here.origin()
     except (ValueError, TypeError):
         raise APIConnectionError(
-            f"listing runs of thread {thread_id!r}: the server redirected to "
+            f"listing runs of thread {shown(thread_id)}: the server redirected to "
             f"{location[:80]!r}, which is not a usable URL",
             thread_id=thread_id,
             retryable=False,
         ) from None
     if not same:
         raise APIConnectionError(
-            f"listing runs of thread {thread_id!r}: the server redirected to another origin "
+            f"listing runs of thread {shown(thread_id)}: the server redirected to another origin "
             f"({target.origin()}); not following, as the API key would go with it",
             thread_id=thread_id,
             retryable=False,
@@ -639,8 +764,9 @@ class PageWalk:
                 if run.get("id") == cursor:
                     name = "before" if self.backward else "after"
                     raise PaginationError(
-                        f"thread {thread_id!r}: asked for the runs {name} {cursor!r}, the "
-                        f"server sent that run again: it ignored the {name!r} cursor. List "
+                        f"thread {shown(thread_id)}: asked for the runs {name} "
+                        f"{shown(cursor)}, the server sent that run again: it ignored the "
+                        f"{name!r} cursor. List "
                         "this thread without a cursor, or diagnose the server with "
                         f"`aiorunlist check-server {thread_id}`",
                         thread_id=thread_id,
@@ -748,7 +874,7 @@ class PageWalk:
             return False
         if not page.data:
             raise PaginationError(
-                f"thread {self.thread_id!r}: the server sent has_more with an empty page, "
+                f"thread {shown(self.thread_id)}: the server sent has_more with an empty page, "
                 "which leaves no run to continue after",
                 thread_id=self.thread_id,
             )
@@ -756,13 +882,13 @@ class PageWalk:
         cursor = edge.get("id")
         if not isinstance(cursor, str) or not cursor:
             raise PaginationError(
-                f"thread {self.thread_id!r}: a run without an id cannot serve as a cursor",
+                f"thread {shown(self.thread_id)}: a run without an id cannot serve as a cursor",
                 thread_id=self.thread_id,
             )
         if cursor in self.seen or cursor in (self.after, self.before):
             raise PaginationError(
-                f"thread {self.thread_id!r}: the cursor {cursor!r} came back: an earlier page "
-                "ended at the same run, so the cursor did not advance",
+                f"thread {shown(self.thread_id)}: the cursor {shown(cursor)} came back: an "
+                "earlier page ended at the same run, so the cursor did not advance",
                 thread_id=self.thread_id,
             )
         self.seen.add(cursor)

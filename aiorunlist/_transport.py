@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._text import shown
 from .exceptions import APIConnectionError, APITimeoutError, ResponseTooLargeError, RunListError
 
 __all__ = ["AiohttpTransport", "Request", "Response", "Transport"]
@@ -48,7 +49,7 @@ class Request:
     def __repr__(self) -> str:
         return (
             f"Request(method={self.method!r}, url={self.url!r}, "
-            f"headers={_masked(self.headers)!r}, thread_id={self.thread_id!r})"
+            f"headers={_masked(self.headers)!r}, thread_id={shown(self.thread_id)})"
         )
 
 
@@ -89,7 +90,7 @@ def too_large(request: Request, size: int | None) -> ResponseTooLargeError:
     """The error for a body larger than ``request.max_bytes`` (``size`` when announced)."""
     what = f"announces {size} bytes" if size is not None else "is larger than that"
     return ResponseTooLargeError(
-        f"listing runs of thread {request.thread_id!r}: the response {what}, more than "
+        f"listing runs of thread {shown(request.thread_id)}: the response {what}, more than "
         f"max_response_bytes={request.max_bytes}",
         thread_id=request.thread_id,
     )
@@ -173,25 +174,25 @@ class AiohttpTransport(Transport):
                 return Response(resp.status, resp.headers, body)
         except (TimeoutError, asyncio.TimeoutError):
             error = APITimeoutError(
-                f"listing runs of thread {thread_id!r} timed out", thread_id=thread_id
+                f"listing runs of thread {shown(thread_id)} timed out", thread_id=thread_id
             )
         except aiohttp.ClientPayloadError as exc:
             cause = exc
             error = APIConnectionError(
-                f"listing runs of thread {thread_id!r}: the response body was cut short "
+                f"listing runs of thread {shown(thread_id)}: the response body was cut short "
                 f"({_describe(exc)})",
                 thread_id=thread_id,
             )
         except aiohttp.ClientError as exc:
             cause = _safe_cause(exc)
             error = APIConnectionError(
-                f"listing runs of thread {thread_id!r}: could not reach "
+                f"listing runs of thread {shown(thread_id)}: could not reach "
                 f"{URL(request.url).origin()} ({type(exc).__name__}: {_describe(exc)})",
                 thread_id=thread_id,
             )
         except ValueError as exc:  # yarl or aiohttp refusing a URL or header
             error = APIConnectionError(
-                f"listing runs of thread {thread_id!r}: the request could not be sent "
+                f"listing runs of thread {shown(thread_id)}: the request could not be sent "
                 f"({type(exc).__name__})",
                 thread_id=thread_id,
                 retryable=False,

@@ -13,8 +13,9 @@ Pages of ``--page-size`` runs walked with ``after`` (what all three contenders d
 pre-serialised bodies, looked up by ``(thread, order, after)``. Any other request (another
 ``limit``, a ``before``) is answered by joining pre-serialised runs, still without encoding.
 
-A thread id ``<base>~<n>`` is served as thread ``<base>``: the memory benchmark lists a million
-runs through many distinct thread ids without the server holding a million runs.
+A thread id ``<base>~<n>`` is served as thread ``<base>``, its runs' ``thread_id`` rewritten
+(clients refuse runs of another thread): the memory benchmark lists a million runs through
+many distinct thread ids without the server holding a million runs.
 
 Usage (the benchmark starts it itself)::
 
@@ -130,7 +131,8 @@ def make_app(pages: Pages, api_key: str) -> web.Application:
                 "Please try again by setting the header 'OpenAI-Beta: assistants=v2'.",
                 code="invalid_beta",
             )
-        tid = request.match_info["thread_id"].partition("~")[0]
+        requested = request.match_info["thread_id"]
+        tid = requested.partition("~")[0]
         query = request.query
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -148,7 +150,11 @@ def make_app(pages: Pages, api_key: str) -> web.Application:
         if limit == pages.page_size and before is None:
             body = pages.bodies.get((tid, order, after))
             if body is not None:
-                return web.Response(body=body, content_type="application/json", headers=request_id)
+                return web.Response(
+                    body=_alias(body, tid, requested),
+                    content_type="application/json",
+                    headers=request_id,
+                )
         positions = pages.position[key]
         for name, cursor in (("after", after), ("before", before)):
             if cursor is not None and cursor not in positions:
@@ -165,11 +171,21 @@ def make_app(pages: Pages, api_key: str) -> web.Application:
         else:
             stop = min(lo + 1 + limit, hi)
             body = pages.body(tid, order, lo + 1, stop, more=stop < hi)
-        return web.Response(body=body, content_type="application/json", headers=request_id)
+        return web.Response(
+            body=_alias(body, tid, requested), content_type="application/json", headers=request_id
+        )
 
     app = web.Application()
     app.router.add_get("/v1/threads/{thread_id}/runs", list_runs)
     return app
+
+
+def _alias(body: bytes, tid: str, requested: str) -> bytes:
+    """``body`` of thread ``tid`` as served for its alias ``requested`` (its runs renamed)."""
+    if requested == tid:
+        return body
+    field = b'"thread_id":"%s"'
+    return body.replace(field % tid.encode(), field % requested.encode())
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -205,8 +205,12 @@ def test_generated_runs_roundtrip(run: dict[str, Any]) -> None:
     st.fixed_dictionaries(
         {"id": st.text(min_size=1)},
         optional={
-            k: st.none() | st.integers() | st.text()
-            for k in ("created_at", "model", "instructions", "expires_at", "reasoning_effort")
+            **{k: st.none() | st.text() for k in ("model", "instructions", "reasoning_effort")},
+            # Lax servers send timestamps as floats: kept as sent, like integers.
+            **{
+                k: st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                for k in ("created_at", "expires_at")
+            },
         },
     ),
     st.dictionaries(
@@ -216,6 +220,54 @@ def test_generated_runs_roundtrip(run: dict[str, Any]) -> None:
 def test_sparse_runs_roundtrip(base: dict[str, Any], extra: dict[str, Any]) -> None:
     d = {**base, **extra}
     assert roundtrip(d) == d
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"id": 5}, "id: expected a string, got int"),
+        ({"id": {"a": 1}}, "id: expected a string, got dict"),
+        ({"created_at": "2024-01-01"}, "created_at: expected a number, got str"),
+        ({"created_at": True}, "created_at: expected a number, got bool"),
+        ({"parallel_tool_calls": 1}, "parallel_tool_calls: expected a boolean"),
+        ({"metadata": [1]}, "metadata: expected a JSON object, got list"),
+        ({"status": 5}, "status: expected a string"),
+        ({"usage": {"total_tokens": "x"}}, "usage.total_tokens: expected a number"),
+        ({"usage": "x"}, "usage: expected a JSON object for Usage"),
+        ({"tools": [{"type": "function", "function": {"name": 3}}]}, r"tools\[0\].function.name"),
+        ({"tools": [{"type": "file_search"}, 1]}, r"tools\[1\]: expected a JSON object"),
+        ({"tools": {}}, "tools: expected a JSON array"),
+        (
+            {"required_action": {"submit_tool_outputs": {"tool_calls": [{"id": 1}]}}},
+            "required_action.submit_tool_outputs.tool_calls.id: expected a string",
+        ),
+        ({"tool_choice": 3}, "tool_choice: expected a JSON object"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_naming_its_field(
+    data: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(aiorunlist.StructureError, match=path) as info:
+        structure({**MINIMAL_RUN, **data}, Run)
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_page_names_the_run_that_failed() -> None:
+    body = {"object": "list", "data": [MINIMAL_RUN, {**MINIMAL_RUN, "id": 7}], "has_more": False}
+    with pytest.raises(aiorunlist.StructureError, match=r"^data\[1\].id: expected a string"):
+        structure(body, aiorunlist.RunPage)
+    with pytest.raises(aiorunlist.StructureError, match="id: expected a string"):
+        structure([MINIMAL_RUN, {"id": 7}], list[Run])
+
+
+def test_subclasses_of_the_expected_types_are_accepted() -> None:
+    class Name(str):
+        pass
+
+    run = structure({"id": Name("run_1"), "status": RunStatus.COMPLETED, "temperature": 1}, Run)
+    assert run.id == "run_1"
+    assert run.status is RunStatus.COMPLETED
 
 
 def test_models_are_frozen() -> None:

@@ -134,24 +134,44 @@ def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["api.openai.com/v1", "ftp://x/v1", "http://", "http://h/v1?x=1", "http://u:p@h/v1"]
+    "url",
+    [
+        "api.openai.com/v1",
+        "ftp://x/v1",
+        "http://",
+        "http://h/v1?x=1",
+        "http://u:p@h/v1",
+        "http://h/v1#",  # an empty fragment: every request would go to GET /v1
+        "http://h/v1?",  # an empty query: every request would go to GET /v1?/threads/...
+        "http://h/v1/#/x",
+        "http://h/v 1",
+        "http://h/v1\tx",
+        "http://h/v1\nx",
+        "http://h:99999/v1",
+    ],
 )
 def test_bad_base_url(url: str) -> None:
     with pytest.raises(ValueError, match="base_url"):
         normalize_base_url(url)
 
 
-@pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8000/v1 ", " http://h/v1", "http://h/v1\n", "http://h/v 1"]
-)
-def test_base_url_with_whitespace_is_refused(url: str) -> None:
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v 1", "http://h/v1\tx", "http://h\x7f/v1"])
+def test_base_url_with_whitespace_inside_is_refused(url: str) -> None:
     # A copy-pasted OPENAI_BASE_URL: every request would fail with "Bad status line".
     with pytest.raises(ValueError, match="whitespace"):
         normalize_base_url(url)
 
 
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1 ", " http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1\n"]
+)
+def test_base_url_whitespace_around_it_is_dropped(url: str) -> None:
+    assert normalize_base_url(url) == "http://127.0.0.1:8000/v1"
+
+
 def test_base_url_strips_slash() -> None:
     assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+    assert normalize_base_url(" http://127.0.0.1:8000/v1\n") == "http://127.0.0.1:8000/v1"
 
 
 def test_headers() -> None:

@@ -203,7 +203,14 @@ def _make_client(
 
 
 def _same_file(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+    """Whether paths ``a`` and ``b`` name one file: the same path, or (when both exist) the
+    same inode, as a hard link or a bind mount gives."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
 
 
 def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
@@ -222,20 +229,37 @@ def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
         file = open(output, "r+b", buffering=1 << 20)  # noqa: SIM115 - returned, closed by the caller
     except OSError as exc:
         raise CLIError(f"cannot write {output}: {exc.strerror or exc}") from None
-    size = os.fstat(file.fileno()).st_size
-    offset = journal.point.offset
-    if size < offset:
+    try:
+        offset = _cut_back(file, output, journal)
+    except OSError as exc:
         file.close()
+        raise CLIError(f"cannot write {output}: {exc.strerror or exc}") from None
+    except BaseException:
+        file.close()
+        raise
+    return file, offset
+
+
+def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
+    """Cut the output back to the journal's last checkpoint; the offset it ends at."""
+    info = os.fstat(file.fileno())
+    if not stat.S_ISREG(info.st_mode):
         raise CLIError(
-            f"{output} has {format_count(size)} bytes, fewer than the "
-            f"{format_count(offset)} that {journal.path} records; was it changed? Start over "
-            "with a new state file"
+            f"--resume needs a regular file as --output, and {output} is not one: on resume "
+            "the output is cut back to the last checkpoint"
+        )
+    offset = journal.point.offset
+    if info.st_size < offset:
+        raise CLIError(
+            f"{output} has {format_count(info.st_size)} bytes, fewer than the "
+            f"{format_count(offset)} that {journal.path} records; was it changed? Start "
+            "over with a new state file"
         )
     # Whatever follows the last checkpoint was written after the journal last spoke: the
     # runs it holds will be listed again, so it goes.
     file.truncate(offset)
     file.seek(offset)
-    return file, offset
+    return offset
 
 
 @cli.command("runs", short_help="Export the runs of many threads (jsonl, csv or table).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .._convert import unstructure
+from .._convert import unstructure_run_shared
 from .._models import Run
 
 __all__ = ["FORMATS", "Summary", "Writer", "fit_table", "format_count", "render_table"]
@@ -241,8 +242,13 @@ class Writer:
         self._put(text.encode("utf-8"))
 
     def _write_jsonl(self, run: Run, raw: Mapping[str, Any] | None = None) -> None:
-        data = unstructure(run) if raw is None else raw
-        self._put(orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE))
+        data = unstructure_run_shared(run) if raw is None else raw
+        try:
+            line = orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # an integer beyond 64 bits: written exactly, as the server sent it
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            line = text.encode("utf-8", "surrogatepass") + b"\n"
+        self._put(line)
 
     def _write_csv(self, run: Run, raw: Mapping[str, Any] | None = None) -> None:
         buffer = self._buffer

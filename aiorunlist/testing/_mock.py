@@ -9,6 +9,7 @@ from typing import Any, Literal
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .._text import shown
 from .._transport import Request, Response, Transport, too_large
 from ..exceptions import APIConnectionError, APITimeoutError
 
@@ -111,17 +112,17 @@ class MockTransport(Transport):
         thread_id = request.thread_id
         if answer.failure == "drop":
             raise APIConnectionError(
-                f"listing runs of thread {thread_id!r}: the connection closed before an answer "
-                "(ServerDisconnectedError)",
+                f"listing runs of thread {shown(thread_id)}: the connection closed before an "
+                "answer (ServerDisconnectedError)",
                 thread_id=thread_id,
             )
         if answer.failure == "timeout":
             raise APITimeoutError(
-                f"listing runs of thread {thread_id!r} timed out", thread_id=thread_id
+                f"listing runs of thread {shown(thread_id)} timed out", thread_id=thread_id
             )
         if answer.failure == "cut":
             raise APIConnectionError(
-                f"listing runs of thread {thread_id!r}: the response body was cut short",
+                f"listing runs of thread {shown(thread_id)}: the response body was cut short",
                 thread_id=thread_id,
             )
         if len(answer.body) > request.max_bytes:

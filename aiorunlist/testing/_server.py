@@ -801,8 +801,12 @@ class FakeServer:
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(body)
         response.force_close()
-        await response.prepare(request)
-        await response.write(body[: len(body) // 2])
+        try:
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+        except ConnectionError:  # the client left first: nothing to cut, nothing to log
+            _close_transport(request)
+            return response
         # close() sends what is buffered, then the FIN; aiohttp's write_eof() afterwards has
         # nothing left to write, so the short body is all the client gets.
         _close_transport(request)
