@@ -1,0 +1,366 @@
+"""The PostgreSQL sink, through asyncpg (the ``aiorunlist[postgres]`` extra).
+
+Imported only by :func:`aiorunlist.sinks.open_sink` for a ``postgresql://`` URL. A write that
+loses its connection (a restart, a failover) reconnects and is tried again until
+``reconnect_for`` seconds have passed: the compare-and-set makes that safe, and a write that
+did commit before the connection broke is recognised as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+import asyncpg
+
+from ._base import (
+    COLUMNS,
+    OPEN_STATUSES,
+    SCHEMA_VERSION,
+    PageWrite,
+    Sink,
+    SinkError,
+    SinkSettingsError,
+    SinkUnavailableError,
+    ThreadState,
+    Totals,
+    run_row,
+)
+from ._sqlite import check_settings
+
+__all__ = ["MIGRATIONS", "PostgresSink", "open_postgres"]
+
+T = TypeVar("T")
+
+_OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+
+#: A lock key of this project's own, held while the schema is created or migrated.
+_MIGRATION_LOCK = 0x61696F72756E6C
+
+#: Migration n (1-based) brings a database from schema version n-1 to n.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL)",
+        """CREATE TABLE runs (
+            id text PRIMARY KEY,
+            thread_id text NOT NULL,
+            assistant_id text,
+            status text,
+            model text,
+            created_at bigint,
+            started_at bigint,
+            completed_at bigint,
+            failed_at bigint,
+            cancelled_at bigint,
+            last_error_code text,
+            incomplete_reason text,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            total_tokens bigint,
+            raw json NOT NULL,
+            fetched_at double precision NOT NULL
+        )""",
+        "CREATE INDEX runs_thread_created ON runs (thread_id, created_at)",
+        "CREATE INDEX runs_created ON runs (created_at)",
+        "CREATE INDEX runs_model_created ON runs (model, created_at)",
+        "CREATE INDEX runs_error_code ON runs (last_error_code) WHERE status = 'failed'",
+        "CREATE INDEX runs_fetched ON runs (fetched_at)",
+        f"CREATE INDEX runs_open ON runs (thread_id, created_at) WHERE status IN ({_OPEN})",
+        """CREATE TABLE threads (
+            thread_id text PRIMARY KEY,
+            state text NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+            cursor text,
+            head text,
+            runs bigint NOT NULL DEFAULT 0,
+            last_error text,
+            updated_at double precision NOT NULL
+        )""",
+        "CREATE INDEX threads_state ON threads (state)",
+        """CREATE TABLE syncs (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            started_at double precision NOT NULL,
+            finished_at double precision
+        )""",
+    ),
+)
+
+# One statement for the whole page: the rows travel as one array per column.
+_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "bigint",
+    "text",
+    "text",
+    "bigint",
+    "bigint",
+    "bigint",
+    "text",
+    "double precision",
+)
+_UPSERT = (
+    f"INSERT INTO runs ({', '.join(COLUMNS)}) SELECT "
+    + ", ".join(f"{c}::json" if c == "raw" else c for c in COLUMNS)
+    + " FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
+    + f") AS page ({', '.join(COLUMNS)}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    + " WHERE runs.raw::text IS DISTINCT FROM excluded.raw::text"
+)
+
+#: Errors after which the connection is gone: reconnect and try again.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def _masked(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+class PostgresSink(Sink):
+    """A sink in a PostgreSQL database (see :func:`aiorunlist.sinks.open_sink`)."""
+
+    def __init__(self, dsn: str, con: asyncpg.Connection, reconnect_for: float) -> None:
+        self._dsn = dsn
+        self._con: asyncpg.Connection | None = con
+        self._reconnect_for = reconnect_for
+        self._sync_id: int | None = None
+        self._closed = False
+        self.url = _masked(dsn)
+        #: Times a lost connection was made again.
+        self.reconnects = 0
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._closed:
+            raise SinkError("the sink is closed")
+        if self._con is None or self._con.is_closed():
+            self._con = await asyncpg.connect(self._dsn, timeout=10)
+            self.reconnects += 1
+        return self._con
+
+    async def _retrying(self, action: Callable[[asyncpg.Connection, bool], Awaitable[T]]) -> T:
+        """``action(connection, again)``, on a fresh connection each time the last one broke."""
+        deadline = time.monotonic() + self._reconnect_for
+        delay = 0.05
+        again = False
+        while True:
+            try:
+                con = await self._connection()
+                return await action(con, again)
+            except _CONNECTION_ERRORS as exc:
+                if self._con is not None:
+                    self._con.terminate()
+                    self._con = None
+                if time.monotonic() + delay > deadline:
+                    raise SinkUnavailableError(
+                        f"{self.url}: the database connection was lost and could not be made "
+                        f"again within {self._reconnect_for:g} s ({exc})"
+                    ) from None
+                again = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except asyncpg.PostgresError as exc:
+                raise SinkError(f"{self.url}: {exc}") from exc
+
+    async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
+        async def fetch(con: asyncpg.Connection, _again: bool) -> dict[str, ThreadState]:
+            rows = await con.fetch(
+                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at "
+                "FROM threads WHERE thread_id = ANY($1::text[])",
+                list(thread_ids),
+            )
+            done = [row[0] for row in rows if row[1] == "done"]
+            refresh: dict[str, str] = {}
+            if done:
+                for thread_id, before in await con.fetch(
+                    "SELECT o.thread_id, (SELECT r.id FROM runs r WHERE r.thread_id = o.thread_id"
+                    " AND r.created_at < o.oldest ORDER BY r.created_at DESC LIMIT 1) "
+                    "FROM (SELECT thread_id, min(created_at) AS oldest FROM runs "
+                    f"WHERE thread_id = ANY($1::text[]) AND status IN ({_OPEN}) "
+                    "GROUP BY thread_id) AS o",
+                    done,
+                ):
+                    refresh[thread_id] = before or ""
+            return {
+                row[0]: ThreadState(
+                    row[0], row[1], row[2], row[3], row[4], row[5], row[6], refresh.get(row[0])
+                )
+                for row in rows
+            }
+
+        return await self._retrying(fetch)
+
+    async def write_page(self, write: PageWrite) -> bool:
+        async def store(con: asyncpg.Connection, again: bool) -> bool:
+            now = time.time()
+            expected = write.expected
+            async with con.transaction():
+                values = (write.state, write.cursor, write.head, write.last_error, now)
+                if expected is None:
+                    status = await con.execute(
+                        "INSERT INTO threads "
+                        "(state, cursor, head, last_error, updated_at, thread_id) "
+                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thread_id) DO NOTHING",
+                        *values,
+                        write.thread_id,
+                    )
+                else:
+                    status = await con.execute(
+                        "UPDATE threads SET state = $1, cursor = $2, head = $3, last_error = $4,"
+                        " updated_at = $5 WHERE thread_id = $6 AND cursor IS NOT DISTINCT FROM"
+                        " $7 AND head IS NOT DISTINCT FROM $8",
+                        *values,
+                        write.thread_id,
+                        expected.cursor,
+                        expected.head,
+                    )
+                if not status.endswith(" 1"):
+                    if again:  # the connection broke: perhaps after this very write committed
+                        return await _already_written(con, write)
+                    return False
+                if write.runs:
+                    rows = [run_row(write.thread_id, run, now) for run in write.runs]
+                    await con.execute(
+                        _UPSERT, *(list(column) for column in zip(*rows, strict=True))
+                    )
+                    await con.execute(
+                        "UPDATE threads SET runs = (SELECT count(*) FROM runs "
+                        "WHERE thread_id = $1) WHERE thread_id = $1",
+                        write.thread_id,
+                    )
+            return True
+
+        return await self._retrying(store)
+
+    async def start_sync(self) -> None:
+        async def start(con: asyncpg.Connection, _again: bool) -> None:
+            self._sync_id = await con.fetchval(
+                "INSERT INTO syncs (started_at) VALUES ($1) RETURNING id", time.time()
+            )
+
+        await self._retrying(start)
+
+    async def finish_sync(self) -> None:
+        async def finish(con: asyncpg.Connection, _again: bool) -> None:
+            await con.execute(
+                "UPDATE syncs SET finished_at = $1 WHERE id = $2", time.time(), self._sync_id
+            )
+
+        if self._sync_id is not None:
+            await self._retrying(finish)
+
+    async def totals(self) -> Totals:
+        async def fetch(con: asyncpg.Connection, _again: bool) -> Totals:
+            runs = await con.fetchval("SELECT count(*) FROM runs")
+            by_status = await con.fetch(
+                "SELECT coalesce(status, '(none)') AS s, count(*) AS n FROM runs "
+                "GROUP BY s ORDER BY n DESC, s"
+            )
+            by_model = await con.fetch(
+                "SELECT coalesce(model, '(none)') AS m, count(*), "
+                "coalesce(sum(total_tokens), 0)::bigint AS t FROM runs GROUP BY m "
+                "ORDER BY t DESC, m"
+            )
+            errors = await con.fetch(
+                "SELECT coalesce(last_error_code, '(no code)') AS c, count(*) AS n FROM runs "
+                "WHERE status = 'failed' GROUP BY c ORDER BY n DESC, c"
+            )
+            return Totals(
+                runs=runs,
+                by_status=[(r[0], r[1]) for r in by_status],
+                by_model=[(r[0], r[1], r[2]) for r in by_model],
+                errors_by_code=[(r[0], r[1]) for r in errors],
+            )
+
+        return await self._retrying(fetch)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        con, self._con = self._con, None
+        if con is not None and not con.is_closed():
+            try:
+                await asyncio.wait_for(con.close(), 5)
+            except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                con.terminate()
+
+
+async def _already_written(con: asyncpg.Connection, write: PageWrite) -> bool:
+    row = await con.fetchrow(
+        "SELECT state, cursor, head, last_error FROM threads WHERE thread_id = $1",
+        write.thread_id,
+    )
+    return row is not None and tuple(row) == (
+        write.state,
+        write.cursor,
+        write.head,
+        write.last_error,
+    )
+
+
+async def _migrate(con: asyncpg.Connection, where: str, settings: Mapping[str, str] | None) -> None:
+    async with con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await con.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        version = await con.fetchval("SELECT max(version) FROM schema_version") or 0
+        if version > SCHEMA_VERSION:
+            raise SinkSettingsError(
+                f"{where} has schema version {version}, newer than this aiorunlist's "
+                f"({SCHEMA_VERSION}); upgrade aiorunlist"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[number - 1]:
+                await con.execute(statement)
+        if version < SCHEMA_VERSION:
+            await con.execute("DELETE FROM schema_version")
+            await con.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
+        if settings is not None:
+            stored = {r[0]: r[1] for r in await con.fetch("SELECT name, value FROM settings")}
+            check_settings(where, stored, settings)
+            await con.executemany(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                sorted(settings.items()),
+            )
+
+
+async def open_postgres(
+    dsn: str, settings: Mapping[str, str] | None, *, reconnect_for: float = 60.0
+) -> PostgresSink:
+    """Connect to ``dsn``, create or migrate the schema, and check the settings."""
+    where = _masked(dsn)
+    try:
+        con = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise SinkUnavailableError(
+            f"cannot connect to {where}: {' '.join(reason.split())}"
+        ) from None
+    try:
+        await _migrate(con, where, settings)
+    except asyncpg.PostgresError as exc:
+        await con.close()
+        raise SinkUnavailableError(f"cannot use {where}: {exc}") from None
+    except BaseException:
+        con.terminate()
+        raise
+    return PostgresSink(dsn, con, reconnect_for)
