@@ -477,3 +477,28 @@ def test_a_postgresql_restart_mid_export(
     assert process.returncode == 0, stderr
     assert stdout == stderr == b""
     assert_all_stored(live, url, tids)
+
+
+def test_a_run_without_an_id_fails_its_thread_and_stores_nothing_of_it(
+    live: LiveServer, sink_url: str
+) -> None:
+    tids = live.seed(3, 4, seed=9)
+    bad = tids[0]
+    body = orjson.dumps(
+        {
+            "object": "list",
+            "data": [{"object": "thread.run", "created_at": 1, "status": "queued"}],
+            "first_id": None,
+            "last_id": None,
+            "has_more": False,
+        }
+    )
+    live.do(lambda: live.server.add_fault(Fault(thread_id=bad, body=body, times=100)))
+    result = invoke(sink_args(live, sink_url, tids))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{bad}: ")
+    assert "string 'id'" in result.stderr
+    assert dict(query(sink_url, "SELECT thread_id, state FROM threads"))[bad] == "failed"
+    assert {row[0] for row in query(sink_url, "SELECT DISTINCT thread_id FROM runs")} == set(
+        tids[1:]
+    )

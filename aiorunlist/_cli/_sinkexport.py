@@ -9,11 +9,15 @@ whose cursor another writer advanced first is left to that writer (``lost``), no
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
-from .._fanout import ThreadPage, ThreadStart
-from ..sinks import Sink
+from .._fanout import PageStream, ThreadPage, ThreadStart
+from ..sinks import PageWrite, Sink, SinkError
+from ..sinks._stream import raw_pages_many
 from ..sinks._walk import Walk, plan_walk
 from ._export import FATAL_ERRORS, Export, Order
 from ._inputs import ThreadIds
@@ -24,13 +28,19 @@ __all__ = ["SinkExport"]
 
 #: Thread ids looked up in the sink at once.
 LOOKUP_BATCH = 256
+#: Pages decoded and waiting for the writer at most.
+WRITE_AHEAD = 8
+
+_Queued = tuple[Walk, PageWrite | None, ThreadPage]
 
 
 class SinkExport(Export):
     """An :class:`Export` into a :class:`~aiorunlist.sinks.Sink` instead of a file.
 
     After :meth:`run`, besides the figures of :class:`Export`: ``lost`` (threads another
-    writer was already exporting) and ``writes`` (transactions committed).
+    writer was already exporting) and ``writes`` (transactions committed). Runs are counted
+    once stored. A writer task stores the pages in order, one transaction each, while the
+    next ones are decoded; a page not stored when the export stops is listed again next time.
     """
 
     def __init__(
@@ -57,6 +67,8 @@ class SinkExport(Export):
         self.sink = sink
         self.lost = 0
         self.writes = 0
+        #: The sink failed (the export stopped).
+        self.sink_error: SinkError | None = None
         self._walks: dict[str, Walk] = {}
 
     async def _starts(self) -> AsyncGenerator[str | ThreadStart, None]:
@@ -84,37 +96,73 @@ class SinkExport(Export):
         return starts
 
     async def _list(self) -> None:
+        """Hand each page to a writer task, so the next page is decoded while one is stored."""
+        send, receive = anyio.create_memory_object_stream[_Queued](WRITE_AHEAD)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._writer, receive, group.cancel_scope)
+            async with send:
+                await self._pages(send)
+        if self.sink_error is not None:
+            raise self.sink_error
+
+    async def _pages(self, send: MemoryObjectSendStream[_Queued]) -> None:
         starts = self._starts()
-        fan_out = self.client.pages_many(
-            starts,
-            concurrency=self.concurrency,
-            order=self.order,
-            page_size=self.page_size,
-            on_error="collect",
-        )
+        fan_out: AbstractAsyncContextManager[PageStream]
+        if self.summary is None:  # nothing needs typed runs: leave them as the server's JSON
+            fan_out = raw_pages_many(
+                self.client,
+                starts,
+                concurrency=self.concurrency,
+                order=self.order,
+                page_size=self.page_size,
+            )
+        else:
+            fan_out = self.client.pages_many(
+                starts,
+                concurrency=self.concurrency,
+                order=self.order,
+                page_size=self.page_size,
+                on_error="collect",
+            )
         async with aclosing(starts), fan_out as stream:
             async for page in stream:
-                await self._store(page)
-                if self.fatal is not None:
+                walk = self._walks[page.thread_id]
+                if walk.lost:
+                    continue
+                write = walk.page_write(page)
+                if write is not None:
+                    walk.written(write)  # the next page of the thread compares against it
+                await send.send((walk, write, page))
+                if self.fatal is not None or self.sink_error is not None:
                     return
 
-    async def _store(self, page: ThreadPage) -> None:
-        walk = self._walks[page.thread_id]
-        if walk.lost:
-            return
-        write = walk.page_write(page)
-        if write is not None:
-            if not await self.sink.write_page(write):
-                walk.lost = True
-                self.lost += 1
-                return
-            walk.written(write)
-            self.writes += 1
+    async def _writer(
+        self, receive: MemoryObjectReceiveStream[_Queued], scope: anyio.CancelScope
+    ) -> None:
+        async with receive:
+            async for walk, write, page in receive:
+                if walk.lost:
+                    continue
+                if write is not None:
+                    try:
+                        stored = await self.sink.write_page(write)
+                    except SinkError as exc:
+                        self.sink_error = exc  # raised by _list once the listing stopped
+                        scope.cancel()
+                        return
+                    if not stored:  # another writer got there first: the thread is its
+                        walk.lost = True
+                        self.lost += 1
+                        continue
+                    self.writes += 1
+                self._count(page)
+
+    def _count(self, page: ThreadPage) -> None:
         summary = self.summary
-        for run in page.runs:
-            if summary is not None:
+        if summary is not None:
+            for run in page.runs:
                 summary.add(run)
-        self.runs += len(page.runs)
+        self.runs += len(page.raw)
         if page.last:
             error = page.error
             if error is not None:

@@ -122,39 +122,42 @@ class Totals:
     errors_by_code: Sequence[tuple[str, int]]
 
 
+_EMPTY: Mapping[str, Any] = {}
+_BIG = 2**63
+
+
 def _int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
-        return value
-    return None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _field(value: object, key: str) -> object:
-    return value.get(key) if isinstance(value, Mapping) else None
+    # ``type() is int``: not a bool; and within a 64-bit column.
+    return value if type(value) is int and -_BIG <= value < _BIG else None
 
 
 def run_row(thread_id: str, run: Mapping[str, Any], fetched_at: float) -> tuple[Any, ...]:
     """The ``runs`` row of one run as the server sent it (values of the wrong type: NULL)."""
-    usage = run.get("usage")
+    get = run.get
+    usage = get("usage")
+    if not isinstance(usage, Mapping):
+        usage = _EMPTY
+    error = get("last_error")
+    code = error.get("code") if isinstance(error, Mapping) else None
+    incomplete = get("incomplete_details")
+    reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
+    assistant_id, status, model = get("assistant_id"), get("status"), get("model")
     return (
-        run.get("id"),
+        get("id"),
         thread_id,
-        _str(run.get("assistant_id")),
-        _str(run.get("status")),
-        _str(run.get("model")),
-        _int(run.get("created_at")),
-        _int(run.get("started_at")),
-        _int(run.get("completed_at")),
-        _int(run.get("failed_at")),
-        _int(run.get("cancelled_at")),
-        _str(_field(run.get("last_error"), "code")),
-        _str(_field(run.get("incomplete_details"), "reason")),
-        _int(_field(usage, "prompt_tokens")),
-        _int(_field(usage, "completion_tokens")),
-        _int(_field(usage, "total_tokens")),
+        assistant_id if type(assistant_id) is str else None,
+        status if type(status) is str else None,
+        model if type(model) is str else None,
+        _int(get("created_at")),
+        _int(get("started_at")),
+        _int(get("completed_at")),
+        _int(get("failed_at")),
+        _int(get("cancelled_at")),
+        code if type(code) is str else None,
+        reason if type(reason) is str else None,
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        _int(usage.get("total_tokens")),
         orjson.dumps(run).decode(),
         fetched_at,
     )

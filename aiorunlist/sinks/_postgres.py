@@ -63,8 +63,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             fetched_at double precision NOT NULL
         )""",
         "CREATE INDEX runs_thread_created ON runs (thread_id, created_at)",
-        "CREATE INDEX runs_created ON runs (created_at)",
-        "CREATE INDEX runs_model_created ON runs (model, created_at)",
         "CREATE INDEX runs_error_code ON runs (last_error_code) WHERE status = 'failed'",
         "CREATE INDEX runs_fetched ON runs (fetched_at)",
         f"CREATE INDEX runs_open ON runs (thread_id, created_at) WHERE status IN ({_OPEN})",
