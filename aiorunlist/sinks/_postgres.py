@@ -104,15 +104,39 @@ _TYPES = (
     "text",
     "double precision",
 )
-_UPSERT = (
+_N = len(COLUMNS)
+# The page's new runs (ids not stored yet), for threads.runs: seen before this statement.
+_NEW_RUNS = (
+    "(SELECT count(*) FROM unnest($1::text[]) AS p(id) "
+    "WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = p.id))"
+)
+_INSERT_RUNS = (
     f"INSERT INTO runs ({', '.join(COLUMNS)}) SELECT "
     + ", ".join(f"{c}::json" if c == "raw" else c for c in COLUMNS)
     + " FROM unnest("
     + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
-    + f") AS page ({', '.join(COLUMNS)}) "
+    + f") AS page ({', '.join(COLUMNS)}) WHERE EXISTS (SELECT 1 FROM cas) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-    + " WHERE runs.raw::text IS DISTINCT FROM excluded.raw::text"
+    + " WHERE runs.raw::text IS DISTINCT FROM excluded.raw::text RETURNING 1"
+)
+# A page is one statement (so one round trip, and atomic by itself): the compare-and-set of
+# the thread's row, then, only if it matched, the upsert of the runs. Parameters: one array per
+# column ($1..$17), then state, cursor, head, last_error, updated_at, thread_id (and, for an
+# existing row, the expected cursor and head).
+_V = [f"${_N + i}" for i in range(1, 9)]
+_WRITE_NEW = (
+    "WITH cas AS (INSERT INTO threads "
+    "(state, cursor, head, last_error, updated_at, thread_id, runs) VALUES "
+    f"({', '.join(_V[:6])}, {_NEW_RUNS}) ON CONFLICT (thread_id) DO NOTHING RETURNING 1), "
+    f"ins AS ({_INSERT_RUNS}) SELECT count(*) FROM cas"
+)
+_WRITE_NEXT = (
+    f"WITH cas AS (UPDATE threads SET state = {_V[0]}, cursor = {_V[1]}, head = {_V[2]}, "
+    f"last_error = {_V[3]}, updated_at = {_V[4]}, runs = threads.runs + {_NEW_RUNS} "
+    f"WHERE thread_id = {_V[5]} AND cursor IS NOT DISTINCT FROM {_V[6]} "
+    f"AND head IS NOT DISTINCT FROM {_V[7]} RETURNING 1), "
+    f"ins AS ({_INSERT_RUNS}) SELECT count(*) FROM cas"
 )
 
 #: Errors after which the connection is gone: reconnect and try again.
@@ -210,44 +234,20 @@ class PostgresSink(Sink):
         return await self._retrying(fetch)
 
     async def write_page(self, write: PageWrite) -> bool:
+        now = time.time()
+        rows = [run_row(write.thread_id, run, now) for run in write.runs]
+        columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * _N
+        values = [*columns, write.state, write.cursor, write.head, write.last_error, now]
+        values.append(write.thread_id)
+        expected = write.expected
+        if expected is not None:
+            values += [expected.cursor, expected.head]
+
         async def store(con: asyncpg.Connection, again: bool) -> bool:
-            now = time.time()
-            expected = write.expected
-            async with con.transaction():
-                values = (write.state, write.cursor, write.head, write.last_error, now)
-                if expected is None:
-                    status = await con.execute(
-                        "INSERT INTO threads "
-                        "(state, cursor, head, last_error, updated_at, thread_id) "
-                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thread_id) DO NOTHING",
-                        *values,
-                        write.thread_id,
-                    )
-                else:
-                    status = await con.execute(
-                        "UPDATE threads SET state = $1, cursor = $2, head = $3, last_error = $4,"
-                        " updated_at = $5 WHERE thread_id = $6 AND cursor IS NOT DISTINCT FROM"
-                        " $7 AND head IS NOT DISTINCT FROM $8",
-                        *values,
-                        write.thread_id,
-                        expected.cursor,
-                        expected.head,
-                    )
-                if not status.endswith(" 1"):
-                    if again:  # the connection broke: perhaps after this very write committed
-                        return await _already_written(con, write)
-                    return False
-                if write.runs:
-                    rows = [run_row(write.thread_id, run, now) for run in write.runs]
-                    await con.execute(
-                        _UPSERT, *(list(column) for column in zip(*rows, strict=True))
-                    )
-                    await con.execute(
-                        "UPDATE threads SET runs = (SELECT count(*) FROM runs "
-                        "WHERE thread_id = $1) WHERE thread_id = $1",
-                        write.thread_id,
-                    )
-            return True
+            if await con.fetchval(_WRITE_NEW if expected is None else _WRITE_NEXT, *values):
+                return True
+            # The connection broke before: perhaps after this very write committed.
+            return again and await _already_written(con, write)
 
         return await self._retrying(store)
 

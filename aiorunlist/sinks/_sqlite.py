@@ -8,8 +8,10 @@ read lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,10 @@ T = TypeVar("T")
 
 #: Milliseconds a writer waits for another one's transaction before giving up.
 BUSY_TIMEOUT_MS = 60_000
+#: Seconds between two checkpoints of the WAL into the database, done in a thread of their own.
+CHECKPOINT_INTERVAL = 1.0
+#: WAL pages after which the writer checkpoints itself all the same (a safety net).
+AUTOCHECKPOINT_PAGES = 16_384
 
 _OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 
@@ -124,6 +130,9 @@ def _connect(path: str) -> sqlite3.Connection:
         # In WAL mode, NORMAL never corrupts and loses no committed transaction to a crash of
         # the process (only, perhaps, the last ones to a power cut).
         con.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints (and the fsyncs they make) happen in the checkpointer's thread, off the
+        # writer's path; the writer does one itself only if the WAL grows very large.
+        con.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         con.execute("PRAGMA foreign_keys = ON")
     except BaseException:
         con.close()
@@ -172,12 +181,49 @@ def check_settings(where: str, stored: Mapping[str, str], wanted: Mapping[str, s
             )
 
 
+class _Checkpointer:
+    """Copies the WAL into the database every :data:`CHECKPOINT_INTERVAL` seconds (``PASSIVE``:
+    it never waits for, nor blocks, a writer), through a connection of its own."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="aiorunlist-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            con = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:  # the writer checkpoints itself then (AUTOCHECKPOINT_PAGES)
+            return
+        try:
+            while not self._stop.wait(CHECKPOINT_INTERVAL):
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            con.close()
+
+    def stop(self) -> None:
+        """Stop, and wait for a checkpoint under way to end."""
+        self._stop.set()
+        self._thread.join()
+
+
 class SQLiteSink(Sink):
     """A sink in one SQLite file (see :func:`aiorunlist.sinks.open_sink`)."""
 
-    def __init__(self, con: sqlite3.Connection, executor: ThreadPoolExecutor, url: str) -> None:
+    def __init__(
+        self,
+        con: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        url: str,
+        checkpointer: _Checkpointer | None = None,
+    ) -> None:
         self._con = con
         self._executor = executor
+        self._checkpointer = checkpointer
         self._sync_id: int | None = None
         self._closed = False
         self.url = url
@@ -294,6 +340,9 @@ class SQLiteSink(Sink):
         )
 
     def _close(self) -> None:
+        # The checkpointer first: closing last, the writer's connection checkpoints the rest.
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._con.close()
 
     # --- the API -------------------------------------------------------------------------------
@@ -353,4 +402,4 @@ async def open_sqlite(path: str, url: str, settings: Mapping[str, str] | None) -
     except BaseException:
         executor.shutdown(wait=False)
         raise
-    return SQLiteSink(con, executor, url)
+    return SQLiteSink(con, executor, url, _Checkpointer(path))
