@@ -502,3 +502,39 @@ def test_a_run_without_an_id_fails_its_thread_and_stores_nothing_of_it(
     assert {row[0] for row in query(sink_url, "SELECT DISTINCT thread_id FROM runs")} == set(
         tids[1:]
     )
+
+
+# --- the documentation's queries ---------------------------------------------------------------
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "sinks.md"
+
+
+def documented_queries() -> list[tuple[str, str]]:
+    """(the databases it is for, the query) of every ```sql block of the sinks page."""
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```sql\n")[1:]]
+    queries = []
+    for block in blocks:
+        first, _, body = block.partition("\n")
+        assert first.startswith("-- "), first
+        queries.append((first[3:], body.strip()))
+    return queries
+
+
+def test_the_documented_queries_run_as_written(live: LiveServer, sink_url: str) -> None:
+    queries = documented_queries()
+    assert len(queries) >= 10
+    tids = live.seed(30, 15, seed=21)
+    live.do(lambda: live.server.add_fault(Fault(thread_id=tids[0], status=404, times=100)))
+    assert invoke(sink_args(live, sink_url, tids)).exit_code == 1
+    backend = "SQLite" if sink_url.startswith("sqlite") else "PostgreSQL"
+    ran = 0
+    for databases, sql in queries:
+        assert databases in {"SQLite", "PostgreSQL", "SQLite and PostgreSQL"}
+        if backend not in databases:
+            continue
+        rows = query(sink_url, sql.rstrip(";"))
+        assert rows, sql
+        ran += 1
+    assert ran >= 7
