@@ -14,25 +14,34 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from aiorunlist._cli._inputs import ThreadIds
+from aiorunlist._cli._sinkexport import SinkExport
 from aiorunlist.sinks import (
     SCHEMA_VERSION,
     PageWrite,
+    Sink,
+    SinkError,
     SinkSettingsError,
     ThreadState,
+    Totals,
     open_sink,
     sqlite_path,
 )
-from aiorunlist.testing import Fault, make_run
-from tests.conftest import API_KEY
+from aiorunlist.testing import FakeServer, Fault, MockTransport, make_run
+from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
 from tests.postgres import PostgresServer
 from tests.test_cli import PYTHON, LiveServer, invoke, killed_after, runs_args, subprocess_env
 
@@ -538,3 +547,130 @@ def test_the_documented_queries_run_as_written(live: LiveServer, sink_url: str) 
         assert rows, sql
         ran += 1
     assert ran >= 7
+
+
+# --- property: however often a sync is cut short, and whatever changed, it converges ---------
+
+
+class _Crashing(Sink):
+    """A sink that fails (like a lost database) after ``budget`` page writes."""
+
+    def __init__(self, inner: Sink, budget: int) -> None:
+        self.inner = inner
+        self.budget = budget
+        self.url = inner.url
+
+    async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
+        return await self.inner.threads(thread_ids)
+
+    async def write_page(self, write: PageWrite) -> bool:
+        if self.budget <= 0:
+            raise SinkError("crash")
+        self.budget -= 1
+        return await self.inner.write_page(write)
+
+    async def start_sync(self) -> None:
+        await self.inner.start_sync()
+
+    async def finish_sync(self) -> None:
+        await self.inner.finish_sync()
+
+    async def totals(self) -> Totals:
+        return await self.inner.totals()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+_FINAL = ["completed", "failed", "cancelled", "expired", "incomplete"]
+_NOT_FINAL = ["queued", "in_progress", "requires_action", "cancelling"]
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> dict[str, Any]:
+    threads = draw(st.integers(1, 4))
+    return {
+        "order": draw(st.sampled_from(["asc", "desc"])),
+        "page_size": draw(st.integers(1, 4)),
+        "sizes": draw(st.lists(st.integers(0, 7), min_size=threads, max_size=threads)),
+        "statuses": draw(st.lists(st.sampled_from(_FINAL + _NOT_FINAL), min_size=40, max_size=40)),
+        # Between syncs: (thread, new runs, finish the in-flight runs?), and where it crashes.
+        "steps": draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, threads - 1),
+                    st.integers(0, 3),
+                    st.booleans(),
+                    st.one_of(st.none(), st.integers(0, 6)),
+                ),
+                max_size=4,
+            )
+        ),
+    }
+
+
+async def _sync(
+    server: FakeServer, url: str, tids: list[str], history: dict[str, Any], crash: int | None
+) -> SinkExport:
+    settings = {"order": history["order"], "page_size": str(history["page_size"])}
+    async with await open_sink(url, settings=settings) as opened:
+        sink: Sink = opened if crash is None else _Crashing(opened, crash)
+        async with fast_client(SOCKETLESS_URL, transport=MockTransport(server.handle)) as client:
+            export = SinkExport(
+                client,
+                ThreadIds(tids),
+                sink,
+                order=history["order"],
+                page_size=history["page_size"],
+                concurrency=3,
+            )
+            await export.run()
+    return export
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=_histories())
+def test_syncs_converge_however_they_are_cut_short(history: dict[str, Any]) -> None:
+    statuses = iter(history["statuses"] * 10)
+    server = FakeServer(api_key=API_KEY)
+    tids = [f"thread_p{i}" for i in range(len(history["sizes"]))]
+    clock = iter(range(1_800_000_000, 1_900_000_000, 7))
+
+    def add(tid: str, count: int) -> None:
+        start = len(server.threads.get(tid, []))
+        runs = [make_run(tid, start + i, created_at=next(clock)) for i in range(count)]
+        for run in runs:
+            run["status"] = next(statuses)
+        server.add_runs(tid, runs)
+
+    for tid, size in zip(tids, history["sizes"], strict=True):
+        server.add_thread(tid)
+        add(tid, size)
+    with tempfile.TemporaryDirectory() as directory:
+        url = f"sqlite:///{directory}/runs.db"
+        for thread, new, finish, crash in history["steps"]:
+            anyio.run(_sync, server, url, tids, history, crash)
+            add(tids[thread], new)
+            if finish:
+                for run in server.threads[tids[thread]]:
+                    if run["status"] in _NOT_FINAL:
+                        run["status"] = "completed"
+        # A thread an earlier sync left part way continues from its cursor; what changed above
+        # that cursor meanwhile comes with the sync after (once the thread is done).
+        for _ in range(2):
+            export = anyio.run(_sync, server, url, tids, history, None)
+            assert export.error is None
+            assert not export.failures
+        runs = stored_runs(url)
+        expected = {run["id"]: run for tid in tids for run in server.threads[tid]}
+        assert runs == expected
+        assert dict(query(url, "SELECT thread_id, runs FROM threads")) == {
+            tid: len(server.threads[tid]) for tid in tids
+        }
+        # Nothing changed: the next sync writes nothing (runs still in flight are listed
+        # again, in a transaction that finds them identical).
+        before = sorted(query(url, "SELECT id, fetched_at FROM runs"))
+        again = anyio.run(_sync, server, url, tids, history, None)
+        if not any(run["status"] in _NOT_FINAL for run in expected.values()):
+            assert again.writes == 0
+        assert sorted(query(url, "SELECT id, fetched_at FROM runs")) == before
