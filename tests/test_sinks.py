@@ -427,16 +427,24 @@ def _wait_for_rows(url: str, count: int, process: subprocess.Popen[bytes]) -> No
     raise AssertionError("nothing stored")
 
 
-def test_kill_9_mid_export_then_a_rerun(live: LiveServer, sink_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_interrupted_mid_export_then_a_rerun(
+    live: LiveServer, sink_url: str, tmp_path: Path, how: str
+) -> None:
     tids = live.seed(40, 20, seed=11)
     live.do(lambda: live.server.add_fault(Fault(delay=0.02, times=100_000)))  # slow server
     ids_file = _ids_file(tmp_path, tids)
     process = _start(live, sink_url, ids_file)
     with killed_after(process, 90):
         _wait_for_rows(sink_url, 60, process)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+        process.send_signal(signal.SIGKILL if how == "kill -9" else signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    if how == "kill -9":
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 130
+        assert b"run the same command again to resume" in stderr
+        assert b"Traceback" not in stderr
     stored = query(sink_url, "SELECT count(*) FROM runs")[0][0]
     assert 0 < stored < 40 * 20
     live.do(live.server.clear_faults)
@@ -674,3 +682,16 @@ def test_syncs_converge_however_they_are_cut_short(history: dict[str, Any]) -> N
         if not any(run["status"] in _NOT_FINAL for run in expected.values()):
             assert again.writes == 0
         assert sorted(query(url, "SELECT id, fetched_at FROM runs")) == before
+
+
+def test_summary_of_a_sink_that_holds_no_export(live: LiveServer, sink_url: str) -> None:
+    if sink_url.startswith("sqlite"):
+        result = invoke(["summary", "--sink", sink_url])
+        assert result.exit_code == 2
+        assert result.stderr.endswith("no such database file\n")
+        assert not Path(sqlite_path(sink_url)).exists()  # nothing created
+        sqlite3.connect(sqlite_path(sink_url)).close()
+    result = invoke(["summary", "--sink", sink_url])
+    assert result.exit_code == 2
+    assert result.stderr.endswith("holds no aiorunlist export\n")
+    assert result.stderr.count("\n") == 1

@@ -536,9 +536,10 @@ def _runs_into_sink(
 
 
 async def _open_sink(url: str, settings: dict[str, str] | None) -> Sink:
-    """The sink at ``url``; any problem with it is one line and exit code 2."""
+    """The sink at ``url`` (to export into, with ``settings``; else to read an existing one);
+    any problem with it is one line and exit code 2."""
     try:
-        return await open_sink(url, settings=settings)
+        return await open_sink(url, settings=settings, create=settings is not None)
     except (ValueError, TypeError, ImportError, SinkError) as exc:
         raise CLIError(str(exc)) from None
 

@@ -88,7 +88,7 @@ class SinkExport(Export):
         states = await self.sink.threads(batch)
         starts: list[str | ThreadStart] = []
         for thread_id in batch:
-            if thread_id in self._walks:  # listed twice in the input: once is enough
+            if thread_id in self._walks:  # listed twice, and still being listed: once is enough
                 continue
             start, walk = plan_walk(thread_id, states.get(thread_id), self.order)
             self._walks[thread_id] = walk
@@ -127,6 +127,8 @@ class SinkExport(Export):
         async with aclosing(starts), fan_out as stream:
             async for page in stream:
                 walk = self._walks[page.thread_id]
+                if page.last:  # done with it here (the writer holds on to it in the queue)
+                    del self._walks[page.thread_id]
                 if walk.lost:
                     continue
                 write = walk.page_write(page)

@@ -79,7 +79,11 @@ def _check_postgres_url(url: str) -> None:
 
 
 async def open_sink(
-    url: str, *, settings: Mapping[str, str] | None = None, reconnect_for: float = 60.0
+    url: str,
+    *,
+    settings: Mapping[str, str] | None = None,
+    reconnect_for: float = 60.0,
+    create: bool = True,
 ) -> Sink:
     """Open the database sink at ``url``, creating or migrating its schema.
 
@@ -88,6 +92,8 @@ async def open_sink(
     :param settings: the export's settings (e.g. ``{"order": "desc", "page_size": "100"}``):
         stored on first use; a database holding other values refuses with
         :class:`SinkSettingsError`. ``None`` checks nothing (reading only).
+    :param create: ``False`` to open only a database an export already wrote to (reading):
+        else :class:`SinkUnavailableError`, and no file or table is created.
     :param reconnect_for: PostgreSQL: seconds a write keeps reconnecting after losing its
         connection before it gives up with :class:`SinkUnavailableError`.
     :raises ValueError: a URL that is not one of the above (nothing is opened).
@@ -103,7 +109,7 @@ async def open_sink(
         path = sqlite_path(url)
         from ._sqlite import open_sqlite  # noqa: PLC0415 - loaded with the backend it serves
 
-        return await open_sqlite(path, url, settings)
+        return await open_sqlite(path, url, settings, create=create)
     if scheme in {"postgresql", "postgres"}:
         _check_postgres_url(url)
         try:
@@ -112,6 +118,6 @@ async def open_sink(
             if exc.name is not None and exc.name.partition(".")[0] == "asyncpg":
                 raise ImportError(_NEEDS_ASYNCPG, name="asyncpg") from None
             raise
-        return await open_postgres(url, settings, reconnect_for=reconnect_for)
+        return await open_postgres(url, settings, reconnect_for=reconnect_for, create=create)
     shown = url.rsplit("@", maxsplit=1)[-1] if "@" in url else url
     raise ValueError(f"unsupported sink URL {shown!r}: use {_EXAMPLES}")

@@ -316,8 +316,12 @@ async def _already_written(con: asyncpg.Connection, write: PageWrite) -> bool:
     )
 
 
-async def _migrate(con: asyncpg.Connection, where: str, settings: Mapping[str, str] | None) -> None:
+async def _migrate(
+    con: asyncpg.Connection, where: str, settings: Mapping[str, str] | None, create: bool
+) -> None:
     async with con.transaction():
+        if not create and await con.fetchval("SELECT to_regclass('schema_version')") is None:
+            raise SinkUnavailableError(f"{where} holds no aiorunlist export")
         await con.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         await con.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         version = await con.fetchval("SELECT max(version) FROM schema_version") or 0
@@ -342,7 +346,11 @@ async def _migrate(con: asyncpg.Connection, where: str, settings: Mapping[str, s
 
 
 async def open_postgres(
-    dsn: str, settings: Mapping[str, str] | None, *, reconnect_for: float = 60.0
+    dsn: str,
+    settings: Mapping[str, str] | None,
+    *,
+    reconnect_for: float = 60.0,
+    create: bool = True,
 ) -> PostgresSink:
     """Connect to ``dsn``, create or migrate the schema, and check the settings."""
     where = _masked(dsn)
@@ -354,7 +362,7 @@ async def open_postgres(
             f"cannot connect to {where}: {' '.join(reason.split())}"
         ) from None
     try:
-        await _migrate(con, where, settings)
+        await _migrate(con, where, settings, create)
     except asyncpg.PostgresError as exc:
         await con.close()
         raise SinkUnavailableError(f"cannot use {where}: {exc}") from None

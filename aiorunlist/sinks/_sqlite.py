@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -140,9 +141,20 @@ def _connect(path: str) -> sqlite3.Connection:
     return con
 
 
-def _migrate(con: sqlite3.Connection, path: str, settings: Mapping[str, str] | None) -> None:
+def _migrate(
+    con: sqlite3.Connection, path: str, settings: Mapping[str, str] | None, create: bool
+) -> None:
     con.execute("BEGIN IMMEDIATE")
     try:
+        if (
+            not create
+            and not con.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'schema_version'"
+            ).fetchone()
+        ):
+            raise SinkUnavailableError(  # noqa: TRY301 - the transaction is rolled back below
+                f"{path} holds no aiorunlist export"
+            )
         con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = con.execute("SELECT max(version) FROM schema_version").fetchone()
         version = row[0] or 0
@@ -377,13 +389,15 @@ class SQLiteSink(Sink):
             self._executor.shutdown(wait=False)
 
 
-def _open(path: str, settings: Mapping[str, str] | None) -> sqlite3.Connection:
+def _open(path: str, settings: Mapping[str, str] | None, create: bool) -> sqlite3.Connection:
+    if not create and not os.path.exists(path):
+        raise SinkUnavailableError(f"{path}: no such database file")
     try:
         con = _connect(path)
     except sqlite3.Error as exc:
         raise SinkUnavailableError(f"cannot open the SQLite database {path}: {exc}") from None
     try:
-        _migrate(con, path, settings)
+        _migrate(con, path, settings, create)
     except sqlite3.DatabaseError as exc:
         con.close()
         raise SinkUnavailableError(f"cannot use the SQLite database {path}: {exc}") from None
@@ -393,12 +407,14 @@ def _open(path: str, settings: Mapping[str, str] | None) -> sqlite3.Connection:
     return con
 
 
-async def open_sqlite(path: str, url: str, settings: Mapping[str, str] | None) -> SQLiteSink:
+async def open_sqlite(
+    path: str, url: str, settings: Mapping[str, str] | None, *, create: bool = True
+) -> SQLiteSink:
     """Open (creating and migrating as needed) the SQLite database at ``path``."""
     executor = ThreadPoolExecutor(1, thread_name_prefix="aiorunlist-sqlite")
     loop = asyncio.get_running_loop()
     try:
-        con = await loop.run_in_executor(executor, _open, path, settings)
+        con = await loop.run_in_executor(executor, _open, path, settings, create)
     except BaseException:
         executor.shutdown(wait=False)
         raise
