@@ -8,6 +8,8 @@ whose cursor another writer advanced first is left to that writer (``lost``), no
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, aclosing
 
@@ -141,23 +143,51 @@ class SinkExport(Export):
     async def _writer(
         self, receive: MemoryObjectReceiveStream[_Queued], scope: anyio.CancelScope
     ) -> None:
-        async with receive:
-            async for walk, write, page in receive:
-                if walk.lost:
-                    continue
-                if write is not None:
-                    try:
-                        stored = await self.sink.write_page(write)
-                    except SinkError as exc:
-                        self.sink_error = exc  # raised by _list once the listing stopped
-                        scope.cancel()
-                        return
-                    if not stored:  # another writer got there first: the thread is its
-                        walk.lost = True
-                        self.lost += 1
-                        continue
-                    self.writes += 1
-                self._count(page)
+        """Store the pages in order. Up to ``sink.write_ahead`` writes are handed to the sink
+        before the oldest is settled, so that a sink working in a thread of its own always has
+        the next page waiting (its writes still happen one after the other, in order)."""
+        depth = max(1, self.sink.write_ahead)
+        pending: deque[tuple[Walk, ThreadPage, asyncio.Task[bool] | None]] = deque()
+        try:
+            async with receive:
+                async for walk, write, page in receive:
+                    task = None
+                    if write is not None and not walk.lost:
+                        task = asyncio.ensure_future(self.sink.write_page(write))
+                    pending.append((walk, page, task))
+                    while len(pending) >= depth:
+                        if not await self._settle(*pending.popleft()):
+                            scope.cancel()
+                            return
+            while pending:
+                if not await self._settle(*pending.popleft()):
+                    scope.cancel()
+                    return
+        finally:
+            tasks = [task for _, _, task in pending if task is not None]
+            for task in tasks:
+                task.cancel()
+            with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settle(self, walk: Walk, page: ThreadPage, task: asyncio.Task[bool] | None) -> bool:
+        """Count a stored page; ``False`` when the sink failed (the export stops)."""
+        if task is not None:
+            try:
+                stored = await task
+            except SinkError as exc:
+                self.sink_error = exc  # raised by _list once the listing stopped
+                return False
+            if not stored:  # another writer got there first: the thread is its
+                if not walk.lost:
+                    walk.lost = True
+                    self.lost += 1
+                return True
+            self.writes += 1
+        if walk.lost:
+            return True
+        self._count(page)
+        return True
 
     def _count(self, page: ThreadPage) -> None:
         summary = self.summary

@@ -172,6 +172,9 @@ class Sink(abc.ABC):
 
     #: The URL it was opened with, password masked.
     url: str
+    #: Writes an exporter may hand over before the first of them completed (they are still
+    #: done one after the other, in the order given). 1: one at a time.
+    write_ahead: int = 1
 
     async def __aenter__(self) -> Sink:
         return self

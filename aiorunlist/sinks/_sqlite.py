@@ -226,6 +226,9 @@ class _Checkpointer:
 class SQLiteSink(Sink):
     """A sink in one SQLite file (see :func:`aiorunlist.sinks.open_sink`)."""
 
+    # Writes queue up in the sink's one thread, so they run in the order given.
+    write_ahead = 4
+
     def __init__(
         self,
         con: sqlite3.Connection,
