@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aiorunlist import ThreadPage
 from aiorunlist._cli._inputs import ThreadIds
 from aiorunlist._cli._sinkexport import SinkExport
 from aiorunlist.sinks import (
@@ -40,6 +41,7 @@ from aiorunlist.sinks import (
     open_sink,
     sqlite_path,
 )
+from aiorunlist.sinks._walk import plan_walk
 from aiorunlist.testing import FakeServer, Fault, MockTransport, make_run
 from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
 from tests.postgres import PostgresServer
@@ -695,3 +697,33 @@ def test_summary_of_a_sink_that_holds_no_export(live: LiveServer, sink_url: str)
     assert result.exit_code == 2
     assert result.stderr.endswith("holds no aiorunlist export\n")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.anyio
+async def test_a_writer_that_lost_a_thread_never_takes_it_back(sink_url: str) -> None:
+    # Regression: two exports list the same thread; B stores page 1 first, with exactly the
+    # cursor A's page 1 would have stored. A's page 1 loses; A's page 2, handed over before
+    # A learnt that, must lose too, or both would stop (each thinking the other has it).
+    runs = [_run("thread_a", i) for i in range(4)]
+    page1 = ThreadPage("thread_a", (), False, raw=runs[:2])
+    page2 = ThreadPage("thread_a", (), True, raw=runs[2:])
+    _, walk_a = plan_walk("thread_a", None, "asc", "writer A")
+    _, walk_b = plan_walk("thread_a", None, "asc", "writer B")
+    a1 = walk_a.page_write(page1)
+    assert a1 is not None
+    walk_a.written(a1)
+    a2 = walk_a.page_write(page2)
+    b1 = walk_b.page_write(page1)
+    assert a2 is not None
+    assert b1 is not None
+    assert (a1.cursor, a1.head) == (b1.cursor, b1.head)
+    async with await open_sink(sink_url) as sink:
+        assert await sink.write_page(b1)
+        assert not await sink.write_page(a1)
+        assert not await sink.write_page(a2)
+        walk_b.written(b1)
+        b2 = walk_b.page_write(page2)
+        assert b2 is not None
+        assert await sink.write_page(b2)
+        state = (await sink.threads(["thread_a"]))["thread_a"]
+    assert (state.state, state.runs, state.writer) == ("done", 4, "writer B")

@@ -9,6 +9,9 @@ whose cursor another writer advanced first is left to that writer (``lost``), no
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, aclosing
@@ -69,6 +72,9 @@ class SinkExport(Export):
         self.sink = sink
         self.lost = 0
         self.writes = 0
+        #: This export's name in ``threads.writer``: unique, so that an export that lost a
+        #: thread to another never takes it back with a write the other one made identical.
+        self.writer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         #: The sink failed (the export stopped).
         self.sink_error: SinkError | None = None
         self._walks: dict[str, Walk] = {}
@@ -92,7 +98,7 @@ class SinkExport(Export):
         for thread_id in batch:
             if thread_id in self._walks:  # listed twice, and still being listed: once is enough
                 continue
-            start, walk = plan_walk(thread_id, states.get(thread_id), self.order)
+            start, walk = plan_walk(thread_id, states.get(thread_id), self.order, self.writer_name)
             self._walks[thread_id] = walk
             starts.append(start)
         return starts

@@ -79,6 +79,7 @@ class ThreadState:
     :meth:`Sink.threads` for done threads holding runs in a status that was not final: the
     newest stored run created before the oldest such run (``""`` when there is none, so the
     thread is listed again from its start), ``None`` when the thread has no such run.
+    ``writer`` names the export that wrote the row last (any string it chose).
     """
 
     thread_id: str
@@ -89,6 +90,7 @@ class ThreadState:
     last_error: str | None = None
     updated_at: float = 0.0
     refresh_from: str | None = None
+    writer: str | None = None
 
 
 @attrs.frozen
@@ -96,8 +98,10 @@ class PageWrite:
     """One page of one thread, and the thread's state after it: one transaction.
 
     ``expected`` is the thread's state the writer started from (``None``: no row yet). The
-    write happens only if the stored ``cursor`` and ``head`` still equal the expected ones
-    (compare-and-set); otherwise another writer got there first and nothing is written.
+    write happens only if the stored ``cursor``, ``head`` and ``writer`` still equal the
+    expected ones (compare-and-set); otherwise another writer got there first and nothing is
+    written. ``writer`` names this writer: two writers that stored the same page (the same
+    cursor) still tell their rows apart, so that the one that lost never carries on.
     """
 
     thread_id: str
@@ -107,6 +111,7 @@ class PageWrite:
     cursor: str | None
     head: str | None
     last_error: str | None = None
+    writer: str | None = None
 
 
 @attrs.frozen

@@ -73,7 +73,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             head text,
             runs bigint NOT NULL DEFAULT 0,
             last_error text,
-            updated_at double precision NOT NULL
+            updated_at double precision NOT NULL,
+            writer text
         )""",
         "CREATE INDEX threads_state ON threads (state)",
         """CREATE TABLE syncs (
@@ -122,20 +123,22 @@ _INSERT_RUNS = (
 )
 # A page is one statement (so one round trip, and atomic by itself): the compare-and-set of
 # the thread's row, then, only if it matched, the upsert of the runs. Parameters: one array per
-# column ($1..$17), then state, cursor, head, last_error, updated_at, thread_id (and, for an
-# existing row, the expected cursor and head).
-_V = [f"${_N + i}" for i in range(1, 9)]
+# column ($1..$17), then state, cursor, head, last_error, updated_at, writer, thread_id (and,
+# for an existing row, the expected cursor, head and writer).
+_V = [f"${_N + i}" for i in range(1, 11)]
 _WRITE_NEW = (
     "WITH cas AS (INSERT INTO threads "
-    "(state, cursor, head, last_error, updated_at, thread_id, runs) VALUES "
-    f"({', '.join(_V[:6])}, {_NEW_RUNS}) ON CONFLICT (thread_id) DO NOTHING RETURNING 1), "
+    "(state, cursor, head, last_error, updated_at, writer, thread_id, runs) VALUES "
+    f"({', '.join(_V[:7])}, {_NEW_RUNS}) ON CONFLICT (thread_id) DO NOTHING RETURNING 1), "
     f"ins AS ({_INSERT_RUNS}) SELECT count(*) FROM cas"
 )
 _WRITE_NEXT = (
     f"WITH cas AS (UPDATE threads SET state = {_V[0]}, cursor = {_V[1]}, head = {_V[2]}, "
-    f"last_error = {_V[3]}, updated_at = {_V[4]}, runs = threads.runs + {_NEW_RUNS} "
-    f"WHERE thread_id = {_V[5]} AND cursor IS NOT DISTINCT FROM {_V[6]} "
-    f"AND head IS NOT DISTINCT FROM {_V[7]} RETURNING 1), "
+    f"last_error = {_V[3]}, updated_at = {_V[4]}, writer = {_V[5]}, "
+    f"runs = threads.runs + {_NEW_RUNS} "
+    f"WHERE thread_id = {_V[6]} AND cursor IS NOT DISTINCT FROM {_V[7]} "
+    f"AND head IS NOT DISTINCT FROM {_V[8]} AND writer IS NOT DISTINCT FROM {_V[9]} "
+    "RETURNING 1), "
     f"ins AS ({_INSERT_RUNS}) SELECT count(*) FROM cas"
 )
 
@@ -208,7 +211,7 @@ class PostgresSink(Sink):
     async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
         async def fetch(con: asyncpg.Connection, _again: bool) -> dict[str, ThreadState]:
             rows = await con.fetch(
-                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at "
+                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
                 "FROM threads WHERE thread_id = ANY($1::text[])",
                 list(thread_ids),
             )
@@ -226,7 +229,15 @@ class PostgresSink(Sink):
                     refresh[thread_id] = before or ""
             return {
                 row[0]: ThreadState(
-                    row[0], row[1], row[2], row[3], row[4], row[5], row[6], refresh.get(row[0])
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    refresh.get(row[0]),
+                    row[7],
                 )
                 for row in rows
             }
@@ -238,10 +249,10 @@ class PostgresSink(Sink):
         rows = [run_row(write.thread_id, run, now) for run in write.runs]
         columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * _N
         values = [*columns, write.state, write.cursor, write.head, write.last_error, now]
-        values.append(write.thread_id)
+        values += [write.writer, write.thread_id]
         expected = write.expected
         if expected is not None:
-            values += [expected.cursor, expected.head]
+            values += [expected.cursor, expected.head, expected.writer]
 
         async def store(con: asyncpg.Connection, again: bool) -> bool:
             if await con.fetchval(_WRITE_NEW if expected is None else _WRITE_NEXT, *values):
@@ -305,7 +316,7 @@ class PostgresSink(Sink):
 
 async def _already_written(con: asyncpg.Connection, write: PageWrite) -> bool:
     row = await con.fetchrow(
-        "SELECT state, cursor, head, last_error FROM threads WHERE thread_id = $1",
+        "SELECT state, cursor, head, last_error, writer FROM threads WHERE thread_id = $1",
         write.thread_id,
     )
     return row is not None and tuple(row) == (
@@ -313,6 +324,7 @@ async def _already_written(con: asyncpg.Connection, write: PageWrite) -> bool:
         write.cursor,
         write.head,
         write.last_error,
+        write.writer,
     )
 
 

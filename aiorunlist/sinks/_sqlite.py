@@ -79,7 +79,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             head TEXT,
             runs INTEGER NOT NULL DEFAULT 0,
             last_error TEXT,
-            updated_at REAL NOT NULL
+            updated_at REAL NOT NULL,
+            writer TEXT
         )""",
         "CREATE INDEX threads_state ON threads (state)",
         """CREATE TABLE syncs (
@@ -261,7 +262,7 @@ class SQLiteSink(Sink):
             chunk = list(thread_ids[start : start + 500])
             marks = ", ".join("?" * len(chunk))
             rows = con.execute(
-                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at "
+                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
                 f"FROM threads WHERE thread_id IN ({marks})",
                 chunk,
             ).fetchall()
@@ -276,7 +277,7 @@ class SQLiteSink(Sink):
                         done,
                     ).fetchall()
                 )
-            for thread_id, state, cursor, head, runs, last_error, updated_at in rows:
+            for thread_id, state, cursor, head, runs, last_error, updated_at, writer in rows:
                 refresh_from = None
                 if thread_id in oldest:
                     before = con.execute(
@@ -286,7 +287,15 @@ class SQLiteSink(Sink):
                     ).fetchone()
                     refresh_from = "" if before is None else before[0]
                 found[thread_id] = ThreadState(
-                    thread_id, state, cursor, head, runs, last_error, updated_at, refresh_from
+                    thread_id,
+                    state,
+                    cursor,
+                    head,
+                    runs,
+                    last_error,
+                    updated_at,
+                    refresh_from,
+                    writer,
                 )
         return found
 
@@ -295,18 +304,20 @@ class SQLiteSink(Sink):
         con.execute("BEGIN IMMEDIATE")
         try:
             expected = write.expected
-            values = (write.state, write.cursor, write.head, write.last_error, now)
+            values = (write.state, write.cursor, write.head, write.last_error, now, write.writer)
             if expected is None:
                 cursor = con.execute(
-                    "INSERT INTO threads (state, cursor, head, last_error, updated_at, thread_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (thread_id) DO NOTHING",
+                    "INSERT INTO threads "
+                    "(state, cursor, head, last_error, updated_at, writer, thread_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (thread_id) DO NOTHING",
                     (*values, write.thread_id),
                 )
             else:
                 cursor = con.execute(
                     "UPDATE threads SET state = ?, cursor = ?, head = ?, last_error = ?, "
-                    "updated_at = ? WHERE thread_id = ? AND cursor IS ? AND head IS ?",
-                    (*values, write.thread_id, expected.cursor, expected.head),
+                    "updated_at = ?, writer = ? WHERE thread_id = ? AND cursor IS ? "
+                    "AND head IS ? AND writer IS ?",
+                    (*values, write.thread_id, expected.cursor, expected.head, expected.writer),
                 )
             if cursor.rowcount != 1:
                 con.execute("ROLLBACK")

@@ -37,6 +37,8 @@ class Walk:
     kind: WalkKind
     order: str
     expected: ThreadState | None
+    #: The name this walk's writes carry (``PageWrite.writer``).
+    writer: str | None = None
     newest: str | None = None
     lost: bool = False
 
@@ -78,30 +80,35 @@ class Walk:
             and (old.state, old.cursor, old.head, old.last_error) == (state, cursor, head, error)
         ):
             return None
-        return PageWrite(self.thread_id, raw, old, state, cursor, head, error)
+        return PageWrite(self.thread_id, raw, old, state, cursor, head, error, self.writer)
 
     def written(self, write: PageWrite) -> None:
         """Record that ``write`` was stored: the next page compares against it."""
         self.expected = ThreadState(
-            write.thread_id, write.state, write.cursor, write.head, last_error=write.last_error
+            write.thread_id,
+            write.state,
+            write.cursor,
+            write.head,
+            last_error=write.last_error,
+            writer=write.writer,
         )
 
 
 def plan_walk(
-    thread_id: str, state: ThreadState | None, order: str
+    thread_id: str, state: ThreadState | None, order: str, writer: str | None = None
 ) -> tuple[str | ThreadStart, Walk]:
     """The item for :meth:`Client.pages_many` that lists ``thread_id`` from where the sink's
-    ``state`` of it says, and the walk that turns its pages into writes."""
+    ``state`` of it says, and the walk that turns its pages into writes (named ``writer``)."""
     if state is None or state.state != "done":
         cursor = None if state is None else state.cursor
         start: str | ThreadStart = (
             thread_id if cursor is None else ThreadStart(thread_id, after=cursor)
         )
-        return start, Walk(thread_id, "list", order, state)
+        return start, Walk(thread_id, "list", order, state, writer)
     point = state.head if state.refresh_from is None else state.refresh_from or None
     if point is None:
         kind: WalkKind = "sync" if order == "asc" else "resync"
-        return thread_id, Walk(thread_id, kind, order, state)
+        return thread_id, Walk(thread_id, kind, order, state, writer)
     if order == "asc":
-        return ThreadStart(thread_id, after=point), Walk(thread_id, "sync", order, state)
-    return ThreadStart(thread_id, before=point), Walk(thread_id, "sync", order, state)
+        return ThreadStart(thread_id, after=point), Walk(thread_id, "sync", order, state, writer)
+    return ThreadStart(thread_id, before=point), Walk(thread_id, "sync", order, state, writer)
