@@ -121,9 +121,6 @@ def _connect(path: str) -> sqlite3.Connection:
     )
     try:
         con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Runs are about 1-2 KB of JSON: 16 KiB pages keep them off overflow pages (a new
-        # database only; an existing one keeps its page size).
-        con.execute("PRAGMA page_size = 16384")
         mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal" and path != ":memory:":
             raise SinkUnavailableError(  # noqa: TRY301 - the connection is closed below
