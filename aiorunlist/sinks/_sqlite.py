@@ -296,43 +296,39 @@ class SQLiteSink(Sink):
                 )
         return found
 
-    def _write_page(self, write: PageWrite, rows: list[tuple[Any, ...]], now: float) -> bool:
+    def _write_page(self, write: PageWrite, params: list[Any], count: int, now: float) -> bool:
+        # Four statements, the runs first: each statement hands the GIL back and forth with the
+        # event loop, which costs more than the statement itself. On a lost compare-and-set
+        # (rare) the runs are rolled back with the rest.
         con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
+            if count:
+                con.execute(_upsert(count), params)
             expected = write.expected
             values = (write.state, write.cursor, write.head, write.last_error, now, write.writer)
             if expected is None:
                 cursor = con.execute(
                     "INSERT INTO threads "
-                    "(state, cursor, head, last_error, updated_at, writer, thread_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (thread_id) DO NOTHING",
-                    (*values, write.thread_id),
+                    "(state, cursor, head, last_error, updated_at, writer, thread_id, runs) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT count(*) FROM runs WHERE thread_id = ?))"
+                    " ON CONFLICT (thread_id) DO NOTHING",
+                    (*values, write.thread_id, write.thread_id),
                 )
             else:
                 cursor = con.execute(
                     "UPDATE threads SET state = ?, cursor = ?, head = ?, last_error = ?, "
-                    "updated_at = ?, writer = ? WHERE thread_id = ? AND cursor IS ? "
-                    "AND head IS ? AND writer IS ?",
+                    "updated_at = ?, writer = ?, "
+                    "runs = (SELECT count(*) FROM runs WHERE thread_id = threads.thread_id) "
+                    "WHERE thread_id = ? AND cursor IS ? AND head IS ? AND writer IS ?",
                     (*values, write.thread_id, expected.cursor, expected.head, expected.writer),
                 )
-            if cursor.rowcount != 1:
-                con.execute("ROLLBACK")
-                return False
-            if write.runs:
-                thread_id = write.thread_id
-                con.execute(_upsert(len(rows)), [value for row in rows for value in row])
-                con.execute(
-                    "UPDATE threads SET runs = (SELECT count(*) FROM runs WHERE thread_id = ?) "
-                    "WHERE thread_id = ?",
-                    (thread_id, thread_id),
-                )
-            con.execute("COMMIT")
+            con.execute("COMMIT" if cursor.rowcount == 1 else "ROLLBACK")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
-        return True
+        return cursor.rowcount == 1
 
     def _start_sync(self) -> None:
         cursor = self._con.execute("INSERT INTO syncs (started_at) VALUES (?)", (time.time(),))
@@ -377,8 +373,9 @@ class SQLiteSink(Sink):
         # The rows are made here: the sink's thread then runs (almost) only SQLite's C code,
         # which lets go of the GIL, instead of contending for it with the event loop.
         now = time.time()
-        rows = [run_row(write.thread_id, run, now) for run in write.runs]
-        return await self._call(self._write_page, write, rows, now)
+        thread_id = write.thread_id
+        params = [value for run in write.runs for value in run_row(thread_id, run, now)]
+        return await self._call(self._write_page, write, params, len(write.runs), now)
 
     async def start_sync(self) -> None:
         await self._call(self._start_sync)
