@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 _OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 
+#: Connections page writes are spread over (by thread).
+CONNECTIONS = 2
+
 #: A lock key of this project's own, held while the schema is created or migrated.
 _MIGRATION_LOCK = 0x61696F72756E6C
 
@@ -164,11 +167,20 @@ def _masked(url: str) -> str:
 
 
 class PostgresSink(Sink):
-    """A sink in a PostgreSQL database (see :func:`aiorunlist.sinks.open_sink`)."""
+    """A sink in a PostgreSQL database (see :func:`aiorunlist.sinks.open_sink`).
+
+    Page writes go through :data:`CONNECTIONS` connections, each thread always through the same
+    one, one statement at a time: a thread's pages are stored in the order given, and the
+    server works on several threads' pages at once.
+    """
+
+    write_ahead = 2 * CONNECTIONS
 
     def __init__(self, dsn: str, con: asyncpg.Connection, reconnect_for: float) -> None:
         self._dsn = dsn
-        self._con: asyncpg.Connection | None = con
+        self._cons: list[asyncpg.Connection | None] = [con] + [None] * (CONNECTIONS - 1)
+        # FIFO: the writes of one connection run in the order they were handed over.
+        self._locks = [asyncio.Lock() for _ in range(CONNECTIONS)]
         self._reconnect_for = reconnect_for
         self._sync_id: int | None = None
         self._closed = False
@@ -176,27 +188,39 @@ class PostgresSink(Sink):
         #: Times a lost connection was made again.
         self.reconnects = 0
 
-    async def _connection(self) -> asyncpg.Connection:
+    async def _connection(self, slot: int) -> asyncpg.Connection:
         if self._closed:
             raise SinkError("the sink is closed")
-        if self._con is None or self._con.is_closed():
-            self._con = await asyncpg.connect(self._dsn, timeout=10)
-            self.reconnects += 1
-        return self._con
+        con = self._cons[slot]
+        if con is None or con.is_closed():
+            con = self._cons[slot] = await asyncpg.connect(self._dsn, timeout=10)
+        return con
 
-    async def _retrying(self, action: Callable[[asyncpg.Connection, bool], Awaitable[T]]) -> T:
-        """``action(connection, again)``, on a fresh connection each time the last one broke."""
+    async def _retrying(
+        self, action: Callable[[asyncpg.Connection, bool], Awaitable[T]], slot: int = 0
+    ) -> T:
+        """``action(connection, again)`` on connection ``slot`` (alone on it, in turn), on a
+        fresh connection each time the last one broke."""
+        async with self._locks[slot]:
+            return await self._attempts(action, slot)
+
+    async def _attempts(
+        self, action: Callable[[asyncpg.Connection, bool], Awaitable[T]], slot: int
+    ) -> T:
         deadline = time.monotonic() + self._reconnect_for
         delay = 0.05
         again = False
         while True:
             try:
-                con = await self._connection()
+                con = await self._connection(slot)
+                if again:
+                    self.reconnects += 1
                 return await action(con, again)
             except _CONNECTION_ERRORS as exc:
-                if self._con is not None:
-                    self._con.terminate()
-                    self._con = None
+                broken = self._cons[slot]
+                if broken is not None:
+                    broken.terminate()
+                    self._cons[slot] = None
                 if time.monotonic() + delay > deadline:
                     raise SinkUnavailableError(
                         f"{self.url}: the database connection was lost and could not be made "
@@ -260,7 +284,7 @@ class PostgresSink(Sink):
             # The connection broke before: perhaps after this very write committed.
             return again and await _already_written(con, write)
 
-        return await self._retrying(store)
+        return await self._retrying(store, hash(write.thread_id) % CONNECTIONS)
 
     async def start_sync(self) -> None:
         async def start(con: asyncpg.Connection, _again: bool) -> None:
@@ -306,12 +330,20 @@ class PostgresSink(Sink):
 
     async def aclose(self) -> None:
         self._closed = True
-        con, self._con = self._con, None
-        if con is not None and not con.is_closed():
-            try:
-                await asyncio.wait_for(con.close(), 5)
-            except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                con.terminate()
+        for slot, con in enumerate(self._cons):
+            self._cons[slot] = None
+            if con is not None:
+                await _close(con)
+
+
+async def _close(con: asyncpg.Connection) -> None:
+    """Close ``con`` politely, or cut it."""
+    if con.is_closed():
+        return
+    try:
+        await asyncio.wait_for(con.close(), 5)
+    except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        con.terminate()
 
 
 async def _already_written(con: asyncpg.Connection, write: PageWrite) -> bool:
