@@ -213,7 +213,9 @@ def _open_output(output: str, journal: Journal | None) -> tuple[BinaryIO, int]:
     return file, offset
 
 
-@cli.command("runs", short_help="Export the runs of many threads (jsonl, csv or table).")
+@cli.command(
+    "runs", short_help="Export the runs of many threads (jsonl, csv, table or a database)."
+)
 @click.argument("thread_ids", nargs=-1, metavar="[THREAD_ID]...")
 @click.option(
     "--threads-from",
@@ -624,7 +626,7 @@ def _report(
 )
 def summary_command(*, sink: str) -> int:
     """Print runs by status, tokens by model and failed runs by error code, computed by the
-    database that ``aiorunlist runs --sink URL`` filled.
+    database that 'aiorunlist runs --sink URL' filled.
 
     \b
     Example:
