@@ -727,3 +727,23 @@ async def test_a_writer_that_lost_a_thread_never_takes_it_back(sink_url: str) ->
         assert await sink.write_page(b2)
         state = (await sink.threads(["thread_a"]))["thread_a"]
     assert (state.state, state.runs, state.writer) == ("done", 4, "writer B")
+
+
+@pytest.mark.anyio
+async def test_sqlite_waits_for_another_writer_off_the_event_loop(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    runs = [_run("thread_a", i) for i in range(3)]
+    async with await open_sink(url) as sink:
+        other = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        write = asyncio.ensure_future(
+            sink.write_page(PageWrite("thread_a", runs, None, "done", runs[-1]["id"], None))
+        )
+        # The event loop keeps running while the write waits for the lock (in the loop's own
+        # thread, it would block it for the busy timeout, a minute).
+        await asyncio.sleep(0.2)
+        assert not write.done()
+        other.execute("COMMIT")
+        other.close()
+        assert await write
+    assert len(stored_runs(url)) == 3
