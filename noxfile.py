@@ -93,6 +93,9 @@ def bench(session: nox.Session) -> None:
     """
     install_groups(session, "bench")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    # Export speed into SQLite and PostgreSQL next to jsonl (docs/sinks.md).
+    quick = ["--quick"] if "--quick" in session.posargs else []
+    session.run("python", "benchmarks/sinks.py", *quick)
 
 
 @nox.session

@@ -515,7 +515,7 @@ async def _run(
         order=order,
         page_size=page_size,
         on_error=on_error,
-        error_items=stream_cls is PageStream,
+        error_items=issubclass(stream_cls, PageStream),
     )
     # The consumer's own exception (KeyboardInterrupt, SystemExit and GeneratorExit included)
     # is caught here and raised again once the task group is gone, so that it reaches the

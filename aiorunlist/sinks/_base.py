@@ -1,0 +1,217 @@
+"""What both sinks share: the URL, the errors, a thread's stored state, one page's write, and
+the mapping of a run's JSON onto the query columns."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+import orjson
+
+from ..exceptions import RunListError
+
+__all__ = [
+    "COLUMNS",
+    "OPEN_STATUSES",
+    "SCHEMA_VERSION",
+    "PageWrite",
+    "Sink",
+    "SinkError",
+    "SinkSettingsError",
+    "SinkUnavailableError",
+    "ThreadState",
+    "Totals",
+    "run_row",
+]
+
+#: The schema this version of aiorunlist writes (``schema_version.version``).
+SCHEMA_VERSION = 1
+
+#: Statuses that are not final: a re-run lists such runs again so that their new status lands.
+OPEN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+
+#: The columns of ``runs``, in the order of :func:`run_row`.
+COLUMNS = (
+    "id",
+    "thread_id",
+    "assistant_id",
+    "status",
+    "model",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "failed_at",
+    "cancelled_at",
+    "last_error_code",
+    "incomplete_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "raw",
+    "fetched_at",
+)
+
+ThreadStateName = Literal["pending", "done", "failed"]
+
+
+class SinkError(RunListError):
+    """A database sink could not do what was asked (it says what, and what to do)."""
+
+
+class SinkUnavailableError(SinkError):
+    """The database could not be opened or reached."""
+
+
+class SinkSettingsError(SinkError):
+    """The database belongs to an export with other settings, or to a newer schema."""
+
+
+@attrs.frozen
+class ThreadState:
+    """One row of ``threads``: how far the export of one thread got.
+
+    ``state`` is ``"pending"`` (listed in part), ``"done"`` (listed to the end once) or
+    ``"failed"`` (its listing failed; ``last_error`` says why). ``cursor`` is the last run
+    stored in the export's order (where an interrupted listing carries on); ``head`` the
+    newest run stored (where an incremental sync lists from). ``refresh_from`` is filled in by
+    :meth:`Sink.threads` for done threads holding runs in a status that was not final: the
+    newest stored run created before the oldest such run (``""`` when there is none, so the
+    thread is listed again from its start), ``None`` when the thread has no such run.
+    ``writer`` names the export that wrote the row last (any string it chose).
+    """
+
+    thread_id: str
+    state: ThreadStateName
+    cursor: str | None = None
+    head: str | None = None
+    runs: int = 0
+    last_error: str | None = None
+    updated_at: float = 0.0
+    refresh_from: str | None = None
+    writer: str | None = None
+
+
+@attrs.frozen
+class PageWrite:
+    """One page of one thread, and the thread's state after it: one transaction.
+
+    ``expected`` is the thread's state the writer started from (``None``: no row yet). The
+    write happens only if the stored ``cursor``, ``head`` and ``writer`` still equal the
+    expected ones (compare-and-set); otherwise another writer got there first and nothing is
+    written. ``writer`` names this writer: two writers that stored the same page (the same
+    cursor) still tell their rows apart, so that the one that lost never carries on.
+    """
+
+    thread_id: str
+    runs: Sequence[Mapping[str, Any]]
+    expected: ThreadState | None
+    state: ThreadStateName
+    cursor: str | None
+    head: str | None
+    last_error: str | None = None
+    writer: str | None = None
+
+
+@attrs.frozen
+class Totals:
+    """The summary figures, computed by the database."""
+
+    runs: int
+    #: (status, runs), most runs first.
+    by_status: Sequence[tuple[str, int]]
+    #: (model, runs, total tokens).
+    by_model: Sequence[tuple[str, int, int]]
+    #: (last_error_code, failed runs), most first.
+    errors_by_code: Sequence[tuple[str, int]]
+
+
+_EMPTY: Mapping[str, Any] = {}
+_BIG = 2**63
+
+
+def _int(value: object) -> int | None:
+    # ``type() is int``: not a bool; and within a 64-bit column.
+    return value if type(value) is int and -_BIG <= value < _BIG else None
+
+
+def run_row(thread_id: str, run: Mapping[str, Any], fetched_at: float) -> tuple[Any, ...]:
+    """The ``runs`` row of one run as the server sent it (values of the wrong type: NULL)."""
+    get = run.get
+    usage = get("usage")
+    if not isinstance(usage, Mapping):
+        usage = _EMPTY
+    error = get("last_error")
+    code = error.get("code") if isinstance(error, Mapping) else None
+    incomplete = get("incomplete_details")
+    reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
+    assistant_id, status, model = get("assistant_id"), get("status"), get("model")
+    return (
+        get("id"),
+        thread_id,
+        assistant_id if type(assistant_id) is str else None,
+        status if type(status) is str else None,
+        model if type(model) is str else None,
+        _int(get("created_at")),
+        _int(get("started_at")),
+        _int(get("completed_at")),
+        _int(get("failed_at")),
+        _int(get("cancelled_at")),
+        code if type(code) is str else None,
+        reason if type(reason) is str else None,
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        _int(usage.get("total_tokens")),
+        orjson.dumps(run).decode(),
+        fetched_at,
+    )
+
+
+class Sink(abc.ABC):
+    """An open database sink. Open one with :func:`aiorunlist.sinks.open_sink`.
+
+    Every method is a coroutine that leaves the event loop free (SQLite works in a thread of
+    its own). Use it as an async context manager, or call :meth:`aclose`.
+    """
+
+    #: The URL it was opened with, password masked.
+    url: str
+    #: Writes an exporter may hand over before the first of them completed (they are still
+    #: done one after the other, in the order given). 1: one at a time.
+    write_ahead: int = 1
+
+    async def __aenter__(self) -> Sink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
+        """The stored state of those of ``thread_ids`` the sink knows (others are left out)."""
+
+    @abc.abstractmethod
+    async def write_page(self, write: PageWrite) -> bool:
+        """Store one page and the thread's new state in one transaction.
+
+        Runs are upserted by ``id``: a new run is inserted, a changed one updated, an identical
+        one left alone. Returns ``False`` (having written nothing) when the thread's stored
+        cursor is no longer ``write.expected``'s: another writer got there first.
+        """
+
+    @abc.abstractmethod
+    async def start_sync(self) -> None:
+        """Record that an export starts now (``syncs``)."""
+
+    @abc.abstractmethod
+    async def finish_sync(self) -> None:
+        """Record that the export started by :meth:`start_sync` ended."""
+
+    @abc.abstractmethod
+    async def totals(self) -> Totals:
+        """Runs by status, tokens by model and failed runs by error code."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the database connection (idempotent)."""
