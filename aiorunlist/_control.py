@@ -19,12 +19,12 @@ server).
     of them trims the rate estimate by 5%, which successes win back slowly;
   - without such headers, learning from 429s (the default, and ``Pacing(adaptive=True)``;
     a fixed ``Pacing`` alone does not learn):
-    the first 429 sets the pace a little under what got past the limit (any answer but a
+    a burst of 429s (at least three, and 5% of the answers of the past second: a stray one
+    is no limit) sets the pace a little under what got past the limit (any answer but a
     429) in the past second; a rate that still meets 429s is measured again between them;
     in between the pace doubles each second (slow start) until the next 429, then grows by
-    1% a second. While 429s keep coming, the pace stays above half of what passed when they
-    began (random 429s must not bring a client to a crawl). Far above what is actually
-    sent, pacing turns itself off again.
+    1% a second. Within one episode of 429s the pace stays above half of what passed when
+    it began. Far above what is actually sent, pacing turns itself off again.
 """
 
 from __future__ import annotations
@@ -195,12 +195,9 @@ class Pacer:
         "last_decrease",
         "min_rate",
         "next_slot",
-        "noise",
         "oks",
         "paused_until",
         "peak",
-        "quiet",
-        "quiet_counts",
         "rate",
         "refill",
         "scale",
@@ -238,13 +235,9 @@ class Pacer:
     #: whatever the pace are the server's trouble, not a limit, and must not bring the client
     #: to a crawl.
     FLOOR = 0.5
-    #: A 429 without rate-limit headers slows the client down only when 429s were more than
-    #: this many times as frequent in the past second as in the seconds after slowing down
-    #: (plus two standard deviations): below a limit none come, so the 429s that do are the
-    #: server's trouble, which no pace cures.
-    SIGNAL = 2.0
     #: Unpaced, a client starts learning only when 429s are this share of the answers of the
-    #: past second, and at least three: a fan-out that overruns a limit gets many at once.
+    #: past second, and at least three: a fan-out that overruns a limit gets many at once,
+    #: while a server in trouble may answer a stray 429 now and then whatever the pace.
     FIRST = 0.05
 
     def __init__(self, pacing: Pacing | None) -> None:
@@ -266,11 +259,6 @@ class Pacer:
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
         self.throttle_times: deque[float] = deque()
-        # 429s and other answers in the second after the last slow-down, and the share of
-        # 429s they gave (the share no pace avoids).
-        self.quiet: list[float] = [float("inf"), 0, 0]
-        self.quiet_counts = [0.0, 0.0]
-        self.noise = 0.0
         # The server's bucket, as its rate-limit headers describe it (refill None: unknown).
         self.capacity = 0.0
         self.refill: float | None = None
@@ -377,27 +365,10 @@ class Pacer:
         recent.append(now)
         while recent[0] < now - 1.0:
             recent.popleft()
-        quiet = self.quiet
-        if quiet[0] != float("inf") and now < quiet[0] + 1.0:
-            # The second after a slow-down shows which 429s come whatever the pace.
-            if now >= quiet[0]:
-                quiet[1] += 1
-            return
-        if quiet[0] != float("inf"):
-            # Half of what earlier quiet seconds saw, and all this one did.
-            self.quiet_counts = [
-                self.quiet_counts[0] / 2 + quiet[1],
-                self.quiet_counts[1] / 2 + quiet[1] + quiet[2],
-            ]
-            self.noise = self.quiet_counts[0] / max(1.0, self.quiet_counts[1])
-        quiet[0] = float("inf")
         passed = sum(1 for t in self.oks if t > now - 1.0)
         answers = len(recent) + passed
         if self.rate is None and (len(recent) < 3 or len(recent) < self.FIRST * answers):
             return  # stray 429s among many answers: no limit to learn yet
-        expected = self.noise * answers
-        if len(recent) <= self.SIGNAL * expected + 2 * math.sqrt(expected):
-            return  # as many 429s as when below the limit: not the limit's
         if now < self.last_decrease + self.DECREASE_INTERVAL:
             # One burst of 429s is one signal: slow down once for it. A later one within the
             # interval still says the rate is high enough: stop growing it fast.
@@ -418,9 +389,7 @@ class Pacer:
                 oks.popleft()
             started = self.started if self.started is not None else now
             achieved = len(oks) / min(1.0, max(0.25, now - started))
-        # What the limit let through includes the 429s that come whatever the pace.
-        achieved = max(1.0, achieved / (1.0 - min(self.noise, 0.9)))
-        self.quiet = [now + self.BURST, 0, 0]
+        achieved = max(1.0, achieved)
         if since > self.MEASURE:
             self.peak = achieved  # a new episode
         achieved = max(achieved, self.peak * self.FLOOR)
@@ -433,9 +402,6 @@ class Pacer:
 
     def passed(self, now: float) -> None:
         """An answer other than a 429 came: the request got past the server's rate limit."""
-        quiet = self.quiet
-        if quiet[0] <= now < quiet[0] + 1.0:
-            quiet[2] += 1
         self.oks.append(now)
         if len(self.oks) > 4096:
             self.oks.popleft()
@@ -445,8 +411,8 @@ class Pacer:
         if self.observe(now, headers) or not self.adaptive:
             return
         self.passed(now)
-        if self.rate is None or self.quiet[0] - self.BURST <= now < self.quiet[0] + 1.0:
-            return  # unpaced, or holding the pace for the second after a slow-down
+        if self.rate is None:
+            return
         # Slow start doubles the rate each second (one more per success); after that, 1% a
         # second (a rate of N gets N successes a second).
         self.rate += 1.0 if self.slow_start else self.INCREASE
