@@ -74,14 +74,15 @@ if fixed > 0 then
   put('slot', slot + 1 / fixed)
 end
 if refill then
-  -- GCRA: the bucket holds cap requests and refills at refill per second; tat is the
-  -- theoretical arrival time of the next request with the bucket kept full. The request
-  -- goes once its token is in the bucket; its slot is booked now (no herd of waiters).
+  -- GCRA: the bucket holds cap requests and refills at refill per second. 'empty' is when
+  -- it was (or will be) empty, so it holds (now - empty) * refill, at most cap; a theoretical
+  -- arrival time that does not depend on cap, which 429s and headers lower. The request goes
+  -- once its token is in the bucket; its slot is booked now (no herd of waiters).
   local cap = num('cap', 1)
   local period = 1 / refill
-  local tat = math.max(num('tat', 0), now)
-  start = math.max(start, tat - (cap - 1) * period)
-  put('tat', tat + period)
+  local empty = math.max(num('empty', 0), now - cap * period)
+  start = math.max(start, empty + period)
+  put('empty', empty + period)
 end
 redis.call('EXPIRE', key, ARGV[2])
 return {string.format('%.17g', start - now), string.format('%.17g', rate), ''}
@@ -107,7 +108,7 @@ local function pause(seconds)
   end
 end
 local function tokens(refill, cap)
-  return cap - (math.max(num('tat', 0), now) - now) * refill
+  return math.min(cap, (now - num('empty', 0)) * refill)
 end
 -- The server's bucket, as its rate-limit headers describe it (as Pacer.observe does).
 local function observe()
@@ -132,7 +133,7 @@ local function observe()
   if not known then cap = limit else cap = math.min(num('cap', limit), limit) end
   put('cap', cap)
   -- Trust the lower count: no more tokens than the server says are left.
-  put('tat', math.max(num('tat', 0), now + (cap - remaining) / refill))
+  put('empty', math.max(num('empty', 0), now - remaining / refill))
   return true
 end
 if ok then
@@ -150,7 +151,7 @@ elseif status == 429 then
     refill = num('refill', nil)
     local cap = num('cap', 1)
     -- None left, whatever the headers say; a surprise halves the bursts allowed.
-    put('tat', math.max(num('tat', 0), now + cap / refill))
+    put('empty', math.max(num('empty', 0), now))
     if before >= 1 then put('cap', math.max(1, math.min(cap, before, refill) / 2)) end
     if now >= num('slowed', -1) + 0.5 then
       put('slowed', now)
@@ -314,7 +315,8 @@ class RedisTrafficControl(TrafficControl):
 
     async def clear(self) -> None:
         """Forget the fleet's state in Redis: the pause, the pace learned, the budget spent
-        and a stop. Call it once the cause of a :class:`TrafficStoppedError` is fixed."""
+        and a stop. Call it (in any one process) once the cause of a
+        :class:`TrafficStoppedError` is fixed: every process of the fleet may send again."""
         await self._redis.delete(*self._keys)
         self._stopped = None
 
@@ -350,8 +352,6 @@ class RedisTrafficControl(TrafficControl):
 
         :raises TrafficStoppedError: the fleet was stopped by a 401 or an exhausted quota.
         """
-        if self._stopped is not None:
-            raise TrafficStoppedError(self._stopped)
         if self.fallback is None:
             task = asyncio.current_task()
             held = self._held.pop(task, None) if task is not None else None
@@ -362,6 +362,7 @@ class RedisTrafficControl(TrafficControl):
                 if why not in ("", "pause"):
                     self._stopped = why
                     raise TrafficStoppedError(why)
+                self._stopped = None  # Redis's word wins: clear() in one process frees all
                 self.rate = float(rate)
                 wait = float(wait_text)
                 if held is not None and why != "pause":
@@ -370,6 +371,8 @@ class RedisTrafficControl(TrafficControl):
                     self._held[task] = time.monotonic() + wait
                 return wait
         assert self.fallback is not None  # noqa: S101 - _run fell back
+        if self._stopped is not None:
+            raise TrafficStoppedError(self._stopped)
         return await self.fallback.reserve()
 
     async def record(
