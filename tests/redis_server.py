@@ -39,7 +39,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
+        """Start the server (``extra``: more command-line settings) and wait for its PONG."""
         command = [
             self.binary,
             "--port",
@@ -52,6 +53,7 @@ class RedisServer:
             "no",
             "--dir",
             self.directory.name,
+            *extra,
         ]
         self.process = subprocess.Popen(  # noqa: S603 - the installed server, fixed arguments
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

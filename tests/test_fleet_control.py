@@ -284,10 +284,32 @@ async def test_redis_killed_mid_run_falls_back_to_a_fair_share(
     assert shared == [1]  # the fleet's state was in Redis until it died
     warnings = [r for r in caplog.records if r.name == "aiorunlist.fleet"]
     assert len(warnings) == 2  # one per control
-    assert all("Redis is unreachable" in r.getMessage() for r in warnings)
+    assert all("Redis cannot be used" in r.getMessage() for r in warnings)
     for control in ctls:
         assert control.fallback is not None
         assert control.fallback.pacer.fixed_rate == 100  # half of the fleet's rate each
+
+
+async def test_a_redis_that_refuses_writes_falls_back_too(
+    fake: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    try:
+        full = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    full.start("--maxmemory", "1", "--maxmemory-policy", "noeviction")  # every write: OOM
+    try:
+        threads = fake.seed(1, 5)
+        control = RedisTrafficControl(full.url)  # a success writes the budget back
+        caplog.set_level(logging.WARNING, logger="aiorunlist.fleet")
+        async with control, fast_client(fake.base_url, control=control) as client:
+            assert len([run async for run in client.runs(threads[0], page_size=2)]) == 5
+    finally:
+        full.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "aiorunlist.fleet"]
+    assert len(warnings) == 1
+    assert "OutOfMemoryError" in warnings[0] or "OOM" in warnings[0]
+    assert control.fallback is not None
 
 
 async def test_redis_unreachable_from_the_start_falls_back_at_once(

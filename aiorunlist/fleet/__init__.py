@@ -9,7 +9,7 @@ from __future__ import annotations
 try:
     import redis.asyncio  # noqa: F401 - checked here for a clear error
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("aiorunlist.fleet needs redis-py: pip install 'aiorunlist[fleet]'") from exc
+    raise ImportError("aiorunlist.fleet needs redis-py: pip install 'redis>=5'") from exc
 
 from ._control import RedisTrafficControl, TrafficStoppedError
 

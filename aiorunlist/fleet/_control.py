@@ -29,8 +29,9 @@ __all__ = ["RedisTrafficControl", "TrafficStoppedError"]
 
 logger = logging.getLogger("aiorunlist.fleet")
 
-#: Errors that mean Redis cannot be reached (the control then falls back to local state).
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: Errors that mean Redis cannot be used: unreachable, or refusing the fleet's commands (out
+#: of memory, a read-only replica, a password). The control then falls back to local state.
+_UNREACHABLE = (redis.exceptions.RedisError, OSError)
 
 #: Seconds of disuse after which a fleet's state expires from Redis.
 _TTL = 86_400
@@ -223,9 +224,9 @@ class RedisTrafficControl(TrafficControl):
     one is given. Learning a pace from 429s without such headers is not shared: give servers
     that send none a ``Pacing`` rate.
 
-    If Redis cannot be reached, the control logs one warning and goes on in this process
-    alone (a :class:`~aiorunlist.LocalTrafficControl`) at a fair share of the fleet's rate,
-    ``rate / workers``, with a fair share of the retry budget.
+    If Redis cannot be reached or refuses the fleet's commands, the control logs one warning
+    and goes on in this process alone (a :class:`~aiorunlist.LocalTrafficControl`) at a fair
+    share of the fleet's rate, ``rate / workers``, with a fair share of the retry budget.
 
     :param redis: a ``redis://`` URL, or a ``redis.asyncio.Redis`` client (not closed by
         :meth:`aclose`).
@@ -328,7 +329,7 @@ class RedisTrafficControl(TrafficControl):
                 Pacing(requests_per_second=share) if share else None, budget
             )
             logger.warning(
-                "Redis is unreachable (%s: %s): fleet %r goes on with this process's own "
+                "Redis cannot be used (%s: %s): fleet %r goes on with this process's own "
                 "traffic control at %s",
                 type(error).__name__,
                 error,
