@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -14,8 +15,11 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import aiorunlist
+from aiorunlist._control import RetryBudget
 from aiorunlist.fleet import RedisTrafficControl, TrafficStoppedError
 from aiorunlist.testing import FakeServer, Fault, RateLimit
 from tests.conftest import API_KEY, fast_client
@@ -209,6 +213,52 @@ async def test_successes_refill_the_shared_budget(redis_server: RedisServer) -> 
         assert await second.take_retry(connection_failure=False) == 5
     finally:
         await close_all([], [first, second])
+
+
+_BUDGET_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("take"), st.booleans()),
+        st.tuples(st.just("ok"), st.sampled_from([0, 5, 10, 15])),
+        st.tuples(st.just("refund"), st.sampled_from([5, 10])),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(capacity=st.integers(0, 40), ops=_BUDGET_OPS)
+def test_the_shared_budget_follows_the_rules_of_one_client(
+    redis_server: RedisServer, capacity: int, ops: list[tuple[str, Any]]
+) -> None:
+    """Whatever the calls, and whichever client of the fleet makes them, the budget in Redis
+    answers as one client's RetryBudget does."""
+    model = RetryBudget(capacity)
+
+    async def run() -> None:
+        name = f"budget-{uuid.uuid4().hex}"
+        ctls = [RedisTrafficControl(redis_server.url, name, budget=capacity) for _ in range(2)]
+        try:
+            for n, (op, value) in enumerate(ops):
+                control = ctls[n % 2]
+                if op == "take":
+                    expected = model.acquire(connection_failure=value)
+                    assert await control.take_retry(connection_failure=value) == expected
+                elif op == "ok":
+                    model.success(value)
+                    await control.record(200, {}, ok=True, spent=value)
+                else:
+                    model.available = min(model.capacity, model.available + value)
+                    await control.refund(value)
+            assert [c.fallback for c in ctls] == [None, None]  # Redis answered every call
+            async with redis.asyncio.Redis.from_url(redis_server.url) as raw:
+                left = await raw.hget(f"aiorunlist:fleet:{{{name}}}", "budget")
+            assert (capacity if left is None else float(left)) == model.available
+        finally:
+            await close_all([], ctls)
+
+    anyio.run(run)
 
 
 # --- the fatal flag ------------------------------------------------------------------------
