@@ -173,7 +173,9 @@ async def test_clients_share_one_rate_limit(
     redis_server: RedisServer, k: int, headers: str
 ) -> None:
     share, per_100 = await shared_rate(redis_server, k, headers=headers)
-    assert share >= 0.8, f"{k} clients used {share:.0%} of the limit"
+    # The share is near 100% on an idle machine (benchmarks/fleet_rate.py); the clients, the
+    # server and Redis share this machine's cores with whatever else runs, hence the margin.
+    assert share >= 0.7, f"{k} clients used {share:.0%} of the limit"
     assert per_100 <= 3, f"{k} clients met {per_100:.1f} 429s per 100 requests"
 
 
