@@ -7,8 +7,9 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -52,7 +53,9 @@ def controls(redis_server: RedisServer, k: int, **kwargs: Any) -> list[RedisTraf
     return [RedisTrafficControl(redis_server.url, "test", **kwargs) for _ in range(k)]
 
 
-async def close_all(clients: list[aiorunlist.Client], ctls: list[RedisTrafficControl]) -> None:
+async def close_all(
+    clients: Sequence[aiorunlist.Client], ctls: Sequence[RedisTrafficControl]
+) -> None:
     for client in clients:
         await client.aclose()
     for control in ctls:
@@ -93,11 +96,34 @@ async def test_a_url_that_is_not_redis_is_refused() -> None:
 # --- the shared pause ----------------------------------------------------------------------
 
 
+class Watched(RedisTrafficControl):
+    """A control that notes (monotonic, the fake server's clock) when it let a request go
+    and when it had told Redis of a 429."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.granted: list[float] = []
+        self.throttled: list[float] = []
+
+    async def reserve(self) -> float:
+        wait = await super().reserve()
+        if wait <= 0:
+            self.granted.append(time.monotonic())
+        return wait
+
+    async def record(
+        self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0
+    ) -> None:
+        await super().record(status, headers, ok=ok, spent=spent)
+        if status == 429:
+            self.throttled.append(time.monotonic())
+
+
 async def test_a_retry_after_at_one_client_pauses_every_client(
     redis_server: RedisServer, fake: FakeServer
 ) -> None:
     threads = fake.seed(4, 400)
-    ctls = controls(redis_server, 2)
+    ctls = [Watched(redis_server.url, "test") for _ in range(2)]
     clients = [fast_client(fake.base_url, control=c, max_retries=5) for c in ctls]
 
     async def fault_later() -> None:
@@ -117,13 +143,14 @@ async def test_a_retry_after_at_one_client_pauses_every_client(
     throttled = [r for r in requests if r.status == 429]
     assert len(throttled) == 1
     at = throttled[0].received_at
-    # Requests already on their way when the 429 was answered (at most one per slot of the
-    # 4 in flight) may arrive in its first moments; none is sent after.
-    soon = [r for r in requests if at < r.received_at <= at + 0.02]
-    later = [r for r in requests if at + 0.02 < r.received_at < at + 0.45]
-    assert len(soon) <= 4
-    assert later == []
-    assert any(r.received_at >= at + 0.45 for r in requests)  # and then the listing went on
+    (known,) = [t for c in ctls for t in c.throttled]  # when the fleet knew of it
+    # From then on, neither client let a request go until the pause was over.
+    granted = sorted(t for c in ctls for t in c.granted)
+    assert not [t for t in granted if known < t < at + 0.45]
+    assert any(t >= at + 0.45 for t in granted)  # and then the listing went on
+    # At the server: only requests let go before the fleet knew (at most the 3 others in
+    # flight) arrive in the 450 ms after the 429.
+    assert len([r for r in requests if at < r.received_at < at + 0.45]) <= 3
     # Both clients were busy before it (the pause is what held the other one back).
     assert len({r.thread_id for r in requests if r.received_at < at}) >= 2
 
