@@ -4,6 +4,7 @@ one stop shared by several clients, and the local fallback when Redis dies."""
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import sys
 import textwrap
@@ -165,12 +166,15 @@ async def shared_rate(
     seconds: float = 3.0,
     local: bool = False,
     headers: str = "bucket",
+    rate: float = 300,
 ) -> tuple[float, float]:
-    """K clients x 8 against a server limited to 300/s with a burst of 30: the share of the
-    limit their successes used, and the 429s per 100 requests (after a 0.5 s start)."""
-    limit = RateLimit(300, burst=30, headers=headers)
+    """K clients x 8 against a server limited to ``rate``/s with a burst of ``rate / 10``: the
+    share of the limit their successes used, and the 429s per 100 requests (after a 0.5 s
+    start)."""
+    limit = RateLimit(rate, burst=max(1, round(rate / 10)), headers=headers)
     async with FakeServer(api_key=API_KEY, rate_limit=limit) as fake:
-        threads = fake.seed(8 * k, 2000)
+        # Enough runs (one a request) that no client runs out before the time is up.
+        threads = fake.seed(8 * k, math.ceil(2 * rate * seconds / (8 * k)) + 10)
         ctls = [] if local else controls(redis_server, k)
         clients = [
             fast_client(fake.base_url, control=ctls[n] if ctls else None, max_retries=50)
@@ -199,10 +203,11 @@ async def shared_rate(
 async def test_clients_share_one_rate_limit(
     redis_server: RedisServer, k: int, headers: str
 ) -> None:
-    share, per_100 = await shared_rate(redis_server, k, headers=headers)
-    # The share is near 100% on an idle machine (benchmarks/fleet_rate.py); the clients, the
-    # server and Redis share this machine's cores with whatever else runs, hence the margin.
-    assert share >= 0.7, f"{k} clients used {share:.0%} of the limit"
+    # 150/s rather than the 300/s of benchmarks/fleet_rate.py (near 100% of the limit there
+    # on an idle machine): the clients, the server and Redis share this machine's cores with
+    # whatever else runs, and the share of the limit must measure the control, not the CPU.
+    share, per_100 = await shared_rate(redis_server, k, headers=headers, rate=150)
+    assert share >= 0.8, f"{k} clients used {share:.0%} of the limit"
     assert per_100 <= 3, f"{k} clients met {per_100:.1f} 429s per 100 requests"
 
 
