@@ -4,6 +4,7 @@ nox -s tests        # every Python in the classifiers that is installed
 nox -s lint typing  # ruff and mypy --strict
 nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
 nox -s readme       # the README's command-line block, verbatim, in a fresh venv
+nox -s fleet        # the shared rate limit of a fleet through Redis (needs redis-server)
 """
 
 from __future__ import annotations
@@ -114,3 +115,15 @@ def throttled(session: nox.Session) -> None:
     """
     install_groups(session, "bench")
     session.run("python", "benchmarks/throttled.py", *session.posargs)
+
+
+@nox.session
+def fleet(session: nox.Session) -> None:
+    """K clients sharing one rate limit through Redis, with and without the shared control
+    (docs/fleet.md has the figures; needs redis-server on PATH).
+
+    nox -s fleet                        # bucket headers, 4 s per row
+    nox -s fleet -- --headers per-minute
+    """
+    install_groups(session, "test")
+    session.run("python", "benchmarks/fleet_rate.py", *session.posargs)

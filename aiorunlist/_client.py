@@ -51,7 +51,14 @@ from ._protocol import (
 )
 from ._text import cut, shown
 from ._transport import AiohttpTransport, Request, Response, Transport
-from .exceptions import APIConnectionError, APIStatusError, NotFoundError, RunListError
+from .exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    NotFoundError,
+    QuotaExceededError,
+    RunListError,
+)
 
 __all__ = ["Client", "InsecureBaseURLWarning"]
 
@@ -545,6 +552,8 @@ class Client:
         headers = error.headers if isinstance(error, APIStatusError) else {}
         status = error.status_code if isinstance(error, APIStatusError) else 0
         await control.record(status, headers, ok=False)
+        if isinstance(error, (AuthenticationError, QuotaExceededError)):
+            await control.halt(error)  # a shared control stops the other clients too
         retry = attempts.after_failure(error, headers, anyio.current_time())
         if retry is None:
             raise error

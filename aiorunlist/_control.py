@@ -40,6 +40,7 @@ import attrs
 
 from ._attempts import retry_hint
 from ._protocol import parse_go_duration
+from .exceptions import RunListError
 
 __all__ = [
     "LocalTrafficControl",
@@ -469,6 +470,11 @@ class TrafficControl(abc.ABC):
     @abc.abstractmethod
     async def refund(self, tokens: int) -> None:
         """Give back ``tokens`` taken for a retry that was never made."""
+
+    async def halt(self, error: RunListError) -> None:  # noqa: B027 - optional, no-op default
+        """An answer no retry or wait cures came (a 401, an exhausted quota): a control shared
+        by a fleet stops every client sharing it. The default does nothing (each request
+        raises its own error)."""
 
 
 class LocalTrafficControl(TrafficControl):

@@ -380,6 +380,7 @@ def test_the_core_imports_no_extra() -> None:
     code = (
         "import sys, aiorunlist\n"
         "assert not {'sqlite3', 'asyncpg', 'click', 'aiorunlist.sinks'} & set(sys.modules)\n"
+        "assert not {'redis', 'aiorunlist.fleet'} & set(sys.modules)\n"
         "import aiorunlist.sinks\n"
         "assert not {'sqlite3', 'asyncpg'} & set(sys.modules)\n"
     )

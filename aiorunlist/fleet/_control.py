@@ -1,0 +1,466 @@
+"""Traffic control shared by a fleet of processes through Redis.
+
+Every call is one round trip: a Lua script reads Redis's clock (``TIME``), so the processes
+need no synchronised clocks, and updates the fleet's state atomically. The state of one fleet
+lives in one hash (and a short list of rate estimates) under ``aiorunlist:fleet:{name}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .._attempts import retry_hint
+from .._control import LocalTrafficControl, Pacer, Pacing, RetryBudget, TrafficControl
+from .._protocol import parse_go_duration
+from ..exceptions import RunListError
+
+__all__ = ["RedisTrafficControl", "TrafficStoppedError"]
+
+logger = logging.getLogger("aiorunlist.fleet")
+
+#: Errors that mean Redis cannot be used: unreachable, or refusing the fleet's commands (out
+#: of memory, a read-only replica, a password). The control then falls back to local state.
+_UNREACHABLE = (redis.exceptions.RedisError, OSError)
+
+#: Seconds of disuse after which a fleet's state expires from Redis.
+_TTL = 86_400
+
+_LUA_COMMON = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local key = KEYS[1]
+local function num(field, default)
+  local v = redis.call('HGET', key, field)
+  if v then return tonumber(v) end
+  return default
+end
+local function put(field, value)
+  redis.call('HSET', key, field, string.format('%.17g', value))
+end
+"""
+
+# ARGV: fixed rate (0: none), ttl, held (1: the caller holds a booked slot: check only the
+# stop and the pause). Returns {wait, rate, stop reason}; a wait > 0 with no pause to wait
+# for is a slot booked that far ahead (the caller holds it and asks again, held, then).
+_RESERVE = (
+    _LUA_COMMON
+    + """
+local fatal = redis.call('HGET', key, 'fatal')
+if fatal then return {'0', '0', fatal} end
+local fixed = tonumber(ARGV[1])
+local refill = num('refill', nil)
+local rate = fixed
+if refill and (rate == 0 or refill < rate) then rate = refill end
+local paused = num('pause', 0) - now
+if paused > 0 then
+  return {string.format('%.17g', paused), string.format('%.17g', rate), 'pause'}
+end
+if ARGV[3] == '1' then return {'0', string.format('%.17g', rate), ''} end
+local start = now
+if fixed > 0 then
+  local slot = math.max(num('slot', 0), now)
+  start = math.max(start, slot)
+  put('slot', slot + 1 / fixed)
+end
+if refill then
+  -- GCRA: the bucket holds cap requests and refills at refill per second. 'empty' is when
+  -- it was (or will be) empty, so it holds (now - empty) * refill, at most cap; a theoretical
+  -- arrival time that does not depend on cap, which 429s and headers lower. The request goes
+  -- once its token is in the bucket; its slot is booked now (no herd of waiters).
+  local cap = num('cap', 1)
+  local period = 1 / refill
+  local empty = math.max(num('empty', 0), now - cap * period)
+  start = math.max(start, empty + period)
+  put('empty', empty + period)
+end
+redis.call('EXPIRE', key, ARGV[2])
+return {string.format('%.17g', start - now), string.format('%.17g', rate), ''}
+"""
+)
+
+# ARGV: status, ok, spent, has bucket headers, limit, remaining, reset, hint pause,
+# window pause, min rate, budget capacity (-1: none), success refill, ttl, max pause
+_RECORD = (
+    _LUA_COMMON
+    + """
+local status = tonumber(ARGV[1])
+local ok = ARGV[2] == '1'
+local spent = tonumber(ARGV[3])
+local has = ARGV[4] == '1'
+local limit, remaining, reset = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local hint, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local min_rate, budget_cap = tonumber(ARGV[10]), tonumber(ARGV[11])
+local success_refill, max_pause = tonumber(ARGV[12]), tonumber(ARGV[14])
+local function pause(seconds)
+  if seconds > 0 then
+    put('pause', math.max(num('pause', 0), now + math.min(seconds, max_pause)))
+  end
+end
+local function tokens(refill, cap)
+  return math.min(cap, (now - num('empty', 0)) * refill)
+end
+-- The server's bucket, as its rate-limit headers describe it (as Pacer.observe does).
+local function observe()
+  if not has then return false end
+  local known = num('refill', nil) ~= nil
+  local scale = num('scale', 1)
+  if reset > 0 and limit > remaining then
+    local est = KEYS[2]
+    redis.call('LPUSH', est, string.format('%.17g', (limit - remaining) / reset))
+    redis.call('LTRIM', est, 0, 8)
+    redis.call('EXPIRE', est, ARGV[13])
+    local all = redis.call('LRANGE', est, 0, -1)
+    local values = {}
+    for i, v in ipairs(all) do values[i] = tonumber(v) end
+    table.sort(values)
+    put('refill', math.max(min_rate, values[math.floor(#values / 2) + 1] * scale))
+  end
+  local refill = num('refill', nil)
+  if not refill then return false end
+  put('scale', math.min(1, scale + 0.0005))
+  local cap
+  if not known then cap = limit else cap = math.min(num('cap', limit), limit) end
+  put('cap', cap)
+  -- Trust the lower count: no more tokens than the server says are left.
+  put('empty', math.max(num('empty', 0), now - remaining / refill))
+  return true
+end
+if ok then
+  if budget_cap >= 0 then
+    local left = num('budget', budget_cap)
+    if spent > 0 then left = left + spent else left = left + success_refill end
+    put('budget', math.min(budget_cap, left))
+  end
+  observe()
+  if not num('refill', nil) then pause(window) end
+elseif status == 429 then
+  local refill = num('refill', nil)
+  local before = refill and tokens(refill, num('cap', 1)) or 0
+  if observe() or refill then
+    refill = num('refill', nil)
+    local cap = num('cap', 1)
+    -- None left, whatever the headers say; a surprise halves the bursts allowed.
+    put('empty', math.max(num('empty', 0), now))
+    if before >= 1 then put('cap', math.max(1, math.min(cap, before, refill) / 2)) end
+    if now >= num('slowed', -1) + 0.5 then
+      put('slowed', now)
+      put('scale', math.max(0.1, num('scale', 1) * 0.95))
+      put('refill', math.max(min_rate, refill * 0.95))
+    end
+  end
+elseif status > 0 then
+  observe()
+end
+if status > 0 and not ok then
+  pause(hint)
+  if not num('refill', nil) then pause(window) end
+end
+redis.call('EXPIRE', key, ARGV[13])
+return 1
+"""
+)
+
+# ARGV: cost, budget capacity, ttl -> the cost taken, or -1 when too few tokens are left
+_TAKE = (
+    _LUA_COMMON
+    + """
+local cost, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local left = num('budget', cap)
+redis.call('EXPIRE', key, ARGV[3])
+if left < cost then return -1 end
+put('budget', left - cost)
+return cost
+"""
+)
+
+# ARGV: tokens, budget capacity, ttl
+_REFUND = (
+    _LUA_COMMON
+    + """
+put('budget', math.min(tonumber(ARGV[2]), num('budget', tonumber(ARGV[2])) + tonumber(ARGV[1])))
+redis.call('EXPIRE', key, ARGV[3])
+return 1
+"""
+)
+
+
+class TrafficStoppedError(RunListError):
+    """Every client sharing a :class:`RedisTrafficControl` refuses to send: one of them got
+    an answer no retry cures (a 401, or a 429 saying the quota is exhausted).
+
+    ``reason`` is that answer's error. Fix its cause (the API key, the billing), then call
+    :meth:`RedisTrafficControl.clear` once to let the fleet send again.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the fleet's traffic control is stopped: {reason}. Fix the cause (the API key, the "
+            "quota), then call RedisTrafficControl.clear() to let the fleet send again"
+        )
+        #: The error that stopped the fleet.
+        self.reason = reason
+
+
+class RedisTrafficControl(TrafficControl):
+    """A :class:`~aiorunlist.TrafficControl` shared through Redis by every process that
+    uses the same Redis and ``name``: one ``Retry-After`` pause, one pace, one retry budget,
+    and one stop when the API key or the quota fails.
+
+    Pass it as ``Client(control=...)``. Each call is one round trip to Redis, timed by Redis's
+    clock. The pace is the server's rate limit as its ``x-ratelimit-*-requests`` headers
+    describe it (a token bucket, shared by the fleet), and never above ``pacing``'s rate when
+    one is given. Learning a pace from 429s without such headers is not shared: give servers
+    that send none a ``Pacing`` rate.
+
+    If Redis cannot be reached or refuses the fleet's commands, the control logs one warning
+    and goes on in this process alone (a :class:`~aiorunlist.LocalTrafficControl`) at a fair
+    share of the fleet's rate, ``rate / workers``, with a fair share of the retry budget.
+
+    :param redis: a ``redis://`` URL, or a ``redis.asyncio.Redis`` client (not closed by
+        :meth:`aclose`).
+    :param name: the fleet: processes with the same name share their traffic state.
+    :param pacing: a :class:`~aiorunlist.Pacing` with a fixed rate for the whole fleet.
+    :param budget: the fleet's retry budget in tokens (``None``: no budget).
+    :param workers: how many processes are expected to share the control (the fair share
+        of the rate each one takes if Redis is lost).
+    :raises ValueError: a setting out of range (before anything is sent).
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis,
+        name: str = "default",
+        *,
+        pacing: Pacing | None = None,
+        budget: int | None = 500,
+        workers: int = 1,
+    ) -> None:
+        if not isinstance(name, str) or not name or any(c in name for c in "{}\n\r\x00"):
+            raise ValueError(f"name must be a non-empty string without braces, got {name!r}")
+        if pacing is not None and not isinstance(pacing, Pacing):
+            raise TypeError(f"pacing must be an aiorunlist.Pacing, got {pacing!r}")
+        if pacing is not None and pacing.adaptive:
+            raise ValueError(
+                "a fleet's control does not learn a pace from 429s (adaptive=True): give "
+                "Pacing(requests_per_second=...) for servers without rate-limit headers"
+            )
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int) or budget < 0
+        ):
+            raise ValueError(f"budget must be an integer >= 0 or None, got {budget!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if isinstance(redis, str):
+            if not redis.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(
+                    "redis must be a redis://, rediss:// or unix:// URL or a redis.asyncio.Redis"
+                )
+            # No retries of its own: an unreachable Redis means the local fallback, at once.
+            self._redis = aioredis.Redis.from_url(
+                redis, socket_connect_timeout=2.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0)
+            )
+            self._owned = True
+        elif isinstance(redis, aioredis.Redis):
+            self._redis = redis
+            self._owned = False
+        else:
+            raise TypeError(f"redis must be a URL or a redis.asyncio.Redis, got {redis!r}")
+        self.name = name
+        self.pacing = pacing
+        self.budget = budget
+        self.workers = workers
+        self._keys = [f"aiorunlist:fleet:{{{name}}}", f"aiorunlist:fleet:{{{name}}}:estimates"]
+        self._fixed = pacing.requests_per_second if pacing and pacing.requests_per_second else 0.0
+        self._min_rate = pacing.min_requests_per_second if pacing else 0.5
+        self._costs = RetryBudget()  # the prices of a retry and the refill of a success
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._record = self._redis.register_script(_RECORD)
+        self._take = self._redis.register_script(_TAKE)
+        self._refund = self._redis.register_script(_REFUND)
+        #: The fleet's rate as last seen in Redis (requests per second; 0: unknown).
+        self.rate = self._fixed
+        #: The local control used since Redis was lost (``None``: Redis is in use).
+        self.fallback: LocalTrafficControl | None = None
+        self._stopped: str | None = None
+        #: Slots booked ahead, by the task that will use them: when (monotonic) they come.
+        self._held: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        state = "local fallback" if self.fallback is not None else "shared"
+        return f"RedisTrafficControl(name={self.name!r}, {state})"
+
+    async def __aenter__(self) -> RedisTrafficControl:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the Redis connections this control opened (not a client it was given)."""
+        if self._owned:
+            await self._redis.aclose()
+
+    async def clear(self) -> None:
+        """Forget the fleet's state in Redis: the pause, the pace learned, the budget spent
+        and a stop. Call it (in any one process) once the cause of a
+        :class:`TrafficStoppedError` is fixed: every process of the fleet may send again."""
+        await self._redis.delete(*self._keys)
+        self._stopped = None
+
+    def _fall_back(self, error: BaseException) -> LocalTrafficControl:
+        if self.fallback is None:
+            share = self.rate / self.workers if self.rate > 0 else None
+            budget = None if self.budget is None else self.budget // self.workers
+            self.fallback = LocalTrafficControl(
+                Pacing(requests_per_second=share) if share else None, budget
+            )
+            logger.warning(
+                "Redis cannot be used (%s: %s): fleet %r goes on with this process's own "
+                "traffic control at %s",
+                type(error).__name__,
+                error,
+                self.name,
+                f"{share:.3g} requests/s (a share of {self.workers})" if share else "its own pace",
+            )
+        return self.fallback
+
+    async def _run(self, script: Any, args: list[Any]) -> Any:
+        try:
+            return await script(keys=self._keys, args=args)
+        except _UNREACHABLE as error:
+            self._fall_back(error)
+            return None
+
+    async def reserve(self) -> float:
+        """See :meth:`aiorunlist.TrafficControl.reserve`.
+
+        A request that must wait for the pace gets its slot booked in Redis at once, and
+        comes back only to check the fleet's pause (no herd of waiters asking again).
+
+        :raises TrafficStoppedError: the fleet was stopped by a 401 or an exhausted quota.
+        """
+        if self.fallback is None:
+            task = asyncio.current_task()
+            held = self._held.pop(task, None) if task is not None else None
+            args = [self._fixed, _TTL, int(held is not None)]
+            answer = await self._run(self._reserve, args)
+            if answer is not None:
+                wait_text, rate, why = (_text(part) for part in answer)
+                if why not in ("", "pause"):
+                    self._stopped = why
+                    raise TrafficStoppedError(why)
+                self._stopped = None  # Redis's word wins: clear() in one process frees all
+                self.rate = float(rate)
+                wait = float(wait_text)
+                if held is not None and why != "pause":
+                    wait = max(0.0, held - time.monotonic())  # the slot booked before
+                if wait > 0 and why != "pause" and task is not None:
+                    self._held[task] = time.monotonic() + wait
+                return wait
+        assert self.fallback is not None  # noqa: S101 - _run fell back
+        if self._stopped is not None:
+            raise TrafficStoppedError(self._stopped)
+        return await self.fallback.reserve()
+
+    async def record(
+        self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0
+    ) -> None:
+        """See :meth:`aiorunlist.TrafficControl.record`."""
+        if self.fallback is None:
+            limit, remaining, reset = _bucket(headers)
+            hint = 0.0
+            if status in (429, 503):
+                found = retry_hint(headers)
+                if found is not None and found <= Pacer.MAX_PAUSE:
+                    hint = found
+            window = 0.0
+            if headers.get("x-ratelimit-remaining-requests") == "0":
+                try:
+                    window = parse_go_duration(headers.get("x-ratelimit-reset-requests", ""))
+                except ValueError:
+                    window = 0.0
+            args = [
+                status,
+                int(ok),
+                spent,
+                int(limit is not None),
+                limit or 0,
+                remaining or 0,
+                reset or 0,
+                hint,
+                window if math.isfinite(window) else 0,
+                self._min_rate,
+                -1 if self.budget is None else self.budget,
+                self._costs.success_refill,
+                _TTL,
+                Pacer.MAX_PAUSE,
+            ]
+            if await self._run(self._record, args) is not None:
+                return
+        assert self.fallback is not None  # noqa: S101 - _run fell back
+        await self.fallback.record(status, headers, ok=ok, spent=spent)
+
+    async def take_retry(self, *, connection_failure: bool) -> int | None:
+        """See :meth:`aiorunlist.TrafficControl.take_retry`."""
+        if self.budget is None:
+            return 0
+        if self.fallback is None:
+            costs = self._costs
+            cost = costs.timeout_cost if connection_failure else costs.retry_cost
+            taken = await self._run(self._take, [cost, self.budget, _TTL])
+            if taken is not None:
+                return None if int(taken) < 0 else int(taken)
+        assert self.fallback is not None  # noqa: S101 - _run fell back
+        return await self.fallback.take_retry(connection_failure=connection_failure)
+
+    async def refund(self, tokens: int) -> None:
+        """See :meth:`aiorunlist.TrafficControl.refund`."""
+        if self.budget is None or not tokens:
+            return
+        if self.fallback is None and await self._run(self._refund, [tokens, self.budget, _TTL]):
+            return
+        assert self.fallback is not None  # noqa: S101 - _run fell back
+        await self.fallback.refund(tokens)
+
+    async def halt(self, error: RunListError) -> None:
+        """Stop every client of the fleet: their next :meth:`reserve` raises
+        :class:`TrafficStoppedError` with this error as the reason."""
+        reason = f"{type(error).__name__}: {error}"[:500]
+        self._stopped = reason
+        if self.fallback is None:
+            try:
+                await self._redis.hsetnx(self._keys[0], "fatal", reason)
+            except _UNREACHABLE as exc:
+                self._fall_back(exc)
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bucket(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
+    """The server's bucket from its headers: (limit, remaining, reset), or Nones when the
+    headers do not describe one (as :meth:`aiorunlist.Pacer.observe` reads them)."""
+    try:
+        limit = int(headers["x-ratelimit-limit-requests"])
+        remaining = int(headers["x-ratelimit-remaining-requests"])
+        reset = parse_go_duration(headers["x-ratelimit-reset-requests"])
+    except (KeyError, ValueError):
+        return None, None, None
+    if limit <= 0 or remaining < 0 or not math.isfinite(reset):
+        return None, None, None
+    return limit, remaining, reset
