@@ -4,6 +4,7 @@ nox -s tests        # every Python in the classifiers that is installed
 nox -s lint typing  # ruff and mypy --strict
 nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
 nox -s readme       # the README's command-line block, verbatim, in a fresh venv
+nox -s mutation     # do the tests notice small wrong changes in the sans-I/O modules?
 """
 
 from __future__ import annotations
@@ -114,3 +115,14 @@ def throttled(session: nox.Session) -> None:
     """
     install_groups(session, "bench")
     session.run("python", "benchmarks/throttled.py", *session.posargs)
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the sans-I/O modules (benchmarks/mutate.py); fails over 5% survivors.
+
+    nox -s mutation                                   # every mutant
+    nox -s mutation -- --max-mutants 150 --jobs 2     # a reproducible sample, two at a time
+    """
+    install_groups(session, "test")
+    session.run("python", "benchmarks/mutate.py", "--fail-over", "5", *session.posargs)
