@@ -14,6 +14,7 @@ from aiorunlist._protocol import (
     check_list_args,
     check_page_size,
     decode_page,
+    is_loopback_host,
     make_status_error,
     normalize_base_url,
     parse_go_duration,
@@ -158,7 +159,7 @@ def test_bad_base_url(url: str) -> None:
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v 1", "http://h/v1\tx", "http://h\x7f/v1"])
 def test_base_url_with_whitespace_inside_is_refused(url: str) -> None:
     # A copy-pasted OPENAI_BASE_URL: every request would fail with "Bad status line".
-    with pytest.raises(ValueError, match="whitespace"):
+    with pytest.raises(ValueError, match="whitespace or a control character inside it"):
         normalize_base_url(url)
 
 
@@ -170,6 +171,7 @@ def test_base_url_whitespace_around_it_is_dropped(url: str) -> None:
 
 
 def test_base_url_strips_slash() -> None:
+    assert normalize_base_url("http://h/~me/v1") == "http://h/~me/v1"  # '~' is no control
     assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
     assert normalize_base_url(" http://127.0.0.1:8000/v1\n") == "http://127.0.0.1:8000/v1"
 
@@ -240,3 +242,34 @@ def test_walk_refuses_to_loop() -> None:
     w.advance(_page(["a", "b"], True))
     with pytest.raises(aiorunlist.PaginationError, match="came back: an earlier page ended"):
         w.advance(_page(["a", "b"], True))
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (None, False),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("api.localhost", True),
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("127.0.0.1.example.com", False),
+        ("notlocalhost", False),
+        ("10.0.0.1", False),
+        ("api.openai.com", False),
+    ],
+)
+def test_is_loopback_host(host: str | None, expected: bool) -> None:
+    assert is_loopback_host(host) is expected
+
+
+def test_page_size_bounds() -> None:
+    check_page_size(1)
+    check_page_size(100)
+    for bad in (0, 101, True, 5.0, "5"):
+        with pytest.raises(ValueError, match=r"limit must be an integer from 1 to 100"):
+            check_page_size(bad)
+    with pytest.raises(ValueError, match=r"per_page must be"):
+        check_page_size(0, name="per_page")
