@@ -46,6 +46,7 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_P, 100, "ord(c) < 32", "ord(c) <= 32"): "a space (32) is refused by c.isspace() first",
     (_P, 100, "32", "33"): "a space (32) is refused by c.isspace() first",
     (_P, 100, "32", "31"): "chr(31) is refused by c.isspace() first",
+    (_P, 285, "57", "58"): "':' sampled as a digit: one more candidate, the regex decides",
     (_P, 117, "ord(c) < 32", "ord(c) <= 32"): _DEAD,
     (_P, 117, "32", "33"): _DEAD,
     (_P, 117, "32", "31"): _DEAD,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import orjson
 import pytest
 
 import aiorunlist
 from aiorunlist._protocol import (
     PageWalk,
+    QuirkNotes,
     RawPage,
     build_headers,
     build_url,
@@ -15,6 +19,7 @@ from aiorunlist._protocol import (
     check_page_size,
     decode_page,
     is_loopback_host,
+    loads,
     make_status_error,
     normalize_base_url,
     parse_go_duration,
@@ -273,3 +278,94 @@ def test_page_size_bounds() -> None:
             check_page_size(bad)
     with pytest.raises(ValueError, match=r"per_page must be"):
         check_page_size(0, name="per_page")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1" * 30,  # the long integer starts the body
+        b"[" + b"9" * 19 + b"]",  # 19 digits, the shortest that may pass 64 bits
+        b'{"a": [1, 2], "big": ' + b"12345678901234567890123" + b"}",  # at the end
+        b"  " + b"1" * 25 + b"  ",
+    ],
+)
+def test_loads_keeps_big_integers_exact(body: bytes) -> None:
+    import json
+
+    assert loads(body) == json.loads(body)
+
+
+def _raw(runs: list[dict[str, Any]], **envelope: Any) -> RawPage:
+    body = orjson.dumps({"object": "list", "data": runs, **envelope})
+    return decode_page(200, {}, body, thread_id="t")
+
+
+def _quirks(caplog: pytest.LogCaptureFixture, *pages: RawPage, **walk: Any) -> list[str]:
+    caplog.set_level(logging.WARNING, logger="aiorunlist")
+    caplog.clear()
+    notes = walk.pop("notes", None) or QuirkNotes()
+    w = PageWalk("t", after=walk.pop("after", None), before=None, notes=notes, **walk)
+    for page in pages:
+        w.ordered(page)
+        w.advance(page)
+    return [str(getattr(r, "quirk", None)) for r in caplog.records]
+
+
+def _runs(*ids: str) -> list[dict[str, Any]]:
+    return [{"id": i} for i in ids]
+
+
+def test_quirk_a_page_longer_than_the_limit(caplog: pytest.LogCaptureFixture) -> None:
+    assert _quirks(caplog, _raw(_runs("a", "b", "c"), has_more=False), limit=2) == ["limit_ignored"]
+    assert "asked for at most 2 runs, the server sent 3" in caplog.text
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=True), limit=2) == []
+    # Once per client, however many pages show it.
+    notes = QuirkNotes()
+    pages = [_raw(_runs("a", "b", "c"), has_more=True), _raw(_runs("d", "e", "f"), has_more=False)]
+    assert _quirks(caplog, *pages, limit=2, notes=notes) == ["limit_ignored"]
+
+
+def test_quirk_a_full_page_without_has_more(caplog: pytest.LogCaptureFixture) -> None:
+    assert _quirks(caplog, _raw(_runs("a", "b")), limit=2) == ["has_more_full_page"]
+    assert "has_more absent" in caplog.text
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=False), limit=2) == ["has_more_full_page"]
+    assert "has_more false" in caplog.text
+    # Not a full page; or has_more false where a listing may simply end there.
+    assert _quirks(caplog, _raw(_runs("a")), limit=2) == []
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=False), limit=2, after="z") == []
+    seen = QuirkNotes()
+    seen.has_more_seen = True
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=False), limit=2, notes=seen) == []
+    pages = [_raw(_runs("a", "b"), has_more=True), _raw(_runs("c", "d"), has_more=False)]
+    assert _quirks(caplog, *pages, limit=2) == []
+    # has_more absent is always suspect, also after a cursor.
+    assert _quirks(caplog, _raw(_runs("a", "b")), limit=2, after="z") == ["has_more_full_page"]
+
+
+def _timed(*times: object) -> list[dict[str, Any]]:
+    return [{"id": f"r{n}", "created_at": t} for n, t in enumerate(times)]
+
+
+@pytest.mark.parametrize(
+    ("order", "times", "warned"),
+    [
+        ("asc", (1, 2, 2, 3), False),
+        ("asc", (1, 3, 2), True),
+        ("desc", (3, 2, 2, 1), False),
+        ("desc", (1, 2), True),
+        # A missing or odd created_at is skipped, its neighbours still compared.
+        ("asc", (1, None, 0), True),
+        ("asc", (1, None, 1), False),
+        ("desc", (1, "x", 2), True),
+        ("desc", (2, True, 1), False),
+        ("asc", (2, False, 3), False),
+        ("desc", (None, 1, 2), True),
+    ],
+)
+def test_quirk_an_order_contradicted(
+    caplog: pytest.LogCaptureFixture, order: str, times: tuple[object, ...], warned: bool
+) -> None:
+    got = _quirks(caplog, _raw(_timed(*times), has_more=False), order=order)
+    assert got == (["order_contradicted"] if warned else [])
+    if warned:
+        assert f"asked for order={order}" in caplog.text
