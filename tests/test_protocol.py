@@ -18,6 +18,7 @@ from aiorunlist._protocol import (
     check_list_args,
     check_page_size,
     decode_page,
+    error_message,
     is_loopback_host,
     loads,
     make_status_error,
@@ -369,3 +370,26 @@ def test_quirk_an_order_contradicted(
     assert got == (["order_contradicted"] if warned else [])
     if warned:
         assert f"asked for order={order}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"error": {"message": "gone", "param": "p", "code": "c"}}', "gone"),
+        (b'{"error": {"message": "", "param": "p"}, "message": "top"}', "top"),
+        (b'{"message": "", "detail": "d"}', "d"),
+        (b'{"detail": ""}', '{"detail": ""}'),
+        (b'{"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}', "query.limit: too big"),
+        (b'{"detail": [{"loc": [], "msg": "a"}, {"loc": "q", "msg": "b"}]}', "a; b"),
+        (b'{"detail": [{"msg": 1}, "x", {"msg": "kept"}]}', "kept"),
+        (b'{"detail": [{"msg": 1}]}', '{"detail": [{"msg": 1}]}'),
+        (b'{"detail": {"msg": "x"}}', '{"detail": {"msg": "x"}}'),
+        (b'{"message": ["not", "text"]}', '{"message": ["not", "text"]}'),
+        (b"  ", None),
+        (b"x" * 200, "x" * 200),
+        (b"x" * 201, "x" * 200 + "..."),
+    ],
+)
+def test_error_message_exactly(body: bytes, expected: str | None) -> None:
+    decoded = orjson.loads(body) if body.startswith(b"{") else body.decode()
+    assert error_message(decoded, body) == expected
