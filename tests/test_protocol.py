@@ -393,3 +393,10 @@ def test_quirk_an_order_contradicted(
 def test_error_message_exactly(body: bytes, expected: str | None) -> None:
     decoded = orjson.loads(body) if body.startswith(b"{") else body.decode()
     assert error_message(decoded, body) == expected
+
+
+def test_a_non_json_error_body_is_kept_up_to_500_characters() -> None:
+    err = make_status_error(502, {}, b"<" + b"x" * 599, thread_id="t")
+    assert err.body == "<" + "x" * 499
+    short = make_status_error(502, {}, b"<html>", thread_id="t")
+    assert short.body == "<html>"
