@@ -56,6 +56,10 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_P, 300, "19", "20"): _WINDOW,
     (_P, 300, "18", "19"): _WINDOW,
     (_P, 300, "18", "17"): _WINDOW,
+    (_P, 422, "return False", "return None"): (
+        "with retryable=None the error computes its own default, which never retries a quota"
+        " error either"
+    ),
     (_P, 117, "ord(c) < 32", "ord(c) <= 32"): _DEAD,
     (_P, 117, "32", "33"): _DEAD,
     (_P, 117, "32", "31"): _DEAD,

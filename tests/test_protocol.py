@@ -400,3 +400,17 @@ def test_a_non_json_error_body_is_kept_up_to_500_characters() -> None:
     assert err.body == "<" + "x" * 499
     short = make_status_error(502, {}, b"<html>", thread_id="t")
     assert short.body == "<html>"
+
+
+def test_statuses_around_the_boundaries() -> None:
+    body = orjson.dumps({"object": "list", "data": [], "has_more": False})
+    assert decode_page(299, {}, body, thread_id="t").status == 299
+    for status in (199, 300, 304):
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="unexpected HTTP"):
+            decode_page(status, {}, body, thread_id="t")
+    with pytest.raises(aiorunlist.BadRequestError):
+        decode_page(400, {}, _err(400), thread_id="t")
+    assert type(make_status_error(499, {}, b"", thread_id="t")) is aiorunlist.APIStatusError
+    assert isinstance(
+        make_status_error(500, {}, b"", thread_id="t"), aiorunlist.InternalServerError
+    )
