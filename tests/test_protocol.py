@@ -406,8 +406,9 @@ def test_statuses_around_the_boundaries() -> None:
     body = orjson.dumps({"object": "list", "data": [], "has_more": False})
     assert decode_page(299, {}, body, thread_id="t").status == 299
     for status in (199, 300, 304):
-        with pytest.raises(aiorunlist.APIResponseValidationError, match="unexpected HTTP"):
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="unexpected HTTP") as info:
             decode_page(status, {}, body, thread_id="t")
+        assert info.value.retryable is False
     with pytest.raises(aiorunlist.BadRequestError):
         decode_page(400, {}, _err(400), thread_id="t")
     assert type(make_status_error(499, {}, b"", thread_id="t")) is aiorunlist.APIStatusError
