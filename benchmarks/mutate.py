@@ -60,6 +60,10 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
         "with retryable=None the error computes its own default, which never retries a quota"
         " error either"
     ),
+    (_P, 551, "index < len(items)", "index <= len(items)"): (
+        "failing_index returns len(items) only when no run fails alone, and which_run is only"
+        " called after one did"
+    ),
     (_P, 117, "ord(c) < 32", "ord(c) <= 32"): _DEAD,
     (_P, 117, "32", "33"): _DEAD,
     (_P, 117, "32", "31"): _DEAD,

@@ -10,6 +10,7 @@ import pytest
 
 import aiorunlist
 from aiorunlist._protocol import (
+    REDIRECT_STATUSES,
     PageWalk,
     QuirkNotes,
     RawPage,
@@ -415,3 +416,13 @@ def test_statuses_around_the_boundaries() -> None:
     assert isinstance(
         make_status_error(500, {}, b"", thread_id="t"), aiorunlist.InternalServerError
     )
+
+
+def test_has_more_defaults_to_false() -> None:
+    body = orjson.dumps({"object": "list", "data": [{"id": "a"}]})
+    assert decode_page(200, {}, body, thread_id="t").has_more is False
+
+
+def test_the_redirects_followed_are_those_with_a_location() -> None:
+    # 300 (a choice), 304 (not modified) and 305 (use proxy) are no redirect to follow.
+    assert frozenset({301, 302, 303, 307, 308}) == REDIRECT_STATUSES
