@@ -25,6 +25,7 @@ from aiorunlist._protocol import (
     make_status_error,
     normalize_base_url,
     parse_go_duration,
+    redirect_target,
     to_run_page,
 )
 
@@ -426,3 +427,18 @@ def test_has_more_defaults_to_false() -> None:
 def test_the_redirects_followed_are_those_with_a_location() -> None:
     # 300 (a choice), 304 (not modified) and 305 (use proxy) are no redirect to follow.
     assert frozenset({301, 302, 303, 307, 308}) == REDIRECT_STATUSES
+
+
+def test_redirects_stay_on_the_origin_and_are_not_retried() -> None:
+    here = "https://api.test/v1/threads/t/runs?limit=2"
+    assert redirect_target(here, "/v2/threads/t/runs", thread_id="t") == (
+        "https://api.test/v2/threads/t/runs"
+    )
+    for location, words in [
+        ("https://evil.test/v1/threads/t/runs", "another origin"),
+        ("http://api.test/v1/threads/t/runs", "another origin"),
+        ("https:///nohost", "not a usable URL"),
+    ]:
+        with pytest.raises(aiorunlist.APIConnectionError, match=words) as info:
+            redirect_target(here, location, thread_id="t")
+        assert info.value.retryable is False
