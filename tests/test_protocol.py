@@ -442,3 +442,21 @@ def test_redirects_stay_on_the_origin_and_are_not_retried() -> None:
         with pytest.raises(aiorunlist.APIConnectionError, match=words) as info:
             redirect_target(here, location, thread_id="t")
         assert info.value.retryable is False
+
+
+def test_walk_refuses_an_ignored_cursor_and_repeated_runs() -> None:
+    with pytest.raises(aiorunlist.PaginationError, match="ignored the 'after' cursor"):
+        PageWalk("t", after="a", before=None).ordered(_page(["b", "a"], False))
+    with pytest.raises(aiorunlist.PaginationError, match="ignored the 'before' cursor"):
+        PageWalk("t", after=None, before="a").ordered(_page(["a"], False))
+    # With both cursors the walk goes forward: 'before' is then no cursor of the walk.
+    assert PageWalk("t", after="x", before="a").ordered(_page(["a"], False)) == [{"id": "a"}]
+    with pytest.raises(aiorunlist.PaginationError, match="lists run 'a' twice"):
+        PageWalk("t", after=None, before=None).ordered(_page(["a", "b", "a"], False))
+    w = PageWalk("t", after=None, before=None)
+    w.ordered(_page(["a", "b"], True))
+    with pytest.raises(aiorunlist.PaginationError, match="already handed out earlier"):
+        w.ordered(_page(["c", "b"], False))
+    # Ids that are not strings are not compared (nothing to hand out twice by id).
+    odd = _raw([{"id": ["x"]}, {"id": ["x"]}, {"id": "y"}], has_more=False)
+    assert len(PageWalk("t", after=None, before=None).ordered(odd)) == 3
