@@ -460,3 +460,15 @@ def test_walk_refuses_an_ignored_cursor_and_repeated_runs() -> None:
     # Ids that are not strings are not compared (nothing to hand out twice by id).
     odd = _raw([{"id": ["x"]}, {"id": ["x"]}, {"id": "y"}], has_more=False)
     assert len(PageWalk("t", after=None, before=None).ordered(odd)) == 3
+
+
+def test_walk_refuses_a_cursor_that_does_not_advance() -> None:
+    w = PageWalk("t", after="z", before=None)
+    with pytest.raises(aiorunlist.PaginationError, match="came back"):
+        w.advance(_page(["a", "z"], True))
+    back = PageWalk("t", after=None, before="a")
+    with pytest.raises(aiorunlist.PaginationError, match="came back"):
+        back.advance(_page(["a", "b"], True))
+    for bad in ([{"id": ""}], [{"id": 5}], [{}]):
+        with pytest.raises(aiorunlist.PaginationError, match="without an id"):
+            PageWalk("t", after=None, before=None).advance(_raw(bad, has_more=True))
