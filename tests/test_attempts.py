@@ -219,6 +219,9 @@ def test_boundary_settings_are_accepted() -> None:
     assert (zero.max_retries, zero.initial_delay, zero.max_delay, zero.budget) == (0, 0, 0.0, 0)
     assert Retries(budget=None).budget is None
     assert Timeouts(request=None, connect=None, read=None, page=None).page is None
+    small = Timeouts(request=1, connect=0.5, read=0.001, page=1e-3)
+    assert (small.request, small.connect, small.read, small.page) == (1, 0.5, 0.001, 1e-3)
+    assert Retries(max_hint=0.5).max_hint == 0.5
     # ...but None is no count of retries, and a timeout must be > 0.
     with pytest.raises(ValueError, match=r"max_retries must be an integer >= 0, got None"):
         Retries(max_retries=None)  # type: ignore[arg-type]
@@ -236,8 +239,9 @@ def test_hints_at_the_bounds_are_honoured() -> None:
     assert retry_delay(3, {"retry-after": "60"}, rng=rng) == 60.0
     assert retry_delay(3, {"retry-after": "5"}, max_hint=5.0, rng=rng) == 5.0
     # Just past max_hint, or in the past: exponential backoff instead.
-    assert retry_delay(0, {"retry-after": "5.5"}, max_hint=5.0, rng=rng) <= 0.5
-    assert retry_delay(0, {"retry-after": "-1"}, rng=rng) <= 0.5
+    assert 0.375 <= retry_delay(0, {"retry-after": "5.5"}, max_hint=5.0, rng=rng) <= 0.5
+    assert 0.375 <= retry_delay(0, {"retry-after": "-1"}, rng=rng) <= 0.5
+    assert 0.375 <= retry_delay(0, {"retry-after": "-0.5"}, rng=rng) <= 0.5
     # An unusable retry-after-ms falls back on retry-after.
     assert retry_delay(0, {"retry-after-ms": "nan", "retry-after": "2"}, rng=rng) == 2.0
     assert retry_delay(0, {"retry-after-ms": "x", "retry-after": "2"}, rng=rng) == 2.0
