@@ -275,11 +275,16 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant")
     parser.add_argument("--fail-over", type=float, default=100.0, help="max %% survivors")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument(
+        "--match", action="append", help="only mutants whose label holds this text (repeatable)"
+    )
     args = parser.parse_args()
     modules: list[str] = args.module or MODULES
     tests: list[str] = args.tests or TESTS
 
     every = [m for module in modules for m in mutants(module)]
+    if args.match:
+        every = [m for m in every if any(text in m.label for text in args.match)]
     chosen = every
     if args.max_mutants and args.max_mutants < len(every):
         chosen = random.Random(args.seed).sample(  # noqa: S311 (a sample, not a secret)
