@@ -330,7 +330,8 @@ def main() -> int:
             for n, (mutant, outcome) in enumerate(pool.map(run, chosen), 1):
                 results.append((mutant, outcome))
                 if outcome == "survived":
-                    print(f"[{n}/{len(chosen)}] SURVIVED {mutant.label}", flush=True)
+                    word = "equivalent" if _equivalent(mutant) else "SURVIVED"
+                    print(f"[{n}/{len(chosen)}] {word} {mutant.label}", flush=True)
                 elif n % 25 == 0:
                     print(f"[{n}/{len(chosen)}] {time.monotonic() - start:.0f}s", flush=True)
     finally:
