@@ -472,3 +472,9 @@ def test_walk_refuses_a_cursor_that_does_not_advance() -> None:
     for bad in ([{"id": ""}], [{"id": 5}], [{}]):
         with pytest.raises(aiorunlist.PaginationError, match="without an id"):
             PageWalk("t", after=None, before=None).advance(_raw(bad, has_more=True))
+
+
+@pytest.mark.parametrize("url", ["http://user@h/v1", "http://:secret@h/v1", "http://u:p@h/v1"])
+def test_base_url_with_any_credential_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="must not carry credentials"):
+        normalize_base_url(url)
