@@ -469,7 +469,8 @@ def test_walk_refuses_a_cursor_that_does_not_advance() -> None:
     back = PageWalk("t", after=None, before="a")
     with pytest.raises(aiorunlist.PaginationError, match="came back"):
         back.advance(_page(["a", "b"], True))
-    for bad in ([{"id": ""}], [{"id": 5}], [{}]):
+    bads: list[list[dict[str, Any]]] = [[{"id": ""}], [{"id": 5}], [{}]]
+    for bad in bads:
         with pytest.raises(aiorunlist.PaginationError, match="without an id"):
             PageWalk("t", after=None, before=None).advance(_raw(bad, has_more=True))
 
@@ -478,3 +479,12 @@ def test_walk_refuses_a_cursor_that_does_not_advance() -> None:
 def test_base_url_with_any_credential_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match="must not carry credentials"):
         normalize_base_url(url)
+
+
+def test_a_non_json_page_shows_its_first_60_characters() -> None:
+    body = b"<" + b"x" * 59 + b"TAIL" + b"y" * 40
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="is not JSON") as info:
+        decode_page(200, {}, body, thread_id="t")
+    assert repr("<" + "x" * 59) in str(info.value)
+    assert "TAIL" not in str(info.value)
+    assert info.value.retryable is True
