@@ -359,6 +359,7 @@ def _timed(*times: object) -> list[dict[str, Any]]:
         # A missing or odd created_at is skipped, its neighbours still compared.
         ("asc", (1, None, 0), True),
         ("asc", (1, None, 1), False),
+        ("desc", (2, None, 2), False),
         ("desc", (1, "x", 2), True),
         ("desc", (2, True, 1), False),
         ("asc", (2, False, 3), False),
