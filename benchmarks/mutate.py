@@ -64,6 +64,10 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_P, 574, "True", "False"): (
         "the URL is build_url's, already percent-encoded: yarl keeps valid escapes on re-quoting"
     ),
+    (_P, 303, "return False", "return None"): "_exact_needed() is only ever used as a condition",
+    (_P, 428, "return status in RETRYABLE_STATUSES or status >= 500", "return None"): (
+        "with retryable=None the error computes the same rule itself"
+    ),
     (_P, 300, "19", "18"): _WINDOW,
     (_P, 300, "19", "20"): _WINDOW,
     (_P, 300, "18", "19"): _WINDOW,

@@ -26,6 +26,7 @@ from aiorunlist._protocol import (
     normalize_base_url,
     parse_go_duration,
     redirect_target,
+    structure_runs,
     to_run_page,
 )
 
@@ -408,7 +409,7 @@ def test_a_non_json_error_body_is_kept_up_to_500_characters() -> None:
 def test_statuses_around_the_boundaries() -> None:
     body = orjson.dumps({"object": "list", "data": [], "has_more": False})
     assert decode_page(299, {}, body, thread_id="t").status == 299
-    for status in (199, 300, 304):
+    for status in (199, 300, 304, 399):
         with pytest.raises(aiorunlist.APIResponseValidationError, match="unexpected HTTP") as info:
             decode_page(status, {}, body, thread_id="t")
         assert info.value.retryable is False
@@ -489,3 +490,13 @@ def test_a_non_json_page_shows_its_first_60_characters() -> None:
     assert repr("<" + "x" * 59) in str(info.value)
     assert "TAIL" not in str(info.value)
     assert info.value.retryable is True
+
+
+def test_a_run_that_cannot_be_typed_is_named_by_its_id() -> None:
+    raw = _raw([{"id": "run_ok", "created_at": 1}, {"id": "run_1", "created_at": "x"}])
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="run 'run_1': created_at"):
+        structure_runs(raw, raw.data, thread_id="t")
+    anonymous = _raw([{"created_at": "x"}])
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="runs: created_at") as info:
+        structure_runs(anonymous, anonymous.data, thread_id="t")
+    assert "run None" not in str(info.value)
