@@ -68,6 +68,8 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_P, 428, "return status in RETRYABLE_STATUSES or status >= 500", "return None"): (
         "with retryable=None the error computes the same rule itself"
     ),
+    (_P, 285, "120", "121"): "any byte but '0' marks a non-digit alike",
+    (_P, 285, "120", "119"): "any byte but '0' marks a non-digit alike",
     (_P, 300, "19", "18"): _WINDOW,
     (_P, 300, "19", "20"): _WINDOW,
     (_P, 300, "18", "19"): _WINDOW,

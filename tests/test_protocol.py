@@ -500,3 +500,8 @@ def test_a_run_that_cannot_be_typed_is_named_by_its_id() -> None:
     with pytest.raises(aiorunlist.APIResponseValidationError, match="runs: created_at") as info:
         structure_runs(anonymous, anonymous.data, thread_id="t")
     assert "run None" not in str(info.value)
+
+
+def test_advance_says_false_at_the_end() -> None:
+    assert PageWalk("t", after=None, before=None).advance(_page(["a"], False)) is False
+    assert PageWalk("t", after=None, before=None).advance(_page(["a"], True)) is True
