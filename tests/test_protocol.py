@@ -505,3 +505,13 @@ def test_a_run_that_cannot_be_typed_is_named_by_its_id() -> None:
 def test_advance_says_false_at_the_end() -> None:
     assert PageWalk("t", after=None, before=None).advance(_page(["a"], False)) is False
     assert PageWalk("t", after=None, before=None).advance(_page(["a"], True)) is True
+
+
+def test_a_client_that_saw_has_more_trusts_a_full_last_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notes = QuirkNotes()
+    assert _quirks(caplog, _raw(_runs("a"), has_more=True), limit=2, notes=notes) == []
+    assert notes.has_more_seen
+    # A new listing by the same client: its first, full page with has_more false is trusted.
+    assert _quirks(caplog, _raw(_runs("x", "y"), has_more=False), limit=2, notes=notes) == []
