@@ -515,3 +515,9 @@ def test_a_client_that_saw_has_more_trusts_a_full_last_page(
     assert notes.has_more_seen
     # A new listing by the same client: its first, full page with has_more false is trusted.
     assert _quirks(caplog, _raw(_runs("x", "y"), has_more=False), limit=2, notes=notes) == []
+
+
+def test_a_backward_walk_reverses_a_page_with_odd_ids_too() -> None:
+    odd = _raw([{"id": "a"}, {"id": ["x"]}, {"id": "c"}], has_more=False)
+    got = PageWalk("t", after=None, before="z").ordered(odd)
+    assert got == [{"id": "c"}, {"id": ["x"]}, {"id": "a"}]
