@@ -265,3 +265,20 @@ def test_deadline_boundaries() -> None:
     decision = attempts.after_failure(err, err.headers, 101.0)
     assert decision == Retry(1.0, False)
     assert err.not_retried is None
+
+
+@pytest.mark.parametrize("name", ["initial_delay", "max_delay", "max_hint"])
+def test_retry_delays_are_never_none(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number.*, got None"):
+        Retries(**{name: None})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["request", "connect", "read", "page"])
+def test_timeouts_are_positive_or_none(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number of seconds > 0"):
+        Timeouts(**{name: 0})
+    assert getattr(Timeouts(**{name: None}), name) is None
+
+
+def test_backoff_without_an_rng_uses_the_module_one() -> None:
+    assert 0.375 <= retry_delay(0, {}) <= 0.5
