@@ -291,6 +291,7 @@ def test_page_size_bounds() -> None:
         b"[" + b"9" * 19 + b"]",  # 19 digits, the shortest that may pass 64 bits
         b'{"a": [1, 2], "big": ' + b"12345678901234567890123" + b"}",  # at the end
         b"  " + b"1" * 25 + b"  ",
+        b"[" + b"9" * 25 + b"]",  # the last digit only
     ],
 )
 def test_loads_keeps_big_integers_exact(body: bytes) -> None:
