@@ -5,6 +5,10 @@ nox -s lint typing  # ruff and mypy --strict
 nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
 nox -s readme       # the README's command-line block, verbatim, in a fresh venv
 nox -s fleet        # the shared rate limit of a fleet through Redis (needs redis-server)
+
+
+@nox.session
+nox -s mutation     # do the tests notice small wrong changes in the sans-I/O modules?
 """
 
 from __future__ import annotations
@@ -127,3 +131,14 @@ def fleet(session: nox.Session) -> None:
     """
     install_groups(session, "test")
     session.run("python", "benchmarks/fleet_rate.py", *session.posargs)
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the sans-I/O modules (benchmarks/mutate.py); fails over 5% survivors.
+
+    nox -s mutation                                   # every mutant
+    nox -s mutation -- --max-mutants 150 --jobs 2     # a reproducible sample, two at a time
+    """
+    install_groups(session, "test")
+    session.run("python", "benchmarks/mutate.py", "--fail-over", "5", *session.posargs)

@@ -204,3 +204,81 @@ def test_bad_retry_settings(kwargs: dict[str, object], message: str) -> None:
 def test_bad_timeouts(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Timeouts(**kwargs)  # type: ignore[arg-type]
+
+
+def test_documented_defaults() -> None:
+    assert Retries() == Retries(
+        max_retries=2, initial_delay=0.5, max_delay=8.0, budget=500, max_hint=60.0
+    )
+    assert Timeouts() == Timeouts(request=60.0, connect=10.0, read=None, page=None)
+
+
+def test_boundary_settings_are_accepted() -> None:
+    # 0 is a valid count and a valid delay; None switches the budget off, and no limit.
+    zero = Retries(max_retries=0, initial_delay=0, max_delay=0.0, budget=0)
+    assert (zero.max_retries, zero.initial_delay, zero.max_delay, zero.budget) == (0, 0, 0.0, 0)
+    assert Retries(budget=None).budget is None
+    assert Timeouts(request=None, connect=None, read=None, page=None).page is None
+    small = Timeouts(request=1, connect=0.5, read=0.001, page=1e-3)
+    assert (small.request, small.connect, small.read, small.page) == (1, 0.5, 0.001, 1e-3)
+    assert Retries(max_hint=0.5).max_hint == 0.5
+    # ...but None is no count of retries, and a timeout must be > 0.
+    with pytest.raises(ValueError, match=r"max_retries must be an integer >= 0, got None"):
+        Retries(max_retries=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"initial_delay must be a finite number >= 0, got None"):
+        Retries(initial_delay=None)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"page must be a finite number of seconds > 0 or None, got 0"
+    ):
+        Timeouts(page=0)
+
+
+def test_hints_at_the_bounds_are_honoured() -> None:
+    rng = random.Random(0)
+    assert retry_delay(3, {"retry-after": "0"}, rng=rng) == 0.0
+    assert retry_delay(3, {"retry-after": "60"}, rng=rng) == 60.0
+    assert retry_delay(3, {"retry-after": "5"}, max_hint=5.0, rng=rng) == 5.0
+    # Just past max_hint, or in the past: exponential backoff instead.
+    assert 0.375 <= retry_delay(0, {"retry-after": "5.5"}, max_hint=5.0, rng=rng) <= 0.5
+    assert 0.375 <= retry_delay(0, {"retry-after": "-1"}, rng=rng) <= 0.5
+    assert 0.375 <= retry_delay(0, {"retry-after": "-0.5"}, rng=rng) <= 0.5
+    # An unusable retry-after-ms falls back on retry-after.
+    assert retry_delay(0, {"retry-after-ms": "nan", "retry-after": "2"}, rng=rng) == 2.0
+    assert retry_delay(0, {"retry-after-ms": "x", "retry-after": "2"}, rng=rng) == 2.0
+
+
+def test_backoff_exponent_is_capped() -> None:
+    # The exponent stops at 64: huge attempt numbers neither overflow nor keep growing.
+    expected = 1e-30 * 2.0**64 * (1 - 0.25 * random.Random(7).random())
+    got = retry_delay(10_000, {}, initial_delay=1e-30, max_delay=1.0, rng=random.Random(7))
+    assert got == pytest.approx(expected)
+
+
+def test_deadline_boundaries() -> None:
+    attempts = _attempts(page=2.0, initial_delay=1.0, max_delay=1.0)  # deadline at 102
+    attempts.check_wait(2.0, 100.0, None)  # ends exactly at the deadline: allowed
+    assert attempts.time_left(101.5) == pytest.approx(0.5)
+    with pytest.raises(aiorunlist.APITimeoutError, match=r"after 1 attempt\(s\)"):
+        attempts.time_left(102.0)  # nothing left is too late
+    # A retry whose wait ends exactly at the deadline is made.
+    err = _status_error(503, {"retry-after": "1"})
+    decision = attempts.after_failure(err, err.headers, 101.0)
+    assert decision == Retry(1.0, False)
+    assert err.not_retried is None
+
+
+@pytest.mark.parametrize("name", ["initial_delay", "max_delay", "max_hint"])
+def test_retry_delays_are_never_none(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number.*, got None"):
+        Retries(**{name: None})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["request", "connect", "read", "page"])
+def test_timeouts_are_positive_or_none(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number of seconds > 0"):
+        Timeouts(**{name: 0})
+    assert getattr(Timeouts(**{name: None}), name) is None
+
+
+def test_backoff_without_an_rng_uses_the_module_one() -> None:
+    assert 0.375 <= retry_delay(0, {}) <= 0.5

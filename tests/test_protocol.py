@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import orjson
 import pytest
 
 import aiorunlist
 from aiorunlist._protocol import (
+    REDIRECT_STATUSES,
     PageWalk,
+    QuirkNotes,
     RawPage,
     build_headers,
     build_url,
     check_list_args,
     check_page_size,
     decode_page,
+    error_message,
+    is_loopback_host,
+    loads,
     make_status_error,
     normalize_base_url,
     parse_go_duration,
+    redirect_target,
+    structure_runs,
     to_run_page,
 )
 
@@ -158,7 +168,7 @@ def test_bad_base_url(url: str) -> None:
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v 1", "http://h/v1\tx", "http://h\x7f/v1"])
 def test_base_url_with_whitespace_inside_is_refused(url: str) -> None:
     # A copy-pasted OPENAI_BASE_URL: every request would fail with "Bad status line".
-    with pytest.raises(ValueError, match="whitespace"):
+    with pytest.raises(ValueError, match="whitespace or a control character inside it"):
         normalize_base_url(url)
 
 
@@ -170,6 +180,7 @@ def test_base_url_whitespace_around_it_is_dropped(url: str) -> None:
 
 
 def test_base_url_strips_slash() -> None:
+    assert normalize_base_url("http://h/~me/v1") == "http://h/~me/v1"  # '~' is no control
     assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
     assert normalize_base_url(" http://127.0.0.1:8000/v1\n") == "http://127.0.0.1:8000/v1"
 
@@ -240,3 +251,274 @@ def test_walk_refuses_to_loop() -> None:
     w.advance(_page(["a", "b"], True))
     with pytest.raises(aiorunlist.PaginationError, match="came back: an earlier page ended"):
         w.advance(_page(["a", "b"], True))
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (None, False),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("api.localhost", True),
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("127.0.0.1.example.com", False),
+        ("notlocalhost", False),
+        ("10.0.0.1", False),
+        ("api.openai.com", False),
+    ],
+)
+def test_is_loopback_host(host: str | None, expected: bool) -> None:
+    assert is_loopback_host(host) is expected
+
+
+def test_page_size_bounds() -> None:
+    check_page_size(1)
+    check_page_size(100)
+    for bad in (0, 101, True, 5.0, "5"):
+        with pytest.raises(ValueError, match=r"limit must be an integer from 1 to 100"):
+            check_page_size(bad)
+    with pytest.raises(ValueError, match=r"per_page must be"):
+        check_page_size(0, name="per_page")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1" * 30,  # the long integer starts the body
+        b"[" + b"9" * 19 + b"]",  # 19 digits, the shortest that may pass 64 bits
+        b'{"a": [1, 2], "big": ' + b"12345678901234567890123" + b"}",  # at the end
+        b"  " + b"1" * 25 + b"  ",
+        b"[" + b"9" * 25 + b"]",  # the last digit only
+    ],
+)
+def test_loads_keeps_big_integers_exact(body: bytes) -> None:
+    import json
+
+    assert loads(body) == json.loads(body)
+
+
+def _raw(runs: list[dict[str, Any]], **envelope: Any) -> RawPage:
+    body = orjson.dumps({"object": "list", "data": runs, **envelope})
+    return decode_page(200, {}, body, thread_id="t")
+
+
+def _quirks(caplog: pytest.LogCaptureFixture, *pages: RawPage, **walk: Any) -> list[str]:
+    caplog.set_level(logging.WARNING, logger="aiorunlist")
+    caplog.clear()
+    notes = walk.pop("notes", None) or QuirkNotes()
+    w = PageWalk("t", after=walk.pop("after", None), before=None, notes=notes, **walk)
+    for page in pages:
+        w.ordered(page)
+        w.advance(page)
+    return [str(getattr(r, "quirk", None)) for r in caplog.records]
+
+
+def _runs(*ids: str) -> list[dict[str, Any]]:
+    return [{"id": i} for i in ids]
+
+
+def test_quirk_a_page_longer_than_the_limit(caplog: pytest.LogCaptureFixture) -> None:
+    assert _quirks(caplog, _raw(_runs("a", "b", "c"), has_more=False), limit=2) == ["limit_ignored"]
+    assert "asked for at most 2 runs, the server sent 3" in caplog.text
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=True), limit=2) == []
+    # Once per client, however many pages show it.
+    notes = QuirkNotes()
+    pages = [_raw(_runs("a", "b", "c"), has_more=True), _raw(_runs("d", "e", "f"), has_more=False)]
+    assert _quirks(caplog, *pages, limit=2, notes=notes) == ["limit_ignored"]
+
+
+def test_quirk_a_full_page_without_has_more(caplog: pytest.LogCaptureFixture) -> None:
+    assert _quirks(caplog, _raw(_runs("a", "b")), limit=2) == ["has_more_full_page"]
+    assert "has_more absent" in caplog.text
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=False), limit=2) == ["has_more_full_page"]
+    assert "has_more false" in caplog.text
+    # Not a full page; or has_more false where a listing may simply end there.
+    assert _quirks(caplog, _raw(_runs("a")), limit=2) == []
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=False), limit=2, after="z") == []
+    seen = QuirkNotes()
+    seen.has_more_seen = True
+    assert _quirks(caplog, _raw(_runs("a", "b"), has_more=False), limit=2, notes=seen) == []
+    pages = [_raw(_runs("a", "b"), has_more=True), _raw(_runs("c", "d"), has_more=False)]
+    assert _quirks(caplog, *pages, limit=2) == []
+    # has_more absent is always suspect, also after a cursor.
+    assert _quirks(caplog, _raw(_runs("a", "b")), limit=2, after="z") == ["has_more_full_page"]
+
+
+def _timed(*times: object) -> list[dict[str, Any]]:
+    return [{"id": f"r{n}", "created_at": t} for n, t in enumerate(times)]
+
+
+@pytest.mark.parametrize(
+    ("order", "times", "warned"),
+    [
+        ("asc", (1, 2, 2, 3), False),
+        ("asc", (1, 3, 2), True),
+        ("desc", (3, 2, 2, 1), False),
+        ("desc", (1, 2), True),
+        # A missing or odd created_at is skipped, its neighbours still compared.
+        ("asc", (1, None, 0), True),
+        ("asc", (1, None, 1), False),
+        ("desc", (2, None, 2), False),
+        ("desc", (1, "x", 2), True),
+        ("desc", (2, True, 1), False),
+        ("asc", (2, False, 3), False),
+        ("desc", (None, 1, 2), True),
+    ],
+)
+def test_quirk_an_order_contradicted(
+    caplog: pytest.LogCaptureFixture, order: str, times: tuple[object, ...], warned: bool
+) -> None:
+    got = _quirks(caplog, _raw(_timed(*times), has_more=False), order=order)
+    assert got == (["order_contradicted"] if warned else [])
+    if warned:
+        assert f"asked for order={order}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"error": {"message": "gone", "param": "p", "code": "c"}}', "gone"),
+        (b'{"error": {"message": "", "param": "p"}, "message": "top"}', "top"),
+        (b'{"message": "", "detail": "d"}', "d"),
+        (b'{"detail": ""}', '{"detail": ""}'),
+        (b'{"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}', "query.limit: too big"),
+        (b'{"detail": [{"loc": [], "msg": "a"}, {"loc": "q", "msg": "b"}]}', "a; b"),
+        (b'{"detail": [{"msg": 1}, "x", {"msg": "kept"}]}', "kept"),
+        (b'{"detail": [{"msg": 1}]}', '{"detail": [{"msg": 1}]}'),
+        (b'{"detail": {"msg": "x"}}', '{"detail": {"msg": "x"}}'),
+        (b'{"message": ["not", "text"]}', '{"message": ["not", "text"]}'),
+        (b"  ", None),
+        (b"x" * 200, "x" * 200),
+        (b"x" * 201, "x" * 200 + "..."),
+    ],
+)
+def test_error_message_exactly(body: bytes, expected: str | None) -> None:
+    decoded = orjson.loads(body) if body.startswith(b"{") else body.decode()
+    assert error_message(decoded, body) == expected
+
+
+def test_a_non_json_error_body_is_kept_up_to_500_characters() -> None:
+    err = make_status_error(502, {}, b"<" + b"x" * 599, thread_id="t")
+    assert err.body == "<" + "x" * 499
+    short = make_status_error(502, {}, b"<html>", thread_id="t")
+    assert short.body == "<html>"
+
+
+def test_statuses_around_the_boundaries() -> None:
+    body = orjson.dumps({"object": "list", "data": [], "has_more": False})
+    assert decode_page(299, {}, body, thread_id="t").status == 299
+    for status in (199, 300, 304, 399):
+        with pytest.raises(aiorunlist.APIResponseValidationError, match="unexpected HTTP") as info:
+            decode_page(status, {}, body, thread_id="t")
+        assert info.value.retryable is False
+    with pytest.raises(aiorunlist.BadRequestError):
+        decode_page(400, {}, _err(400), thread_id="t")
+    assert type(make_status_error(499, {}, b"", thread_id="t")) is aiorunlist.APIStatusError
+    assert isinstance(
+        make_status_error(500, {}, b"", thread_id="t"), aiorunlist.InternalServerError
+    )
+
+
+def test_has_more_defaults_to_false() -> None:
+    body = orjson.dumps({"object": "list", "data": [{"id": "a"}]})
+    assert decode_page(200, {}, body, thread_id="t").has_more is False
+
+
+def test_the_redirects_followed_are_those_with_a_location() -> None:
+    # 300 (a choice), 304 (not modified) and 305 (use proxy) are no redirect to follow.
+    assert frozenset({301, 302, 303, 307, 308}) == REDIRECT_STATUSES
+
+
+def test_redirects_stay_on_the_origin_and_are_not_retried() -> None:
+    here = "https://api.test/v1/threads/t/runs?limit=2"
+    assert redirect_target(here, "/v2/threads/t/runs", thread_id="t") == (
+        "https://api.test/v2/threads/t/runs"
+    )
+    for location, words in [
+        ("https://evil.test/v1/threads/t/runs", "another origin"),
+        ("http://api.test/v1/threads/t/runs", "another origin"),
+        ("https:///nohost", "not a usable URL"),
+    ]:
+        with pytest.raises(aiorunlist.APIConnectionError, match=words) as info:
+            redirect_target(here, location, thread_id="t")
+        assert info.value.retryable is False
+
+
+def test_walk_refuses_an_ignored_cursor_and_repeated_runs() -> None:
+    with pytest.raises(aiorunlist.PaginationError, match="ignored the 'after' cursor"):
+        PageWalk("t", after="a", before=None).ordered(_page(["b", "a"], False))
+    with pytest.raises(aiorunlist.PaginationError, match="ignored the 'before' cursor"):
+        PageWalk("t", after=None, before="a").ordered(_page(["a"], False))
+    # With both cursors the walk goes forward: 'before' is then no cursor of the walk.
+    assert PageWalk("t", after="x", before="a").ordered(_page(["a"], False)) == [{"id": "a"}]
+    with pytest.raises(aiorunlist.PaginationError, match="lists run 'a' twice"):
+        PageWalk("t", after=None, before=None).ordered(_page(["a", "b", "a"], False))
+    w = PageWalk("t", after=None, before=None)
+    w.ordered(_page(["a", "b"], True))
+    with pytest.raises(aiorunlist.PaginationError, match="already handed out earlier"):
+        w.ordered(_page(["c", "b"], False))
+    # Ids that are not strings are not compared (nothing to hand out twice by id).
+    odd = _raw([{"id": ["x"]}, {"id": ["x"]}, {"id": "y"}], has_more=False)
+    assert len(PageWalk("t", after=None, before=None).ordered(odd)) == 3
+
+
+def test_walk_refuses_a_cursor_that_does_not_advance() -> None:
+    w = PageWalk("t", after="z", before=None)
+    with pytest.raises(aiorunlist.PaginationError, match="came back"):
+        w.advance(_page(["a", "z"], True))
+    back = PageWalk("t", after=None, before="a")
+    with pytest.raises(aiorunlist.PaginationError, match="came back"):
+        back.advance(_page(["a", "b"], True))
+    bads: list[list[dict[str, Any]]] = [[{"id": ""}], [{"id": 5}], [{}]]
+    for bad in bads:
+        with pytest.raises(aiorunlist.PaginationError, match="without an id"):
+            PageWalk("t", after=None, before=None).advance(_raw(bad, has_more=True))
+
+
+@pytest.mark.parametrize("url", ["http://user@h/v1", "http://:secret@h/v1", "http://u:p@h/v1"])
+def test_base_url_with_any_credential_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="must not carry credentials"):
+        normalize_base_url(url)
+
+
+def test_a_non_json_page_shows_its_first_60_characters() -> None:
+    body = b"<" + b"x" * 59 + b"TAIL" + b"y" * 40
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="is not JSON") as info:
+        decode_page(200, {}, body, thread_id="t")
+    assert repr("<" + "x" * 59) in str(info.value)
+    assert "TAIL" not in str(info.value)
+    assert info.value.retryable is True
+
+
+def test_a_run_that_cannot_be_typed_is_named_by_its_id() -> None:
+    raw = _raw([{"id": "run_ok", "created_at": 1}, {"id": "run_1", "created_at": "x"}])
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="run 'run_1': created_at"):
+        structure_runs(raw, raw.data, thread_id="t")
+    anonymous = _raw([{"created_at": "x"}])
+    with pytest.raises(aiorunlist.APIResponseValidationError, match="runs: created_at") as info:
+        structure_runs(anonymous, anonymous.data, thread_id="t")
+    assert "run None" not in str(info.value)
+
+
+def test_advance_says_false_at_the_end() -> None:
+    assert PageWalk("t", after=None, before=None).advance(_page(["a"], False)) is False
+    assert PageWalk("t", after=None, before=None).advance(_page(["a"], True)) is True
+
+
+def test_a_client_that_saw_has_more_trusts_a_full_last_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notes = QuirkNotes()
+    assert _quirks(caplog, _raw(_runs("a"), has_more=True), limit=2, notes=notes) == []
+    assert notes.has_more_seen
+    # A new listing by the same client: its first, full page with has_more false is trusted.
+    assert _quirks(caplog, _raw(_runs("x", "y"), has_more=False), limit=2, notes=notes) == []
+
+
+def test_a_backward_walk_reverses_a_page_with_odd_ids_too() -> None:
+    odd = _raw([{"id": "a"}, {"id": ["x"]}, {"id": "c"}], has_more=False)
+    got = PageWalk("t", after=None, before="z").ordered(odd)
+    assert got == [{"id": "c"}, {"id": ["x"]}, {"id": "a"}]
