@@ -114,11 +114,6 @@ def normalize_base_url(base_url: str) -> str:
             f"base_url {base_url!r} must not have a query or fragment ('?' or '#'); "
             "pass just the API root, such as 'https://api.openai.com/v1'"
         )
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in base_url):
-        raise ValueError(
-            f"base_url {base_url!r} has whitespace or a control character in it; "
-            "pass the bare URL (percent-encode a space as %20 if the path really has one)"
-        )
     if parts.username or parts.password:
         raise ValueError(
             "base_url must not carry credentials; pass the key as api_key (or OPENAI_API_KEY)"
