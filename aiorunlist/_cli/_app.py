@@ -26,6 +26,7 @@ from ._check import check_server_command
 from ._export import Export
 from ._failures import failure_lines
 from ._inputs import CLIError, ThreadIds
+from ._options import api_key_option, base_url_option
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
 from ._serve import FAKE_KEY, run_demo, serve_fake
@@ -299,21 +300,8 @@ def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
     show_default=True,
     help="Most requests in flight at once.",
 )
-@click.option(
-    "--base-url",
-    envvar="OPENAI_BASE_URL",
-    show_envvar=True,
-    metavar="URL",
-    help="The API root, e.g. http://127.0.0.1:8080/v1.  [default: https://api.openai.com/v1]",
-)
-@click.option(
-    "--api-key",
-    envvar="OPENAI_API_KEY",
-    show_envvar=True,
-    metavar="KEY",
-    help="The API key (prefer the environment variable: arguments show in process lists). "
-    "Never printed.",
-)
+@base_url_option
+@api_key_option
 @click.option(
     "--max-retries",
     type=click.IntRange(min=0),

@@ -15,6 +15,7 @@ from .._check import CHECK_NAMES, ServerReport, check_server
 from .._protocol import check_thread_id
 from ..exceptions import RunListError
 from ._inputs import CLIError
+from ._options import api_key_option, base_url_option
 
 __all__ = ["check_server_command", "render_report"]
 
@@ -65,20 +66,8 @@ async def _check(client: Client, thread_id: str) -> ServerReport:
 
 @click.command("check-server", short_help="Diagnose how a compatible server pages a thread's runs.")
 @click.argument("thread_id")
-@click.option(
-    "--base-url",
-    envvar="OPENAI_BASE_URL",
-    show_envvar=True,
-    metavar="URL",
-    help="The API root, e.g. http://127.0.0.1:8080/v1.  [default: https://api.openai.com/v1]",
-)
-@click.option(
-    "--api-key",
-    envvar="OPENAI_API_KEY",
-    show_envvar=True,
-    metavar="KEY",
-    help="The API key (prefer the environment variable). Never printed.",
-)
+@base_url_option
+@api_key_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report as one JSON object instead."
 )
