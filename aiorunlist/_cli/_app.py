@@ -21,7 +21,7 @@ import click
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
 from ..sinks import Sink, SinkError, open_sink
-from ..testing import RateLimit
+from ..testing import Quirks, RateLimit
 from ._check import check_server_command
 from ._export import Export
 from ._failures import failure_lines
@@ -793,6 +793,14 @@ async def _summary(url: str) -> Summary:
     metavar="SECONDS",
     help="Make every answer wait this long, as a distant server's would.",
 )
+@click.option(
+    "--quirks",
+    type=click.Choice(sorted(Quirks.MODES)),
+    default=None,
+    help="Behave like a compatible server with this quirk (see 'Compatible servers' in the "
+    "docs): query parameters ignored, no has_more, or cursors unstable among runs created "
+    "in the same second.",
+)
 def fake_server_command(
     *,
     port: int,
@@ -806,6 +814,7 @@ def fake_server_command(
     burst: int,
     rate_headers: str,
     latency: float,
+    quirks: str | None,
 ) -> int:
     """Serve the shipped fake Assistants API on 127.0.0.1 until Ctrl-C.
 
@@ -827,6 +836,7 @@ def fake_server_command(
                 out=sys.stdout,
                 rate_limit=None if rate is None else RateLimit(rate, burst, rate_headers),
                 latency=latency,
+                quirks=quirks,
             )
         )
     except KeyboardInterrupt:
