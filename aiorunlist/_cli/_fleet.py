@@ -62,6 +62,12 @@ def _unreachable() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    while inner := getattr(exc, "exceptions", None):
+        exc = inner[0]
+    return exc
+
+
 def _run(coro: Awaitable[T], redis_url: str) -> T:
     """Run ``coro``; every problem with the input, the settings, Redis or the sink is one
     line and exit code 2."""
@@ -71,7 +77,13 @@ def _run(coro: Awaitable[T], redis_url: str) -> T:
         return await coro
 
     try:
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        except Exception as exc:
+            inner = getattr(exc, "exceptions", None)
+            if not inner:
+                raise
+            raise _leaf(exc) from None  # a task group's: what went wrong, not the group
     except (ValueError, TypeError, ImportError, SinkError) as exc:
         raise CLIError(" ".join(str(exc).split())) from None
     except unreachable as exc:
