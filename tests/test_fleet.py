@@ -345,3 +345,34 @@ def test_the_fleet_imports_without_streaq() -> None:
     ).stdout
     assert "streaq" in out
     assert "pip install" in out
+
+
+@pytest.mark.slow
+def test_workers_outlive_redis_killed_and_restarted_with_aof(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """Redis SIGKILLed mid-export and started again from its append-only file: the workers
+    start again once it answers, and the export completes with every run once."""
+    redis_server.kill()
+    redis_server.start("--appendonly", "yes")
+    tids = live.seed(20, 25)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    workers = [
+        start_worker(
+            live, redis_server, sqlite_url, "--burst", "--lease", "2", "--concurrency", "4"
+        )
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
+        assert time.monotonic() < deadline, "the workers stored nothing"
+        time.sleep(0.1)
+    redis_server.kill()
+    time.sleep(1.0)
+    redis_server.start("--appendonly", "yes")
+    for process in workers:
+        code, err = finish(process)
+        assert code == 0, err
+        assert "starts again" in err
+    assert_all_stored(live, sqlite_url, tids)
