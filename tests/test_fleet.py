@@ -291,6 +291,15 @@ def test_a_401_stops_every_worker_and_status_check_says_why(
         if state != "done"
     }
     assert {task.rsplit(":", 1)[0] for task in queued_ids(redis_server)} == unfinished
+    # The cause fixed, the stop cleared: a worker finishes the export.
+    resumed = invoke(["fleet", "resume", "--export", EXPORT, "--redis", redis_server.url])
+    assert resumed.exit_code == 0
+    assert resumed.stdout == f"export {EXPORT}: stop cleared\n"
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+    assert invoke(fleet_args("status", redis_server, sqlite_url, "--check")).exit_code == 0
 
 
 @pytest.mark.slow

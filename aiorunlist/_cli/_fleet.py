@@ -367,3 +367,16 @@ def status_command(*, export: str, redis_url: str, sink: str, as_json: bool, che
             _say(f"aiorunlist: {status.threads_failed} threads failed")
             return EXIT_FAILED
     return 0
+
+
+@fleet_group.command("resume", short_help="Clear a fleet's stop once its cause is fixed.")
+@_export_option
+@redis_option
+def resume_command(*, export: str, redis_url: str) -> int:
+    """Let the export NAME's fleet send again after a stop (a rejected API key, an exhausted
+    quota), once its cause is fixed; then start the workers. The slices they handed back when
+    they stopped are waiting in the queue."""
+    fleet = _fleet()
+    was = _run(fleet.resume(export, redis_url), redis_url)
+    click.echo(f"export {export}: " + ("stop cleared" if was else "was not stopped"))
+    return 0

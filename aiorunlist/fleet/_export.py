@@ -40,6 +40,7 @@ __all__ = [
     "enqueue",
     "export_settings",
     "fleet_status",
+    "resume",
     "run_worker",
 ]
 
@@ -544,3 +545,14 @@ async def _wait_unless_signalled(seconds: float) -> bool:
             async for _ in signals:
                 return True
     return False
+
+
+async def resume(export: str, redis_url: str) -> bool:
+    """Clear a fatal stop of the export's fleet (once its cause is fixed): its workers may
+    send again. Returns whether the fleet was stopped."""
+    check_export_name(export)
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        return bool(await redis.hdel(f"aiorunlist:fleet:{{{export}}}", "fatal"))
+    finally:
+        await redis.aclose()
