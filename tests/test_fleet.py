@@ -385,3 +385,46 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
         assert code == 0, err
         assert "starts again" in err
     assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.anyio
+async def test_the_worker_in_process_finishes_a_burst_and_reports(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The library's entry points in one process: enqueue from an async iterable, run_worker
+    with burst, fleet_status; a thread the server does not know is failed, not retried."""
+    from aiorunlist.fleet import enqueue as add
+    from aiorunlist.fleet import fleet_status, resume, run_worker
+    from aiorunlist.testing import FakeServer
+    from tests.conftest import fast_client
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with FakeServer(api_key=API_KEY) as server:
+        tids = server.seed(8, lambda i: i * 3)
+
+        async def ids() -> Any:
+            for tid in [*tids, "thread_missing"]:
+                yield tid
+
+        counts = await add(EXPORT, redis_server.url, url, ids(), page_size=4, slice_pages=1)
+        assert (counts.added, counts.known, counts.done) == (9, 0, 0)
+        result = await run_worker(
+            EXPORT,
+            redis_server.url,
+            url,
+            concurrency=3,
+            burst=True,
+            client=lambda control: fast_client(server.base_url, control=control),
+        )
+        assert result.stopped is None
+        assert result.runs == sum(len(server.threads[t]) for t in tids)
+        assert result.pages >= result.slices - 1
+        state = await fleet_status(EXPORT, redis_server.url, url)
+        assert (state.threads_done, state.threads_pending, state.threads_failed) == (8, 0, 1)
+        assert state.runs == result.runs
+        assert state.queued == 0
+        assert state.settings is not None
+        assert (state.settings.page_size, state.settings.slice_pages) == (4, 1)
+        assert not await resume(EXPORT, redis_server.url)
+        again = await add(EXPORT, redis_server.url, url, tids)
+        assert (again.added, again.done) == (0, 8)

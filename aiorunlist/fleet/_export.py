@@ -52,8 +52,7 @@ DEFAULT_SLICE_PAGES = 10
 BATCH = 500
 
 _NEEDS_STREAQ = (
-    "the fleet's queue needs streaq on Python 3.11 or later: "
-    "pip install 'aiorunlist[fleet]' (streaq>=7.2,<8)"
+    "the fleet's queue needs streaq, on Python 3.11 or later: pip install 'streaq>=7.2,<8'"
 )
 
 

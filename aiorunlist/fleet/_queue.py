@@ -94,7 +94,12 @@ class _StreaqWorker(Worker[Any]):
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        await super().run_consumers(receive, renew_scope, produce_scope, task_status=task_status)
+        try:
+            await super().run_consumers(
+                receive, renew_scope, produce_scope, task_status=task_status
+            )
+        finally:
+            receive.close()  # the consumers had clones of it
         produce_scope.cancel()  # every slice ended: stop the rest of the worker
 
     async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
