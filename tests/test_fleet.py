@@ -5,7 +5,6 @@ real subprocesses (SIGTERM, exit codes, several at once)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def queued_ids(rds: RedisServer) -> set[str]:
 
 
 def test_enqueue_is_idempotent_and_counts(
-    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tids = live.seed(6, 5)
     assert enqueue(redis_server, sqlite_url, *tids[:4]) == {
@@ -131,15 +130,16 @@ def test_enqueue_is_idempotent_and_counts(
     ids.write_text("\n".join(tids) + "\n")
     result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
     assert result.exit_code == 2  # no --redis / --sink
-    os.environ["AIORUNLIST_REDIS_URL"] = redis_server.url
-    os.environ["AIORUNLIST_SINK"] = sqlite_url
-    try:
-        result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
-    finally:
-        del os.environ["AIORUNLIST_REDIS_URL"], os.environ["AIORUNLIST_SINK"]
+    monkeypatch.setenv("AIORUNLIST_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("AIORUNLIST_SINK", sqlite_url)
+    result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "added 0, already known 6, already done 0\n"
     assert Path(sqlite_path).exists()
+    # The other commands with a --sink read the same variable.
+    summary = invoke(["summary"])
+    assert summary.exit_code == 0, summary.stderr
+    assert "runs" in summary.stdout
 
 
 def test_other_settings_are_refused_with_exit_code_2(
