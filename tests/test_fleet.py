@@ -428,3 +428,26 @@ async def test_the_worker_in_process_finishes_a_burst_and_reports(
         assert not await resume(EXPORT, redis_server.url)
         again = await add(EXPORT, redis_server.url, url, tids)
         assert (again.added, again.done) == (0, 8)
+
+
+def test_the_worker_command_in_process(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """``fleet worker`` run in this process: exit 0 with --burst, 1 on a rejected key."""
+    tids = live.seed(4, 12)
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5")
+    common = ["--base-url", live.url, "--max-retries", "0", "--concurrency", "2"]
+    bad = invoke(
+        [*fleet_args("worker", redis_server, sqlite_url), *common, "--api-key", "sk-bad-key-99"]
+    )
+    assert bad.exit_code == 1
+    assert "the fleet is stopped: AuthenticationError" in bad.stderr
+    assert (
+        invoke(["fleet", "resume", "--export", EXPORT, "--redis", redis_server.url]).exit_code == 0
+    )
+    good = invoke(
+        [*fleet_args("worker", redis_server, sqlite_url), *common, "--api-key", API_KEY, "--burst"]
+    )
+    assert good.exit_code == 0, good.stderr
+    assert "worker stopped" in good.stderr
+    assert_all_stored(live, sqlite_url, tids)
