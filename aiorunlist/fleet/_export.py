@@ -8,7 +8,9 @@ the sink.
 
 A slice's task id is deterministic, ``{thread_id}:{cursor}``: the queue refuses a second
 task with the id of one queued or running, so enqueueing the same ids again adds nothing, and
-a continuation enqueued twice (by a slice and by its redelivered copy) runs once.
+a continuation enqueued twice (by a slice and by its redelivered copy) runs once. A slice
+that finds the sink further than its own cursor stops if the slice for the sink's cursor is
+queued or running, and otherwise goes on from there itself.
 """
 
 from __future__ import annotations

@@ -201,6 +201,11 @@ class Queue:
             answers = [worker.publish_task(pipe, task, data, now, lib=lib) for task, data in tasks]
         return [bool(await cast("Awaitable[Any]", answer)) for answer in answers]
 
+    async def queued(self, thread_id: str, cursor: str | None) -> bool:
+        """Whether the slice of ``thread_id`` from ``cursor`` is queued or running."""
+        worker = self.worker
+        return bool(await worker.redis.exists([worker.task_key + slice_id(thread_id, cursor)]))
+
     # --- working ------------------------------------------------------------------------------
 
     def stop(self, fatal: str | None = None) -> None:
@@ -286,11 +291,12 @@ class Queue:
         if state is not None and state.state == "done":
             return
         stored = None if state is None else state.cursor
-        if stored != cursor:
-            # A stale copy (redelivered after it got further, or requeued): hand on to the
-            # slice for where the sink stands (refused if that one is queued or running).
-            await self.publish([(thread_id, stored)])
+        if stored != cursor and await self.queued(thread_id, stored):
+            # A stale copy (redelivered after its worker stored pages and queued the rest):
+            # the slice for where the sink stands is queued or running already.
             return
+        # Else this slice goes on from where the sink stands (a slice redelivered after its
+        # worker died mid-way: at once, not behind the rest of the queue).
         self.slices += 1
         result = None
         with CancelScope() as scope:
