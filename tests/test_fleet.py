@@ -454,3 +454,36 @@ def test_the_worker_command_in_process(
     assert good.exit_code == 0, good.stderr
     assert "worker stopped" in good.stderr
     assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_slices_of_a_killed_worker_are_taken_over(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """SIGKILL a worker in the middle of its slices (long ones: 20 pages): once their lease
+    ran out, the other worker lists those threads on from the sink's cursors, and every run
+    is stored once."""
+    tids = live.seed(8, 100)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "20")
+    args = ("--burst", "--lease", "2", "--concurrency", "4")
+    victim = start_worker(live, redis_server, sqlite_url, *args)
+    deadline = time.monotonic() + 30
+    writer = f":{victim.pid}:"
+    while not query(sqlite_url, f"SELECT 1 FROM threads WHERE writer LIKE '%{writer}%'"):  # noqa: S608
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.05)
+    victim.kill()
+    finish(victim)
+    held = {
+        tid
+        for tid, state in query(
+            sqlite_url,
+            f"SELECT thread_id, state FROM threads WHERE writer LIKE '%{writer}%'",  # noqa: S608
+        )
+        if state == "pending"
+    }
+    assert held
+    code, err = finish(start_worker(live, redis_server, sqlite_url, *args))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
