@@ -5,6 +5,7 @@ real subprocesses (SIGTERM, exit codes, several at once)."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 pytest.importorskip("streaq", reason="the fleet's queue needs streaq (Python 3.11+)")
@@ -210,7 +212,7 @@ def test_a_small_export_completes_with_every_run_once(
     assert data["runs"] == sum(len(live.server.threads[t]) for t in tids)
     assert data["queued"] == 0
     assert data["stopped"] is None
-    assert set(data) >= {"rate", "paused_for", "workers", "stopped"}
+    assert set(data) >= {"rate", "paused_for", "workers", "stopped", "runs_per_second"}
     check = invoke(fleet_args("status", redis_server, sink_url, "--check"))
     assert check.exit_code == 0
     assert "threads done 12, pending 0, failed 0" in check.stdout
@@ -424,6 +426,8 @@ async def test_the_worker_in_process_finishes_a_burst_and_reports(
         state = await fleet_status(EXPORT, redis_server.url, url)
         assert (state.threads_done, state.threads_pending, state.threads_failed) == (8, 0, 1)
         assert state.runs == result.runs
+        assert state.runs_per_second > 0
+        assert state.pages_per_second > 0
         assert state.queued == 0
         assert state.settings is not None
         assert (state.settings.page_size, state.settings.slice_pages) == (4, 1)
@@ -453,6 +457,7 @@ def test_the_worker_command_in_process(
     )
     assert good.exit_code == 0, good.stderr
     assert "worker stopped" in good.stderr
+    assert "the slice failed" not in bad.stderr + good.stderr, bad.stderr + good.stderr
     assert_all_stored(live, sqlite_url, tids)
 
 
@@ -487,3 +492,34 @@ def test_slices_of_a_killed_worker_are_taken_over(
     code, err = finish(start_worker(live, redis_server, sqlite_url, *args))
     assert code == 0, err
     assert_all_stored(live, sqlite_url, tids)
+
+
+def test_the_burst_count_is_one_transaction(redis_server: RedisServer) -> None:
+    """Regression: --burst counted the live queue and the delayed one in two commands, and a
+    slice moved from the second to the first between them was missed (the worker left work
+    behind). The count is now one MULTI ... EXEC."""
+    from aiorunlist.fleet import open_queue
+
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.skip("redis-cli is not installed")
+
+    async def count() -> int:
+        async with open_queue(EXPORT, redis_server.url) as queue:
+            await queue.publish([("thread_a", None)], delay=60)
+            await queue.publish([("thread_b", None)])
+            return await queue.left()
+
+    monitor = subprocess.Popen(  # noqa: S603 - the installed redis-cli, fixed arguments
+        [cli, "-p", str(redis_server.port), "monitor"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert monitor.stdout is not None
+        assert monitor.stdout.readline().strip() == "OK"
+        assert anyio.run(count) == 2
+    finally:
+        monitor.terminate()
+        lines, _ = monitor.communicate(timeout=10)
+    commands = [line.split('"')[1].upper() for line in lines.splitlines() if line.count('"') >= 2]
+    at = commands.index("XLEN")
+    assert commands[at - 1 : at + 3] == ["MULTI", "XLEN", "ZCARD", "EXEC"]

@@ -354,8 +354,9 @@ def status_command(*, export: str, redis_url: str, sink: str, as_json: bool, che
             f"{status.threads_pending}, failed {status.threads_failed}; runs {status.runs}"
         )
         click.echo(
-            f"queue: {status.queued} slices; workers alive {status.workers}; pace {rate}; "
-            f"paused for {status.paused_for:.1f} s"
+            f"queue: {status.queued} slices; workers alive {status.workers}; "
+            f"{status.runs_per_second:.1f} runs/s and {status.pages_per_second:.1f} pages/s "
+            f"over the last minute; pace {rate}; paused for {status.paused_for:.1f} s"
         )
         if status.stopped is not None:
             click.echo(f"stopped: {status.stopped}")
