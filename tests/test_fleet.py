@@ -5,7 +5,6 @@ real subprocesses (SIGTERM, exit codes, several at once)."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -500,26 +499,23 @@ def test_the_burst_count_is_one_transaction(redis_server: RedisServer) -> None:
     behind). The count is now one MULTI ... EXEC."""
     from aiorunlist.fleet import open_queue
 
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        pytest.skip("redis-cli is not installed")
-
     async def count() -> int:
         async with open_queue(EXPORT, redis_server.url) as queue:
             await queue.publish([("thread_a", None)], delay=60)
             await queue.publish([("thread_b", None)])
             return await queue.left()
 
-    monitor = subprocess.Popen(  # noqa: S603 - the installed redis-cli, fixed arguments
-        [cli, "-p", str(redis_server.port), "monitor"], stdout=subprocess.PIPE, text=True
-    )
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        assert monitor.stdout is not None
-        assert monitor.stdout.readline().strip() == "OK"
-        assert anyio.run(count) == 2
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
+            assert anyio.run(count) == 2
+            other = redis.Redis.from_url(redis_server.url)
+            other.echo("end-of-test")
+            other.close()
+            commands: list[str] = []
+            while "end-of-test" not in (command := str(monitor.next_command()["command"])):
+                commands.append(command.split(maxsplit=1)[0].upper())
     finally:
-        monitor.terminate()
-        lines, _ = monitor.communicate(timeout=10)
-    commands = [line.split('"')[1].upper() for line in lines.splitlines() if line.count('"') >= 2]
+        client.close()
     at = commands.index("XLEN")
     assert commands[at - 1 : at + 3] == ["MULTI", "XLEN", "ZCARD", "EXEC"]
