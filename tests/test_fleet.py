@@ -185,6 +185,9 @@ def test_other_settings_are_refused_with_exit_code_2(
     assert "cannot use Redis" in unreachable.stderr
     with pytest.raises(ValueError, match="export name"):
         check_export_name("a:b")
+    bad_id = invoke([*fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}"), ""])
+    assert bad_id.exit_code == 2
+    assert not (tmp_path / "n.db").exists()  # refused before anything was created
 
 
 def test_a_small_export_completes_with_every_run_once(

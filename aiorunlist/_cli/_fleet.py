@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 import orjson
 
+from .._protocol import check_thread_id
 from ..exceptions import RunListError
 from ..sinks import SinkError
 from ._inputs import CLIError, ThreadIds
@@ -181,6 +182,11 @@ def enqueue_command(
         raise CLIError("--include-failed goes with --requeue")
     if not thread_ids and threads_from is None and not requeue:
         raise CLIError("no thread ids: pass THREAD_ID arguments or --threads-from FILE")
+    for thread_id in thread_ids:  # before anything is created or sent
+        try:
+            check_thread_id(thread_id)
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
     fleet = _fleet()
     source = None
     if threads_from is not None:
