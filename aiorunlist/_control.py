@@ -191,6 +191,7 @@ class Pacer:
     __slots__ = (
         "adaptive",
         "capacity",
+        "contended",
         "estimates",
         "fixed_rate",
         "last_decrease",
@@ -240,6 +241,10 @@ class Pacer:
     #: past second, and at least three: a fan-out that overruns a limit gets many at once,
     #: while a server in trouble may answer a stray 429 now and then whatever the pace.
     FIRST = 0.05
+    #: A paced request that was waiting for its slot and goes late (the event loop was busy)
+    #: does not push the later slots back by up to this long (seconds): the pace keeps to its
+    #: schedule, or a loop late by a millisecond a slot would lose that millisecond each time.
+    LATE = 0.05
 
     def __init__(self, pacing: Pacing | None) -> None:
         self.fixed_rate = pacing.requests_per_second if pacing else None
@@ -250,6 +255,8 @@ class Pacer:
         #: what was learned from 429s without rate-limit headers.
         self.rate: float | None = self.fixed_rate
         self.next_slot = 0.0
+        #: A request has waited for the pacing slot (it goes on schedule, not from now).
+        self.contended = False
         self.last_decrease = float("-inf")
         self.paused_until = 0.0
         self.sent: deque[float] = deque()
@@ -274,8 +281,9 @@ class Pacer:
     def wait(self, now: float) -> float:
         """How long a request must wait before it may go (the pause, then the pacing)."""
         start = max(now, self.paused_until)
-        if self.rate is not None:
-            start = max(start, self.next_slot)
+        if self.rate is not None and self.next_slot > start:
+            start = self.next_slot
+            self.contended = True  # a request waits for the slot: keep to the schedule
         if self.refill is not None:
             tokens = self._tokens(start)
             if tokens < 1:
@@ -289,7 +297,14 @@ class Pacer:
         cancelled while it waits leaves no slot behind.
         """
         if self.rate is not None:
-            self.next_slot = max(self.next_slot, now) + 1.0 / self.rate
+            # Waited for: the slot was this request's since it fell due, however late the
+            # request took it. Not waited for: the pace starts again from now (idle time is
+            # not banked into a burst).
+            late = self.LATE if self.contended else 0.0
+            self.next_slot = max(self.next_slot, now - late) + 1.0 / self.rate
+            # Still behind the schedule: the requests that waited through the same stall of
+            # the loop go too, on the slots they missed.
+            self.contended = self.contended and self.next_slot <= now
         if self.refill is not None:
             self.tokens = self._tokens(now) - 1
             self.tokens_at = now

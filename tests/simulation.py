@@ -59,12 +59,20 @@ def simulate(
     workers: int = 32,
     latency: float = 0.002,
     noise: float = 0.0,
+    stalls: float = 0.0,
+    stall: float = 0.004,
     seed: int = 0,
 ) -> Outcome:
     """``workers`` greedy requesters for ``seconds`` against ``limit``; what got through.
 
     ``noise`` is the share of requests the bucket lets through that get a 429 all the same
     (a server in trouble, not a limit), with ``retry-after-ms: 1``.
+
+    ``stalls`` is the share of the time the client's event loop is held up (decoding pages,
+    other processes on the same cores, garbage collection), in stalls of ``stall`` seconds
+    on average (exponentially distributed, as are the free times between them): what falls
+    due in a stall happens when it ends, and the control sees that late clock, as a real
+    one does. One loop runs every request, so a stall holds them all up at once.
     """
     chance = random.Random(seed)
     now = 0.0
@@ -83,8 +91,20 @@ def simulate(
 
     for worker in range(workers):
         push(0.0, worker, "ready", {}, False)
+    clock = 0.0  # the loop's time: never earlier than the last event it handled
+    stalled, free = 0.0, 0.0  # the loop is held up from stalled until free
+
+    def stall_until(at: float) -> float:
+        """When the loop handles what falls due ``at``."""
+        nonlocal stalled, free
+        while stalls > 0 and free <= at:
+            stalled = free + chance.expovariate((1 - stalls) / (stall * stalls))
+            free = stalled + chance.expovariate(1 / stall)
+        return free if stalled <= at < free else at
+
     while events:
         now, _, worker, phase, headers, ok = heapq.heappop(events)
+        now = clock = stall_until(max(now, clock))
         if now > seconds:
             break
         if phase == "ready":
