@@ -245,6 +245,8 @@ class Pacer:
     #: does not push the later slots back by up to this long (seconds): the pace keeps to its
     #: schedule, or a loop late by a millisecond a slot would lose that millisecond each time.
     LATE = 0.05
+    #: A learned pace that meets no 429 for this long (seconds) goes back to the slow start.
+    PROBE = 2.0
 
     def __init__(self, pacing: Pacing | None) -> None:
         self.fixed_rate = pacing.requests_per_second if pacing else None
@@ -429,6 +431,12 @@ class Pacer:
         self.passed(now)
         if self.rate is None:
             return
+        if now > self.last_decrease + self.PROBE:
+            # No 429 for a while: the limit may be far above the pace (a first measurement
+            # taken while the client or the server lagged counts too few): look for it again.
+            # The next 429 begins a new episode, measured afresh.
+            self.slow_start = True
+            self.last_decrease = float("-inf")
         # Slow start doubles the rate each second (one more per success); after that, 1% a
         # second (a rate of N gets N successes a second).
         self.rate += 1.0 if self.slow_start else self.INCREASE

@@ -61,6 +61,7 @@ def simulate(
     noise: float = 0.0,
     stalls: float = 0.0,
     stall: float = 0.004,
+    learned: float | None = None,
     seed: int = 0,
 ) -> Outcome:
     """``workers`` greedy requesters for ``seconds`` against ``limit``; what got through.
@@ -73,10 +74,18 @@ def simulate(
     on average (exponentially distributed, as are the free times between them): what falls
     due in a stall happens when it ends, and the control sees that late clock, as a real
     one does. One loop runs every request, so a stall holds them all up at once.
+
+    ``learned`` starts the client at that pace, as if a burst of 429s had just set it (a
+    first measurement that counted too few, say).
     """
     chance = random.Random(seed)
     now = 0.0
     control = LocalTrafficControl(pacing, budget=None, clock=lambda: now)
+    if learned is not None:
+        pacer = control.pacer
+        pacer.rate = pacer.peak = learned
+        pacer.last_decrease = now
+        pacer.sent.extend(-t / learned for t in range(round(learned), 0, -1))  # the past second
     bucket = _Bucket(limit)
     bucket.at = 0.0
     outcome = Outcome(limit=limit)

@@ -216,6 +216,17 @@ def test_a_late_event_loop_keeps_the_learned_pace(
     assert outcome.throttled_per_100 <= 2
 
 
+@pytest.mark.parametrize("learned", [20, 50, 90])
+def test_a_pace_learned_too_low_finds_the_limit_again(learned: float) -> None:
+    """A first burst of 429s measured while the client or the server lagged sets the pace
+    far under the limit, and then no 429 comes to measure it again: after ``Pacer.PROBE``
+    seconds without one the pace looks for the limit again (1% a second would have taken
+    a minute to climb from half of it)."""
+    outcome = simulate(RateLimit(100, 20, "none"), seconds=20, learned=learned)
+    assert outcome.share >= 0.85
+    assert outcome.throttled_per_100 <= 2
+
+
 @settings(max_examples=10, deadline=None)
 @given(
     rate=st.floats(min_value=5, max_value=300),
