@@ -195,6 +195,7 @@ class Pacer:
         "estimates",
         "fixed_rate",
         "last_decrease",
+        "line",
         "min_rate",
         "next_slot",
         "oks",
@@ -259,6 +260,8 @@ class Pacer:
         self.next_slot = 0.0
         #: A request has waited for the pacing slot (it goes on schedule, not from now).
         self.contended = False
+        #: The latest time a waiting request was told to come back at (see :meth:`queue`).
+        self.line = 0.0
         self.last_decrease = float("-inf")
         self.paused_until = 0.0
         self.sent: deque[float] = deque()
@@ -291,6 +294,29 @@ class Pacer:
             if tokens < 1:
                 start += (1 - tokens) / self.refill
         return start - now
+
+    def queue(self, now: float, wait: float) -> float:
+        """When a request told to ``wait`` should ask again: one pacing slot after the
+        requests already told to wait, rather than all at the first free slot.
+
+        Asking again is cheap, but not for dozens of requests on every slot: they would all
+        wake, one would go, and the others would go back to sleep, keeping the event loop
+        busy and late. A request that finds its slot taken when it comes back (by one that
+        came in between) queues again; a wait shorter than a slot is not queued.
+        """
+        interval = self.interval()
+        due = now + wait
+        if interval is None or wait < interval / 2:
+            return wait
+        if self.line > due - interval / 2:
+            due = self.line + interval
+        self.line = due
+        return due - now
+
+    def interval(self) -> float | None:
+        """The time between two requests at the pace (``None``: no pace)."""
+        rates = [r for r in (self.rate, self.refill) if r is not None]
+        return 1.0 / min(rates) if rates else None
 
     def book(self, now: float) -> None:
         """A request goes now (call only once :meth:`wait` says 0): take the pacing slot.
@@ -528,7 +554,7 @@ class LocalTrafficControl(TrafficControl):
         if wait <= 0:
             self.pacer.book(now)
             return 0.0
-        return wait
+        return self.pacer.queue(now, wait)
 
     async def record(
         self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0
