@@ -23,8 +23,15 @@ server).
     is no limit) sets the pace a little under what got past the limit (any answer but a
     429) in the past second; a rate that still meets 429s is measured again between them;
     in between the pace doubles each second (slow start) until the next 429, then grows by
-    1% a second. Within one episode of 429s the pace stays above half of what passed when
-    it began. Far above what is actually sent, pacing turns itself off again.
+    1% a second, and after two seconds without a 429 it doubles again (a limit measured too
+    low, while the client or the server lagged, is found again within seconds). Within one
+    episode of 429s the pace stays above half of what passed when it began. Far above what
+    is actually sent, pacing turns itself off again.
+
+  A pace is a schedule: a waiting request that the event loop wakes late (it was busy
+  decoding, or the machine's cores were) takes its slot late without pushing the later
+  slots back, and waiting requests are told to come back one slot apart rather than all
+  waking for every slot.
 """
 
 from __future__ import annotations
@@ -463,9 +470,13 @@ class Pacer:
             # The next 429 begins a new episode, measured afresh.
             self.slow_start = True
             self.last_decrease = float("-inf")
-        # Slow start doubles the rate each second (one more per success); after that, 1% a
-        # second (a rate of N gets N successes a second).
-        self.rate += 1.0 if self.slow_start else self.INCREASE
+        # Slow start doubles the rate each second (one more per success), as long as the
+        # client keeps up with it (a pace far above what is sent says nothing, and would turn
+        # pacing off); after that, 1% a second (a rate of N gets N successes a second).
+        if not self.slow_start:
+            self.rate += self.INCREASE
+        elif self.rate < 2 * len(self.sent):
+            self.rate += 1.0
         ceiling = self.fixed_rate
         if ceiling is not None:
             self.rate = min(self.rate, ceiling)

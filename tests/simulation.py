@@ -37,6 +37,9 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 class Outcome:
     ok: int = 0
     throttled: int = 0
+    #: Requests that met more 429s in a row than the default retries (2) allow: a client
+    #: would have given up on their thread (the simulation sends them again).
+    failed: int = 0
     seconds: float = 0.0
     limit: RateLimit | None = None
 
@@ -98,6 +101,7 @@ def simulate(
         sequence += 1
         heapq.heappush(events, (at, sequence, worker, phase, headers, ok))
 
+    streak = [0] * workers  # 429s in a row, per worker
     for worker in range(workers):
         push(0.0, worker, "ready", {}, False)
     clock = 0.0  # the loop's time: never earlier than the last event it handled
@@ -129,10 +133,14 @@ def simulate(
         # The answer is in.
         if ok:
             outcome.ok += 1
+            streak[worker] = 0
             run(control.record(200, headers, ok=True))
             push(now, worker, "ready", {}, False)
         else:
             outcome.throttled += 1
+            streak[worker] += 1
+            if streak[worker] == 3:
+                outcome.failed += 1
             run(control.record(429, headers, ok=False))
             push(now + (retry_hint(headers) or 0.5), worker, "ready", {}, False)
     outcome.seconds = seconds

@@ -126,6 +126,25 @@ def test_learning_is_off_until_the_first_throttle() -> None:
         assert control.rate > rate  # speeds back up
 
 
+def test_slow_start_grows_only_a_pace_the_client_keeps_up_with() -> None:
+    control = Pacer(None)
+    for i in range(40):
+        go(control, i / 40)
+        control.succeeded(i / 40, {})
+    for _ in range(3):
+        control.throttled(1.0)  # learned: slow start from about 39 a second
+    rate = control.rate
+    assert rate is not None
+    assert control.slow_start
+    for i in range(10):  # the client stalls: 10 requests in the next second
+        go(control, 2.0 + i / 10)
+    for _ in range(100):
+        control.succeeded(2.9, {})
+    # A pace the client does not use is not grown (it would have doubled, passed four
+    # times what is sent, and turned pacing off, to meet the limit unpaced again).
+    assert control.rate == rate
+
+
 def test_rate_limit_headers_describe_the_servers_bucket() -> None:
     control = Pacer(None)
     headers = {
@@ -199,6 +218,7 @@ def test_a_rate_limited_server_is_used_to_its_limit(style: str, pacing: Pacing |
     outcome = simulate(RateLimit(100, 20, style), pacing=pacing, seconds=20)
     assert outcome.share >= 0.97
     assert outcome.throttled_per_100 <= 2
+    assert outcome.failed == 0  # no request met more 429s in a row than the retries allow
 
 
 @pytest.mark.parametrize("pacing", [None, Pacing(adaptive=True)], ids=["default", "adaptive"])
@@ -214,6 +234,7 @@ def test_a_late_event_loop_keeps_the_learned_pace(
     )
     assert outcome.share >= 0.97
     assert outcome.throttled_per_100 <= 2
+    assert outcome.failed == 0
 
 
 @pytest.mark.parametrize("learned", [20, 50, 90])
