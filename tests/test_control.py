@@ -82,6 +82,25 @@ def test_a_late_request_does_not_push_the_schedule_back() -> None:
     assert [go(control, 1.0) for _ in range(round(Pacer.LATE * 100) + 2)][-1] > 0
 
 
+def test_waiting_requests_come_back_one_slot_apart() -> None:
+    control = Pacer(Pacing(requests_per_second=100))
+    go(control, 0.0)
+    # Five requests that must wait are told to come back on five slots, not all on the next.
+    assert [control.queue(0.0, control.wait(0.0)) for _ in range(5)] == pytest.approx(
+        [0.01, 0.02, 0.03, 0.04, 0.05]
+    )
+    # Each finds its slot free when it comes back.
+    for slot in (0.01, 0.02, 0.03):
+        assert control.wait(slot) == 0
+        control.book(slot)
+    # One that comes back a hair early is not sent to the back of the line.
+    assert control.queue(0.04 - 1e-9, control.wait(0.04 - 1e-9)) == pytest.approx(1e-9)
+    # Without a pace (only a shared pause) there is nothing to space them by.
+    paused = Pacer(None)
+    paused.pause(0.0, 1.0)
+    assert [paused.queue(0.0, paused.wait(0.0)) for _ in range(3)] == [1.0, 1.0, 1.0]
+
+
 def test_per_minute() -> None:
     assert Pacing.per_minute(600).requests_per_second == pytest.approx(10)
     with pytest.raises(ValueError, match="requests_per_second"):
