@@ -25,8 +25,10 @@ server).
     in between the pace doubles each second (slow start) until the next 429, then grows by
     1% a second, and after two seconds without a 429 it doubles again (a limit measured too
     low, while the client or the server lagged, is found again within seconds). Within one
-    episode of 429s the pace stays above half of what passed when it began. Far above what
-    is actually sent, pacing turns itself off again.
+    episode of 429s the pace stays above half of what passed when it began. 429s no more
+    frequent than twice those that come whatever the pace (:meth:`Pacer.noise`: a server in
+    trouble answers a few at any rate) do not slow a learned pace down. Far above what is
+    actually sent, pacing turns itself off again.
 
   A pace is a schedule: a waiting request that the event loop wakes late (it was busy
   decoding, or the machine's cores were) takes its slot late without pushing the later
@@ -211,6 +213,7 @@ class Pacer:
         "rate",
         "refill",
         "scale",
+        "seconds",
         "sent",
         "slow_start",
         "started",
@@ -255,6 +258,8 @@ class Pacer:
     LATE = 0.05
     #: A learned pace that meets no 429 for this long (seconds) goes back to the slow start.
     PROBE = 2.0
+    #: How many seconds of answers tell the share of 429s that comes whatever the pace.
+    NOISE_SECONDS = 10
 
     def __init__(self, pacing: Pacing | None) -> None:
         self.fixed_rate = pacing.requests_per_second if pacing else None
@@ -279,6 +284,9 @@ class Pacer:
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
         self.throttle_times: deque[float] = deque()
+        #: [second, answers, 429s] of the latest seconds, paced: the share of 429s that
+        #: comes whatever the pace (a server in trouble) is read from those with few.
+        self.seconds: deque[list[int]] = deque(maxlen=self.NOISE_SECONDS + 1)
         # The server's bucket, as its rate-limit headers describe it (refill None: unknown).
         self.capacity = 0.0
         self.refill: float | None = None
@@ -412,6 +420,7 @@ class Pacer:
             return
         if not self.adaptive:
             return
+        self._count(now, True)
         recent = self.throttle_times
         recent.append(now)
         while recent[0] < now - 1.0:
@@ -420,6 +429,8 @@ class Pacer:
         answers = len(recent) + passed
         if self.rate is None and (len(recent) < 3 or len(recent) < self.FIRST * answers):
             return  # stray 429s among many answers: no limit to learn yet
+        if self.rate is not None and len(recent) <= 2 * self.noise() * answers:
+            return  # no more 429s than come whatever the pace: not the limit's
         if now < self.last_decrease + self.DECREASE_INTERVAL:
             # One burst of 429s is one signal: slow down once for it. A later one within the
             # interval still says the rate is high enough: stop growing it fast.
@@ -451,8 +462,26 @@ class Pacer:
             self.rate = min(self.rate, self.fixed_rate)
         self.next_slot = max(self.next_slot, now + 1.0 / self.rate)
 
+    def _count(self, now: float, throttled: bool) -> None:
+        if self.rate is None:
+            return  # unpaced, 429s say little about what comes whatever the pace
+        second = int(now)
+        seconds = self.seconds
+        if not seconds or seconds[-1][0] != second:
+            seconds.append([second, 0, 0])
+        seconds[-1][1] += 1
+        seconds[-1][2] += throttled
+
+    def noise(self) -> float:
+        """The share of answers that are 429s whatever the pace (a server in trouble): the
+        lower third of the shares of the latest whole seconds, paced, that had fewer than
+        ``FIRST`` (0 until there are five such seconds)."""
+        shares = sorted(t / a for _, a, t in list(self.seconds)[:-1] if t < self.FIRST * a)
+        return shares[len(shares) // 3] if len(shares) >= 5 else 0.0
+
     def passed(self, now: float) -> None:
         """An answer other than a 429 came: the request got past the server's rate limit."""
+        self._count(now, False)
         self.oks.append(now)
         if len(self.oks) > 4096:
             self.oks.popleft()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -329,3 +331,30 @@ def test_stray_429s_do_not_slow_the_client_down(noise: float) -> None:
     unpaced = workers / latency * seconds * (1 - noise)
     assert outcome.ok >= 0.9 * unpaced
     assert outcome.throttled > 0  # the noise was there
+
+
+def test_stray_429s_besides_a_limit_do_not_halve_the_pace() -> None:
+    """A real limit, and 3% of the answers 429s whatever the pace: 429s no more frequent
+    than those seen while paced do not slow the learned pace down (each of them did, and
+    the pace settled near half of the limit)."""
+    shares = [
+        simulate(RateLimit(100, 20, "none"), seconds=30, noise=0.03, seed=seed).share
+        for seed in range(3)
+    ]
+    assert statistics.median(shares) >= 0.6
+
+
+def test_the_noise_is_read_from_paced_seconds_with_few_429s() -> None:
+    control = Pacer(Pacing(requests_per_second=100, adaptive=True))
+    assert control.noise() == 0  # nothing seen yet
+    for second in range(8):
+        for i in range(100):
+            control.passed(second + i / 100)
+        for _ in range(2 if second % 2 else 3):
+            control._count(second + 0.995, throttled=True)
+    control._count(8.0, throttled=False)  # the current second does not count yet
+    assert control.noise() == pytest.approx(2 / 102)  # the lower third of 2% and 3%
+    for _ in range(20):
+        control._count(8.5, throttled=True)  # a second of the limit's 429s...
+    control._count(9.0, throttled=False)
+    assert control.noise() == pytest.approx(2 / 102)  # ...is not noise
