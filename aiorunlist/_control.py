@@ -23,7 +23,7 @@ server).
     is no limit) sets the pace a little under what got past the limit (any answer but a
     429) in the past second; a rate that still meets 429s is measured again between them;
     in between the pace doubles each second (slow start) until the next 429, then grows by
-    1% a second, and after two seconds without a 429 it doubles again (a limit measured too
+    1% a second, and after two seconds without a 429, 20% a second (a limit measured too
     low, while the client or the server lagged, is found again within seconds). Within one
     episode of 429s the pace stays above half of what passed when it began. 429s no more
     frequent than twice those that come whatever the pace (:meth:`Pacer.noise`: a server in
@@ -210,6 +210,7 @@ class Pacer:
         "oks",
         "paused_until",
         "peak",
+        "probing",
         "rate",
         "refill",
         "scale",
@@ -256,8 +257,10 @@ class Pacer:
     #: does not push the later slots back by up to this long (seconds): the pace keeps to its
     #: schedule, or a loop late by a millisecond a slot would lose that millisecond each time.
     LATE = 0.05
-    #: A learned pace that meets no 429 for this long (seconds) goes back to the slow start.
+    #: A learned pace that meets no 429 for this long (seconds) probes: it grows faster.
     PROBE = 2.0
+    #: How fast a probe grows the pace: 20% a second (a rate of N gets N successes a second).
+    PROBE_INCREASE = 0.2
     #: How many seconds of answers tell the share of 429s that comes whatever the pace.
     NOISE_SECONDS = 10
 
@@ -281,6 +284,7 @@ class Pacer:
         self.started: float | None = None
         self.peak = 0.0
         self.slow_start = False
+        self.probing = False
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
         self.throttle_times: deque[float] = deque()
@@ -457,6 +461,7 @@ class Pacer:
         achieved = max(achieved, self.peak * self.FLOOR)
         self.last_decrease = now
         self.slow_start = self.rate is None
+        self.probing = False
         self.rate = max(self.min_rate, min(self.rate or achieved, achieved) * self.BACKOFF)
         if self.fixed_rate is not None:
             self.rate = min(self.rate, self.fixed_rate)
@@ -497,15 +502,16 @@ class Pacer:
             # No 429 for a while: the limit may be far above the pace (a first measurement
             # taken while the client or the server lagged counts too few): look for it again.
             # The next 429 begins a new episode, measured afresh.
-            self.slow_start = True
+            self.probing = True
             self.last_decrease = float("-inf")
-        # Slow start doubles the rate each second (one more per success), as long as the
-        # client keeps up with it (a pace far above what is sent says nothing, and would turn
-        # pacing off); after that, 1% a second (a rate of N gets N successes a second).
-        if not self.slow_start:
+        # Slow start doubles the rate each second (one more per success), a probe grows it by
+        # PROBE_INCREASE a second, as long as the client keeps up with it (a pace far above
+        # what is sent says nothing, and would turn pacing off); else 1% a second (a rate of
+        # N gets N successes a second).
+        if not (self.slow_start or self.probing):
             self.rate += self.INCREASE
         elif self.rate < 2 * len(self.sent):
-            self.rate += 1.0
+            self.rate += 1.0 if self.slow_start else self.PROBE_INCREASE
         ceiling = self.fixed_rate
         if ceiling is not None:
             self.rate = min(self.rate, ceiling)
