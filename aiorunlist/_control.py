@@ -261,6 +261,9 @@ class Pacer:
     PROBE = 2.0
     #: How fast a probe grows the pace: 20% a second (a rate of N gets N successes a second).
     PROBE_INCREASE = 0.2
+    #: The longest (seconds) a waiting request is told to come back after its slot would be
+    #: free, to let those told to wait before it go first.
+    QUEUE = 0.1
     #: How many seconds of answers tell the share of 429s that comes whatever the pace.
     NOISE_SECONDS = 10
 
@@ -321,15 +324,18 @@ class Pacer:
         Asking again is cheap, but not for dozens of requests on every slot: they would all
         wake, one would go, and the others would go back to sleep, keeping the event loop
         busy and late. A request that finds its slot taken when it comes back (by one that
-        came in between) queues again; a wait shorter than a slot is not queued.
+        came in between) queues again; a wait shorter than a slot is not queued, and none is
+        queued more than ``QUEUE`` seconds further (those before it may never come back).
         """
         interval = self.interval()
         due = now + wait
         if interval is None or wait < interval / 2:
             return wait
         if self.line > due - interval / 2:
-            due = self.line + interval
-        self.line = due
+            # Behind the others, but no further than QUEUE: a request told to wait may be
+            # cancelled and never come back, and must not hold later ones up for long.
+            due = min(self.line + interval, due + self.QUEUE)
+        self.line = max(self.line, due)
         return due - now
 
     def interval(self) -> float | None:

@@ -97,6 +97,11 @@ def test_waiting_requests_come_back_one_slot_apart() -> None:
         control.book(slot)
     # One that comes back a hair early is not sent to the back of the line.
     assert control.queue(0.04 - 1e-9, control.wait(0.04 - 1e-9)) == pytest.approx(1e-9)
+    # Requests told to wait that never come back (cancelled) hold a new one up for no
+    # more than Pacer.QUEUE beyond its slot.
+    for _ in range(30):
+        control.queue(0.04, control.wait(0.04))
+    assert control.queue(0.04, control.wait(0.04)) <= control.wait(0.04) + Pacer.QUEUE + 1e-9
     # Without a pace (only a shared pause) there is nothing to space them by.
     paused = Pacer(None)
     paused.pause(0.0, 1.0)
