@@ -339,9 +339,12 @@ class Pacer:
         return due - now
 
     def interval(self) -> float | None:
-        """The time between two requests at the pace (``None``: no pace)."""
-        rates = [r for r in (self.rate, self.refill) if r is not None]
-        return 1.0 / min(rates) if rates else None
+        """The time between two requests at the pace (``None``: no pace).
+
+        The server's bucket (``refill``) is no pace here: its tokens pile up while the loop
+        is held up, and the requests that wait take them all at once when it is free again,
+        which requests queued a slot apart would not."""
+        return None if self.rate is None else 1.0 / self.rate
 
     def book(self, now: float) -> None:
         """A request goes now (call only once :meth:`wait` says 0): take the pacing slot.
