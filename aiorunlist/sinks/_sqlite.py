@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from ._base import (
     SinkSettingsError,
     SinkUnavailableError,
     ThreadState,
+    ThreadStateName,
     Totals,
     run_row,
 )
@@ -363,6 +364,50 @@ class SQLiteSink(Sink):
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._con.close()
+
+    def _add_threads(self, thread_ids: Sequence[str], now: float) -> list[str]:
+        con = self._con
+        added: set[str] = set()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(thread_ids), 500):
+                chunk = thread_ids[start : start + 500]
+                rows = con.execute(
+                    "INSERT INTO threads (thread_id, state, updated_at) VALUES "
+                    + ", ".join(["(?, 'pending', ?)"] * len(chunk))
+                    + " ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+                    [value for thread_id in chunk for value in (thread_id, now)],
+                ).fetchall()
+                added.update(row[0] for row in rows)
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return [thread_id for thread_id in dict.fromkeys(thread_ids) if thread_id in added]
+
+    def _list_threads(self, states: list[str], after: str, limit: int) -> list[ThreadState]:
+        rows = self._con.execute(
+            "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
+            f"FROM threads WHERE state IN ({', '.join('?' * len(states))}) AND thread_id > ? "
+            "ORDER BY thread_id LIMIT ?",
+            (*states, after, limit),
+        ).fetchall()
+        return [ThreadState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7]) for r in rows]
+
+    def _thread_counts(self) -> dict[str, int]:
+        return dict(self._con.execute("SELECT state, count(*) FROM threads GROUP BY state"))
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        return await self._call(self._add_threads, list(thread_ids), time.time())
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        return await self._call(self._list_threads, list(states), after, limit)
+
+    async def thread_counts(self) -> dict[str, int]:
+        return await self._call(self._thread_counts)
 
     # --- the API -------------------------------------------------------------------------------
 
