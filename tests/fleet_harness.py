@@ -341,7 +341,14 @@ def _postgres(sink_url: str, query: str) -> list[tuple[Any, ...]]:
         finally:
             await con.close()
 
-    return asyncio.run(fetch())
+    rows: list[tuple[Any, ...]] = _in_a_thread(fetch)
+    return rows
+
+
+def _in_a_thread(function: Callable[[], Any]) -> Any:
+    """``asyncio.run(function())`` in a thread of its own (the caller may be in a loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(function())).result()
 
 
 def _postgres_execute(sink_url: str, statements: Sequence[str]) -> None:
@@ -355,7 +362,32 @@ def _postgres_execute(sink_url: str, statements: Sequence[str]) -> None:
         finally:
             await con.close()
 
-    asyncio.run(execute())
+    _in_a_thread(execute)
+
+
+def execute(sink_url: str, statement: str, *args: Any) -> None:
+    """One statement (``?`` placeholders, made ``$n`` for PostgreSQL) against the sink."""
+    if _is_sqlite(sink_url):
+        con = sqlite3.connect(_sqlite_file(sink_url), timeout=60)
+        try:
+            with con:
+                con.execute(statement, args)
+        finally:
+            con.close()
+        return
+    import asyncpg
+
+    parts = statement.split("?")
+    numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+
+    async def run() -> None:
+        con = await asyncpg.connect(sink_url)
+        try:
+            await con.execute(numbered, *args)
+        finally:
+            await con.close()
+
+    _in_a_thread(run)
 
 
 def query(sink_url: str, sql: str) -> list[tuple[Any, ...]]:
