@@ -97,6 +97,8 @@ def check_redis(quick: bool) -> Result:
         def body(redis: RedisServer, directory: Path, empty: bool = empty) -> Result:
             f = h.redis_loss(redis, directory, empty=empty, n_threads=n)
             why = _sink_verdict(f)
+            if not f["mid_export"]:
+                why.append("the export was over before Redis was killed")
             if f.get("requeue_exit", 0) != 0:
                 why.append(f"enqueue --requeue exited {f['requeue_exit']}: {f['requeue']}")
             return not why, "; ".join(why), f

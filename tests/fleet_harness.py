@@ -182,6 +182,9 @@ class Worker:
 class Fleet:
     """The command lines of one export: ``enqueue``, ``worker`` processes, ``status``."""
 
+    #: The command line the subcommands follow.
+    program: tuple[str, ...] = (sys.executable, "-m", "aiorunlist", "fleet")
+
     def __init__(
         self,
         *,
@@ -209,10 +212,7 @@ class Fleet:
 
     def _base(self, command: str) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "aiorunlist",
-            "fleet",
+            *self.program,
             command,
             "--export",
             self.export,
@@ -755,7 +755,7 @@ def kill_chaos(
     ``min_kills`` kills if the export lasts that long)."""
     fake = FakeServer(api_key=None, latency=latency)
     rng = random.Random(seed)
-    n_failing = max(1, n_threads // 100) if failing is None else failing
+    n_failing = max(2, n_threads // 100) if failing is None else failing
     figures: dict[str, Any] = {}
     with Scenario(
         redis_url=redis_url,
@@ -821,7 +821,7 @@ def redelivery(
     directory: Path,
     *,
     n_threads: int = 8,
-    runs: int = 300,
+    runs: int = 2000,
     page_size: int = 10,
     latency: float = 0.05,
     lease: float = 3.0,
@@ -859,11 +859,10 @@ def redelivery(
             if not wait_until(holds_all, 60):
                 figures["error"] = f"round {round_}: the worker never held every slice"
                 break
-            time.sleep(0.5)
-            pending = set(s.thread_ids) - _done_threads(s.sink_url)
-            spare = s.f.start_worker()  # idle: every slice is held
-            time.sleep(1.0)
+            spare = s.f.start_worker()  # idle until the kill: every slice is held
+            time.sleep(1.5)
             killed_at = holder.kill()
+            pending = set(s.thread_ids) - _done_threads(s.sink_url)
             if not pending:
                 break
 
@@ -924,7 +923,7 @@ def redis_loss(
     concurrency: int = 16,
     page_size: int = 10,
     latency: float = 0.01,
-    kill_after: float = 2.0,
+    kill_after: float = 30.0,
     down_for: float = 1.0,
     lease: float = 3.0,
     timeout: float = 300.0,
@@ -950,8 +949,10 @@ def redis_loss(
         started = time.monotonic()
         for _ in range(workers):
             s.f.start_worker()
-        time.sleep(kill_after)
+        # Mid-export: once a quarter of the threads are done (or after ``kill_after`` s).
+        wait_until(lambda: len(_done_threads(s.sink_url)) >= n_threads // 4, kill_after)
         figures["done_at_kill"] = len(_done_threads(s.sink_url))
+        figures["mid_export"] = figures["done_at_kill"] < n_threads
         redis.kill()
         time.sleep(down_for)
         redis.restart(empty=empty)

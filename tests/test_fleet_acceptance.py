@@ -211,7 +211,7 @@ def test_a_killed_workers_slices_are_resumed_after_the_lease(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     figures = h.redelivery(
-        redis_server.url, tmp_path, n_threads=4, runs=200, page_size=10, latency=0.05
+        redis_server.url, tmp_path, n_threads=4, runs=1000, page_size=10, latency=0.05
     )
     assert figures["finished"], explain(figures)
     assert figures["not_resumed"] == 0, explain(figures)
@@ -222,6 +222,7 @@ def test_a_killed_workers_slices_are_resumed_after_the_lease(
 @pytest.mark.parametrize("empty", [False, True], ids=["aof", "empty-then-requeue"])
 def test_losing_redis_loses_nothing(aof_redis: RedisServer, tmp_path: Path, empty: bool) -> None:
     figures = h.redis_loss(aof_redis, tmp_path, empty=empty, n_threads=150, timeout=180)
+    assert figures["mid_export"], explain(figures)
     assert figures.get("requeue_exit", 0) == 0, explain(figures)
     assert figures["finished"], explain(figures)
     assert figures["check"].ok, explain(figures)
