@@ -25,8 +25,9 @@ from ..testing import RateLimit
 from ._check import check_server_command
 from ._export import Export
 from ._failures import failure_lines
+from ._fleet import fleet_group
 from ._inputs import CLIError, ThreadIds
-from ._options import api_key_option, base_url_option
+from ._options import api_key_option, base_url_option, sink_option
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
 from ._serve import FAKE_KEY, run_demo, serve_fake
@@ -349,9 +350,7 @@ def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
     "interrupted export carries on where it stopped, with no run written twice or missed. "
     "Needs --output FILE.",
 )
-@click.option(
-    "--sink",
-    metavar="URL",
+@sink_option(
     help="Store the runs in a database instead: sqlite:///path/to/runs.db, or "
     "postgresql://user@host:port/db (needs aiorunlist[postgres]). One transaction per page; "
     "the same command again carries on after an interruption, and once done, syncs what is "
@@ -683,9 +682,7 @@ def _report(
 
 
 @cli.command("summary", short_help="Summary tables of the runs stored in a database.")
-@click.option(
-    "--sink",
-    metavar="URL",
+@sink_option(
     required=True,
     help="The database an export wrote to: sqlite:///path/to/runs.db or "
     "postgresql://user@host:port/db.",
@@ -902,3 +899,4 @@ def demo_command(
 
 
 cli.add_command(check_server_command)
+cli.add_command(fleet_group)

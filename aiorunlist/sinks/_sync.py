@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
@@ -101,6 +102,7 @@ async def sync_thread(
     max_pages: int | None = None,
     writer: str | None = None,
     state: ThreadState | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> SyncResult:
     """List one thread into ``sink``, from where the sink says it stands, page by page.
 
@@ -122,6 +124,8 @@ async def sync_thread(
     :param writer: the name stored with the pages (``threads.writer``); a fresh unique name
         by default. Give each concurrent job its own.
     :param state: the thread's stored state, if just read (saves reading it again).
+    :param stop_when: checked after each stored page: when it returns true, the call returns
+        at once with ``more`` true (e.g. a worker shutting down).
     :raises ValueError: a bad thread id, order, page size or ``max_pages`` (nothing sent).
     :raises aiorunlist.sinks.SinkError: the sink failed (the page in hand is not stored).
     """
@@ -157,7 +161,9 @@ async def sync_thread(
             if page.last:
                 error = page.error
                 break
-            if max_pages is not None and pages >= max_pages:
+            if (max_pages is not None and pages >= max_pages) or (
+                stop_when is not None and stop_when()
+            ):
                 more = True
                 break
     stored = walk.expected

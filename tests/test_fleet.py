@@ -1,0 +1,347 @@
+"""The fleet: ``aiorunlist fleet enqueue | worker | status`` against a real redis-server, a real
+SQLite file or PostgreSQL database, and a fake server in a background thread; workers run as
+real subprocesses (SIGTERM, exit codes, several at once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("streaq", reason="the fleet's queue needs streaq (Python 3.11+)")
+
+import redis
+
+from aiorunlist.fleet import check_export_name
+from aiorunlist.fleet._export import slice_id
+from tests.conftest import API_KEY
+from tests.redis_server import RedisServer
+from tests.test_cli import PYTHON, LiveServer, invoke, subprocess_env
+from tests.test_sinks import assert_all_stored, query
+
+EXPORT = "test-export"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def live() -> Iterator[LiveServer]:
+    with LiveServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+def fleet_args(
+    command: str, rds: RedisServer, sink: str, *args: str, export: str = EXPORT
+) -> list[str]:
+    return ["fleet", command, "--export", export, "--redis", rds.url, "--sink", sink, *args]
+
+
+def enqueue(rds: RedisServer, sink: str, *args: str) -> dict[str, int]:
+    result = invoke([*fleet_args("enqueue", rds, sink, "--json"), *args])
+    assert result.exit_code == 0, result.stderr
+    counts: dict[str, int] = json.loads(result.stdout)
+    return counts
+
+
+def status(rds: RedisServer, sink: str) -> dict[str, Any]:
+    result = invoke(fleet_args("status", rds, sink, "--json"))
+    assert result.exit_code == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def start_worker(
+    live: LiveServer,
+    rds: RedisServer,
+    sink: str,
+    *args: str,
+    key: str = API_KEY,
+    export: str = EXPORT,
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - this package's own command line
+        [*PYTHON, *fleet_args("worker", rds, sink, *args, export=export)],
+        env=subprocess_env(OPENAI_API_KEY=key, OPENAI_BASE_URL=live.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the worker did not exit within {timeout} s: {err.decode()[-2000:]}")
+    return process.returncode, err.decode()
+
+
+def queued_ids(rds: RedisServer) -> set[str]:
+    """The task ids in the export's queue (live and delayed)."""
+    client = redis.Redis.from_url(rds.url, decode_responses=True)
+    try:
+        prefix = f"streaq:aiorunlist:{EXPORT}:queues:"
+        entries: Any = client.xrange(prefix + "normal")
+        delayed: Any = client.zrange(prefix + "delayed:normal", 0, -1)
+        return {str(fields["task_id"]) for _, fields in entries} | {str(t) for t in delayed}
+    finally:
+        client.close()
+
+
+def test_enqueue_is_idempotent_and_counts(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    tids = live.seed(6, 5)
+    assert enqueue(redis_server, sqlite_url, *tids[:4]) == {
+        "added": 4,
+        "already_known": 0,
+        "already_done": 0,
+        "requeued": 0,
+    }
+    again = enqueue(redis_server, sqlite_url, *tids)
+    assert (again["added"], again["already_known"]) == (2, 4)
+    assert queued_ids(redis_server) == {slice_id(tid, None) for tid in tids}
+    assert query(sqlite_url, "SELECT count(*) FROM threads WHERE state = 'pending'") == [(6,)]
+    # The plain-text form, from a file, with the variables instead of the options.
+    ids = Path(sqlite_path := sqlite_url[len("sqlite:///") :]).with_suffix(".txt")
+    ids.write_text("\n".join(tids) + "\n")
+    result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
+    assert result.exit_code == 2  # no --redis / --sink
+    os.environ["AIORUNLIST_REDIS_URL"] = redis_server.url
+    os.environ["AIORUNLIST_SINK"] = sqlite_url
+    try:
+        result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
+    finally:
+        del os.environ["AIORUNLIST_REDIS_URL"], os.environ["AIORUNLIST_SINK"]
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "added 0, already known 6, already done 0\n"
+    assert Path(sqlite_path).exists()
+
+
+def test_other_settings_are_refused_with_exit_code_2(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    tids = live.seed(2, 3)
+    assert enqueue(redis_server, sqlite_url, *tids, "--page-size", "10")["added"] == 2
+    for args in (["--page-size", "20"], ["--order", "asc"], ["--slice-pages", "3"]):
+        result = invoke([*fleet_args("enqueue", redis_server, sqlite_url), *args, *tids])
+        assert result.exit_code == 2
+        assert "was created with" in result.stderr
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    result = invoke([*fleet_args("enqueue", redis_server, other), *tids])
+    assert result.exit_code == 2
+    assert "sink" in result.stderr
+    # A worker of an export Redis does not know, or for another database: refused at once.
+    for export, sink in (("nope", sqlite_url), (EXPORT, other)):
+        code, err = finish(start_worker(live, redis_server, sink, export=export))
+        assert code == 2, err
+    code, err = finish(
+        subprocess.Popen(  # noqa: S603
+            [*PYTHON, *fleet_args("worker", redis_server, sqlite_url)],
+            env=subprocess_env(OPENAI_BASE_URL=live.url),
+            stderr=subprocess.PIPE,
+        )
+    )
+    assert code == 2
+    assert "no API key" in err
+    unreachable = invoke(
+        [
+            "fleet",
+            "status",
+            "--export",
+            EXPORT,
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--sink",
+            sqlite_url,
+        ]
+    )
+    assert unreachable.exit_code == 2
+    assert "cannot use Redis" in unreachable.stderr
+    with pytest.raises(ValueError, match="export name"):
+        check_export_name("a:b")
+
+
+def test_a_small_export_completes_with_every_run_once(
+    live: LiveServer, redis_server: RedisServer, sink_url: str
+) -> None:
+    """Two workers at once, slices of 2 pages of 5 runs: every run stored exactly once, as
+    the server sent it; status says so."""
+    tids = live.seed(12, lambda i: (i * 7) % 31)
+    enqueue(redis_server, sink_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    workers = [
+        start_worker(live, redis_server, sink_url, "--burst", "--concurrency", "4")
+        for _ in range(2)
+    ]
+    for process in workers:
+        code, err = finish(process)
+        assert code == 0, err
+    assert_all_stored(live, sink_url, tids)
+    data = status(redis_server, sink_url)
+    assert {k: data[k] for k in ("threads_done", "threads_pending", "threads_failed")} == {
+        "threads_done": 12,
+        "threads_pending": 0,
+        "threads_failed": 0,
+    }
+    assert data["runs"] == sum(len(live.server.threads[t]) for t in tids)
+    assert data["queued"] == 0
+    assert data["stopped"] is None
+    assert set(data) >= {"rate", "paused_for", "workers", "stopped"}
+    check = invoke(fleet_args("status", redis_server, sink_url, "--check"))
+    assert check.exit_code == 0
+    assert "threads done 12, pending 0, failed 0" in check.stdout
+    # Enqueued again once done: nothing added.
+    assert enqueue(redis_server, sink_url, *tids)["already_done"] == 12
+
+
+@pytest.mark.slow
+def test_sigterm_hands_back_the_rest_and_another_worker_finishes(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """SIGTERM mid-export: the worker exits 0 within 10 s, holding nothing (no slice left
+    pending with it); the queue holds each unfinished thread's slice for where the sink says
+    it stands (``thread:cursor``), and a second worker completes the export."""
+    tids = live.seed(30, 40)
+    live.do(lambda: setattr(live.server, "latency", 0.1))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
+    process = start_worker(live, redis_server, sqlite_url, "--concurrency", "6")
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code, err = finish(process, timeout=15)
+    assert code == 0, err
+    assert time.monotonic() - sent < 10
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        pending = client.xpending(f"streaq:aiorunlist:{EXPORT}:queues:normal", "workers")
+    finally:
+        client.close()
+    assert pending["pending"] == 0
+    states = query(sqlite_url, "SELECT thread_id, state, cursor FROM threads")
+    unfinished = {slice_id(tid, cursor) for tid, state, cursor in states if state != "done"}
+    assert unfinished
+    assert queued_ids(redis_server) == unfinished
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_a_401_stops_every_worker_and_status_check_says_why(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """One worker with a rejected key stops the whole fleet: the good worker stops taking
+    work too (exit 1, the reason named, never the key), and ``status --check`` exits 1."""
+    tids = live.seed(40, 30)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 20:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.1)
+    bad_key = "sk-rejected-key-0123456789"
+    bad = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", key=bad_key)
+    code, err = finish(bad, timeout=20)
+    assert code == 1, err
+    stopped = time.monotonic()
+    assert "AuthenticationError" in err
+    assert bad_key not in err
+    code, err = finish(good, timeout=20)
+    assert code == 1, err
+    assert time.monotonic() - stopped < 10
+    assert "the fleet is stopped" in err
+    check = invoke(fleet_args("status", redis_server, sqlite_url, "--check"))
+    assert check.exit_code == 1
+    assert "401" in check.stderr
+    assert status(redis_server, sqlite_url)["stopped"].startswith("AuthenticationError")
+    # Nothing was marked failed, and nothing is lost: every unfinished thread is queued.
+    assert query(sqlite_url, "SELECT count(*) FROM threads WHERE state = 'failed'") == [(0,)]
+    unfinished = {
+        tid
+        for tid, state in query(sqlite_url, "SELECT thread_id, state FROM threads")
+        if state != "done"
+    }
+    assert {task.rsplit(":", 1)[0] for task in queued_ids(redis_server)} == unfinished
+
+
+@pytest.mark.slow
+def test_requeue_after_redis_lost_everything_completes_the_export(
+    live: LiveServer, redis_server: RedisServer, sink_url: str
+) -> None:
+    """FLUSHALL mid-export (a Redis restarted empty): ``enqueue --requeue`` rebuilds the queue
+    from the sink's threads, and the export completes, every run once."""
+    tids = live.seed(20, 25)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sink_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    process = start_worker(live, redis_server, sink_url, "--concurrency", "4")
+    deadline = time.monotonic() + 30
+    while query(sink_url, "SELECT count(*) FROM runs")[0][0] < 50:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    code, err = finish(process, timeout=15)
+    assert code == 0, err
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    code, err = finish(start_worker(live, redis_server, sink_url, "--burst"))
+    assert code == 2  # the export is gone from Redis: say how to rebuild it
+    assert "--requeue" in err
+    counts = enqueue(redis_server, sink_url, "--requeue", "--page-size", "5", "--slice-pages", "2")
+    assert counts["requeued"] == len(
+        query(sink_url, "SELECT thread_id FROM threads WHERE state = 'pending'")
+    )
+    assert counts["requeued"] > 0
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sink_url, "--burst", "--concurrency", "8"))
+    assert code == 0, err
+    assert_all_stored(live, sink_url, tids)
+
+
+def test_the_fleet_imports_without_streaq() -> None:
+    """``import aiorunlist.fleet`` works where streaq cannot be installed; using the queue
+    then says what to install."""
+    code = (
+        "import sys; sys.modules['streaq'] = None\n"
+        "import aiorunlist, aiorunlist.fleet\n"
+        "try:\n"
+        "    aiorunlist.fleet.open_queue('x', 'redis://127.0.0.1:1')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, check=True, text=True
+    ).stdout
+    assert "streaq" in out
+    assert "pip install" in out
