@@ -288,14 +288,15 @@ class Fleet:
     def live(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
 
-    def stop_all(self) -> list[tuple[int | None, float]]:
-        """SIGTERM every live worker at once; their (exit code, seconds to exit)."""
+    def stop_all(self) -> list[tuple[int | None, float, float]]:
+        """SIGTERM every live worker at once; their (exit code, seconds to exit, seconds they
+        had been running when signalled)."""
         live = self.live()
         at = time.monotonic()
         for worker in live:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.send_signal(signal.SIGTERM)
-        results: list[tuple[int | None, float]] = []
+        results: list[tuple[int | None, float, float]] = []
         for worker in live:
             left = max(0.1, at + SIGTERM_GRACE - time.monotonic())
             try:
@@ -305,7 +306,7 @@ class Fleet:
                 worker.process.kill()
                 worker.process.wait(timeout=30)
             worker.ended_at = time.monotonic()
-            results.append((code, worker.ended_at - at))
+            results.append((code, worker.ended_at - at, at - worker.started_at))
         return results
 
     def kill_all(self) -> None:
@@ -806,8 +807,10 @@ def kill_chaos(
             requests=len(requests),
             faults=sum(1 for r in requests if r.fault is not None),
             runs_per_second=round(check.rows / elapsed, 1) if elapsed else 0.0,
-            sigterm_exit_codes=sorted({code for code, _ in stops}, key=str),
-            sigterm_max_seconds=round(max((t for _, t in stops), default=0.0), 2),
+            # Workers up for 3 s or more (a younger one may still be starting up).
+            sigterm_exit_codes=sorted({c for c, _, age in stops if age >= 3}, key=str),
+            sigterm_young=[(c, round(age, 2)) for c, _, age in stops if age < 3],
+            sigterm_max_seconds=round(max((t for _, t, _ in stops), default=0.0), 2),
             check=check,
             **check.figures(),
         )

@@ -9,6 +9,7 @@ asserted here holds on a slow machine too.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -28,12 +29,13 @@ pytestmark = pytest.mark.anyio
 
 
 def _fleet_cli() -> bool:
+    if importlib.util.find_spec("streaq") is None:
+        return False
     try:
-        from aiorunlist._cli import main
+        from aiorunlist._cli._app import cli
     except ImportError:
         return False
-    commands = getattr(main, "commands", {})
-    fleet = commands.get("fleet")
+    fleet = cli.commands.get("fleet")
     return fleet is not None and {"enqueue", "worker", "status"} <= set(
         getattr(fleet, "commands", {})
     )
