@@ -153,8 +153,8 @@ def check_outage(quick: bool) -> Result:
     def body(redis: RedisServer, directory: Path) -> Result:
         f = h.outage(redis.url, directory, k=2 if quick else 4, seconds=4 if quick else 10)
         why = _sink_verdict(f)
-        if f["during_outage"] > f["bound"]:
-            why.append(f"{f['during_outage']} requests during the outage (> {f['bound']})")
+        if f["retries_during"] > f["bound"]:
+            why.append(f"{f['retries_during']} retries during the outage (> {f['bound']})")
         return not why, "; ".join(why), f
 
     return _with_redis(False, body)

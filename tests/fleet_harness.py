@@ -1066,9 +1066,12 @@ def shared_pause(
             return out
         t = hit[0].received_at
         inside = sorted(r.received_at - t for r in requests if t < r.received_at <= t + 0.45)
+        before = sum(1 for r in requests if t - 0.45 <= r.received_at < t)
         later = [r.received_at - t for r in requests if r.received_at > t]
         out.update(
             within_450ms=len(inside),
+            in_the_450ms_before=before,
+            latest_within_ms=round(1000 * inside[-1], 1) if inside else None,
             within_first_20ms=sum(1 for d in inside if d <= 0.02),
             first_after_ms=round(1000 * min(later), 1) if later else None,
             first_after_20ms_ms=(
@@ -1120,14 +1123,27 @@ def outage(
         done, restarted = s.wait_finished(timeout + seconds, supervise=True)
         s.f.stop_all()
         requests = s.listing()
+        # A retry asks for the same page (thread and query) as an earlier request.
+        seen: set[tuple[str | None, tuple[tuple[str, str], ...]]] = set()
+        retries = firsts = 0
+        for r in requests:
+            page = (r.thread_id, tuple(sorted(r.query.items())))
+            if start <= r.received_at < start + seconds:
+                if page in seen:
+                    retries += 1
+                else:
+                    firsts += 1
+            seen.add(page)
         during = [r for r in requests if start <= r.received_at < start + seconds]
         check = s.check()
         return {
             "finished": done,
             "workers_restarted": restarted,
             "during_outage": len(during),
+            "retries_during": retries,
+            "first_attempts_during": firsts,
             "answered_503": sum(1 for r in during if r.status == 503),
-            "bound": budget // 5 + k * concurrency,
+            "bound": budget // 5,
             "check": check,
             **check.figures(),
             "logs": s.f.logs() if not check.ok or not done else "",
