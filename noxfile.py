@@ -4,10 +4,7 @@ nox -s tests        # every Python in the classifiers that is installed
 nox -s lint typing  # ruff and mypy --strict
 nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
 nox -s readme       # the README's command-line block, verbatim, in a fresh venv
-nox -s fleet        # the shared rate limit of a fleet through Redis (needs redis-server)
-
-
-@nox.session
+nox -s fleet        # the fleet's shared rate limit and acceptance checks (needs redis-server)
 nox -s mutation     # do the tests notice small wrong changes in the sans-I/O modules?
 """
 
