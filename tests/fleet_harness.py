@@ -982,6 +982,7 @@ def shared_rate(
     rate: float = 300.0,
     burst: int = 30,
     worker_args: Sequence[str] = (),
+    sink_url: str | None = None,
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """K burst workers x ``concurrency`` against a server limited to ``rate``/s (burst
@@ -992,7 +993,7 @@ def shared_rate(
     n_threads = int(rate * seconds)
     with Scenario(
         redis_url=redis_url,
-        sink_url=None,
+        sink_url=sink_url,
         directory=directory,
         n_threads=n_threads,
         max_runs=4,
@@ -1033,6 +1034,7 @@ def shared_pause(
     n_threads: int = 1500,
     latency: float = 0.005,
     after: float = 1.5,
+    sink_url: str | None = None,
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """One 429 with ``retry-after-ms: 500`` while K workers list: the requests any worker
@@ -1041,7 +1043,7 @@ def shared_pause(
     fake = FakeServer(api_key=None, latency=latency)
     with Scenario(
         redis_url=redis_url,
-        sink_url=None,
+        sink_url=sink_url,
         directory=directory,
         n_threads=n_threads,
         max_runs=30,
@@ -1158,6 +1160,7 @@ def scaling(
     concurrency: int = 32,
     latency: float = 0.1,
     seconds: float = 8.0,
+    sink_url: str | None = None,
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """K burst workers against a server ``latency`` away with no limit: requests answered per
@@ -1166,7 +1169,7 @@ def scaling(
     n_threads = int(k * concurrency / latency * seconds / 2)  # about two pages each
     with Scenario(
         redis_url=redis_url,
-        sink_url=None,
+        sink_url=sink_url,
         directory=directory,
         n_threads=n_threads,
         max_runs=8,
