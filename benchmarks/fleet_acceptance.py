@@ -259,14 +259,14 @@ def main() -> int:
                 (name, functools.partial(functions[name], args.quick))
             ]
             if pg is not None and name in ("kill", "rate", "pause", "scaling"):
-                server = pg
+                variant: Callable[[], Result]
                 if name == "kill":
-                    run = functools.partial(check_kill, args.quick, server.new_database())
+                    variant = functools.partial(check_kill, args.quick, pg.new_database())
                 else:
-                    run = functools.partial(
-                        POSTGRES_VARIANTS[name], args.quick, server.new_database
+                    variant = functools.partial(
+                        POSTGRES_VARIANTS[name], args.quick, pg.new_database
                     )
-                runs.append((f"{name}/postgresql", run))
+                runs.append((f"{name}/postgresql", variant))
             for label, run in runs:
                 started = time.monotonic()
                 try:
