@@ -1145,7 +1145,8 @@ def outage(
             "retries_during": retries,
             "first_attempts_during": firsts,
             "answered_503": sum(1 for r in during if r.status == 503),
-            "bound": budget // 5,
+            # The shared budget's retries (5 tokens each), plus one first try per slot.
+            "bound": budget // 5 + k * concurrency,
             "check": check,
             **check.figures(),
             "logs": s.f.logs() if not check.ok or not done else "",
