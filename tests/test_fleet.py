@@ -5,7 +5,6 @@ real subprocesses (SIGTERM, exit codes, several at once)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -113,7 +112,7 @@ def queued_ids(rds: RedisServer) -> set[str]:
 
 
 def test_enqueue_is_idempotent_and_counts(
-    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tids = live.seed(6, 5)
     assert enqueue(redis_server, sqlite_url, *tids[:4]) == {
@@ -131,15 +130,16 @@ def test_enqueue_is_idempotent_and_counts(
     ids.write_text("\n".join(tids) + "\n")
     result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
     assert result.exit_code == 2  # no --redis / --sink
-    os.environ["AIORUNLIST_REDIS_URL"] = redis_server.url
-    os.environ["AIORUNLIST_SINK"] = sqlite_url
-    try:
-        result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
-    finally:
-        del os.environ["AIORUNLIST_REDIS_URL"], os.environ["AIORUNLIST_SINK"]
+    monkeypatch.setenv("AIORUNLIST_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("AIORUNLIST_SINK", sqlite_url)
+    result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "added 0, already known 6, already done 0\n"
     assert Path(sqlite_path).exists()
+    # The other commands with a --sink read the same variable.
+    summary = invoke(["summary"])
+    assert summary.exit_code == 0, summary.stderr
+    assert "runs" in summary.stdout
 
 
 def test_other_settings_are_refused_with_exit_code_2(
@@ -291,6 +291,15 @@ def test_a_401_stops_every_worker_and_status_check_says_why(
         if state != "done"
     }
     assert {task.rsplit(":", 1)[0] for task in queued_ids(redis_server)} == unfinished
+    # The cause fixed, the stop cleared: a worker finishes the export.
+    resumed = invoke(["fleet", "resume", "--export", EXPORT, "--redis", redis_server.url])
+    assert resumed.exit_code == 0
+    assert resumed.stdout == f"export {EXPORT}: stop cleared\n"
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+    assert invoke(fleet_args("status", redis_server, sqlite_url, "--check")).exit_code == 0
 
 
 @pytest.mark.slow
@@ -345,3 +354,103 @@ def test_the_fleet_imports_without_streaq() -> None:
     ).stdout
     assert "streaq" in out
     assert "pip install" in out
+
+
+@pytest.mark.slow
+def test_workers_outlive_redis_killed_and_restarted_with_aof(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """Redis SIGKILLed mid-export and started again from its append-only file: the workers
+    start again once it answers, and the export completes with every run once."""
+    redis_server.kill()
+    redis_server.start("--appendonly", "yes")
+    tids = live.seed(20, 25)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    workers = [
+        start_worker(
+            live, redis_server, sqlite_url, "--burst", "--lease", "2", "--concurrency", "4"
+        )
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
+        assert time.monotonic() < deadline, "the workers stored nothing"
+        time.sleep(0.1)
+    redis_server.kill()
+    time.sleep(1.0)
+    redis_server.start("--appendonly", "yes")
+    for process in workers:
+        code, err = finish(process)
+        assert code == 0, err
+        assert "starts again" in err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.anyio
+async def test_the_worker_in_process_finishes_a_burst_and_reports(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The library's entry points in one process: enqueue from an async iterable, run_worker
+    with burst, fleet_status; a thread the server does not know is failed, not retried."""
+    from aiorunlist.fleet import enqueue as add
+    from aiorunlist.fleet import fleet_status, resume, run_worker
+    from aiorunlist.testing import FakeServer, Fault
+    from tests.conftest import fast_client
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with FakeServer(api_key=API_KEY) as server:
+        tids = server.seed(8, lambda i: i * 3)
+
+        async def ids() -> Any:
+            for tid in [*tids, "thread_missing"]:
+                yield tid
+
+        # Two 503s no retry cures (no retries here): the slice is queued again, not failed.
+        server.add_fault(Fault(status=503, thread_id=tids[5], times=2))
+        counts = await add(EXPORT, redis_server.url, url, ids(), page_size=4, slice_pages=1)
+        assert (counts.added, counts.known, counts.done) == (9, 0, 0)
+        result = await run_worker(
+            EXPORT,
+            redis_server.url,
+            url,
+            concurrency=3,
+            burst=True,
+            client=lambda control: fast_client(server.base_url, control=control, max_retries=0),
+        )
+        assert result.stopped is None
+        assert result.runs == sum(len(server.threads[t]) for t in tids)
+        assert result.slices > 9  # threads of more than one page went on in new slices
+        state = await fleet_status(EXPORT, redis_server.url, url)
+        assert (state.threads_done, state.threads_pending, state.threads_failed) == (8, 0, 1)
+        assert state.runs == result.runs
+        assert state.queued == 0
+        assert state.settings is not None
+        assert (state.settings.page_size, state.settings.slice_pages) == (4, 1)
+        assert server.pending_faults == []
+        assert not await resume(EXPORT, redis_server.url)
+        again = await add(EXPORT, redis_server.url, url, tids)
+        assert (again.added, again.done) == (0, 8)
+
+
+def test_the_worker_command_in_process(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """``fleet worker`` run in this process: exit 0 with --burst, 1 on a rejected key."""
+    tids = live.seed(4, 12)
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5")
+    common = ["--base-url", live.url, "--max-retries", "0", "--concurrency", "2"]
+    bad = invoke(
+        [*fleet_args("worker", redis_server, sqlite_url), *common, "--api-key", "sk-bad-key-99"]
+    )
+    assert bad.exit_code == 1
+    assert "the fleet is stopped: AuthenticationError" in bad.stderr
+    assert (
+        invoke(["fleet", "resume", "--export", EXPORT, "--redis", redis_server.url]).exit_code == 0
+    )
+    good = invoke(
+        [*fleet_args("worker", redis_server, sqlite_url), *common, "--api-key", API_KEY, "--burst"]
+    )
+    assert good.exit_code == 0, good.stderr
+    assert "worker stopped" in good.stderr
+    assert_all_stored(live, sqlite_url, tids)

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aiorunlist.sinks import Sink, open_sink, sync_thread
-from aiorunlist.testing import FakeServer, Fault
-from tests.conftest import API_KEY, fast_client
+from aiorunlist.testing import FakeServer, Fault, MockTransport
+from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
 from tests.test_sinks import query as _query
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +145,64 @@ async def test_threads_are_recorded_listed_and_counted(sink_url: str) -> None:
         rest = await sink.list_threads(["pending"], after="b")
         assert [t.thread_id for t in rest] == ["c"]
         assert await sink.list_threads(["done", "failed"]) == []
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    runs=st.integers(0, 40),
+    page_size=st.integers(1, 12),
+    max_pages=st.none() | st.integers(1, 4),
+    stops=st.lists(st.integers(1, 5), max_size=6),
+    order=st.sampled_from(["asc", "desc"]),
+)
+def test_slices_and_interruptions_store_every_run_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    runs: int,
+    page_size: int,
+    max_pages: int | None,
+    stops: list[int],
+    order: Literal["asc", "desc"],
+) -> None:
+    """However a thread is cut into slices, and wherever each call is stopped, calling again
+    while ``more`` ends with every run stored once and the thread done."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sync') / 'runs.db'}"
+    server = FakeServer(api_key=API_KEY)
+    (thread_id,) = server.seed(1, runs)
+
+    async def run() -> None:
+        transport = MockTransport(server.handle)
+        settings_ = {"order": order, "page_size": str(page_size)}
+        async with (
+            fast_client(SOCKETLESS_URL, transport=transport) as client,
+            await open_sink(url, settings=settings_) as sink,
+        ):
+            plan = iter(stops)
+            for _ in range(10 * (runs + 2)):
+                limit = next(plan, None)
+                pages: list[int] = []
+
+                def stop(limit: int | None = limit, pages: list[int] = pages) -> bool:
+                    pages.append(1)
+                    return limit is not None and len(pages) >= limit
+
+                result = await sync_thread(
+                    client,
+                    sink,
+                    thread_id,
+                    order=order,
+                    page_size=page_size,
+                    max_pages=max_pages,
+                    stop_when=stop,
+                )
+                assert result.error is None
+                assert not result.lost
+                if not result.more:
+                    break
+            assert result.state == "done"
+
+    anyio.run(run)
+    stored = [row[0] for row in _query(url, "SELECT id FROM runs")]
+    assert sorted(stored) == sorted(server.expected_ids(thread_id))
+    assert _query(url, "SELECT state, runs FROM threads") == [("done", runs)]

@@ -62,6 +62,12 @@ def _unreachable() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    while inner := getattr(exc, "exceptions", None):
+        exc = inner[0]
+    return exc
+
+
 def _run(coro: Awaitable[T], redis_url: str) -> T:
     """Run ``coro``; every problem with the input, the settings, Redis or the sink is one
     line and exit code 2."""
@@ -71,7 +77,13 @@ def _run(coro: Awaitable[T], redis_url: str) -> T:
         return await coro
 
     try:
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        except Exception as exc:
+            inner = getattr(exc, "exceptions", None)
+            if not inner:
+                raise
+            raise _leaf(exc) from None  # a task group's: what went wrong, not the group
     except (ValueError, TypeError, ImportError, SinkError) as exc:
         raise CLIError(" ".join(str(exc).split())) from None
     except unreachable as exc:
@@ -354,4 +366,17 @@ def status_command(*, export: str, redis_url: str, sink: str, as_json: bool, che
         if status.threads_failed:
             _say(f"aiorunlist: {status.threads_failed} threads failed")
             return EXIT_FAILED
+    return 0
+
+
+@fleet_group.command("resume", short_help="Clear a fleet's stop once its cause is fixed.")
+@_export_option
+@redis_option
+def resume_command(*, export: str, redis_url: str) -> int:
+    """Let the export NAME's fleet send again after a stop (a rejected API key, an exhausted
+    quota), once its cause is fixed; then start the workers. The slices they handed back when
+    they stopped are waiting in the queue."""
+    fleet = _fleet()
+    was = _run(fleet.resume(export, redis_url), redis_url)
+    click.echo(f"export {export}: " + ("stop cleared" if was else "was not stopped"))
     return 0

@@ -28,6 +28,7 @@ from ._export import (
     export_settings,
     fleet_status,
     open_queue,
+    resume,
     run_worker,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "export_settings",
     "fleet_status",
     "open_queue",
+    "resume",
     "run_worker",
 ]

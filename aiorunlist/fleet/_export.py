@@ -8,14 +8,20 @@ the sink.
 
 A slice's task id is deterministic, ``{thread_id}:{cursor}``: the queue refuses a second
 task with the id of one queued or running, so enqueueing the same ids again adds nothing, and
-a continuation enqueued twice (by a slice and by its redelivered copy) runs once.
+a continuation enqueued twice (by a slice and by its redelivered copy) runs once. A slice
+that finds the sink further than its own cursor stops if the slice for the sink's cursor is
+queued or running, and otherwise goes on from there itself.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 import attrs
 import redis.asyncio as aioredis
 
@@ -36,8 +42,11 @@ __all__ = [
     "enqueue",
     "export_settings",
     "fleet_status",
+    "resume",
     "run_worker",
 ]
+
+logger = logging.getLogger("aiorunlist.fleet")
 
 #: Pages a slice lists (and stores) before it hands the rest of its thread on.
 DEFAULT_SLICE_PAGES = 10
@@ -45,8 +54,7 @@ DEFAULT_SLICE_PAGES = 10
 BATCH = 500
 
 _NEEDS_STREAQ = (
-    "the fleet's queue needs streaq on Python 3.11 or later: "
-    "pip install 'aiorunlist[fleet]' (streaq>=7.2,<8)"
+    "the fleet's queue needs streaq, on Python 3.11 or later: pip install 'streaq>=7.2,<8'"
 )
 
 
@@ -474,7 +482,78 @@ async def run_worker(
         await redis.aclose()
     async with await open_sink(sink_url, settings=settings.for_sink()):
         pass  # other settings, or unreachable: refused before any work is taken
-    queue = open_queue(export, redis_url, lease=float(lease), concurrency=concurrency)
     options = WorkerOptions(concurrency, burst, client, workers)
-    await queue.work(settings, sink_url, options)
-    return WorkerResult(queue.slices, queue.pages, queue.runs, queue.fatal)
+    slices = pages = runs = 0
+    lost_since: float | None = None
+    while True:
+        queue = open_queue(export, redis_url, lease=float(lease), concurrency=concurrency)
+        try:
+            await queue.work(settings, sink_url, options)
+        except Exception as exc:
+            # Redis lost (killed, restarted, cut off): the sink holds every page stored, the
+            # queue comes back with Redis (or with enqueue --requeue). Start again until it
+            # answers, for REDIS_PATIENCE seconds.
+            if queue.stopping or not redis_lost(exc):
+                raise
+            now = time.monotonic()
+            if queue.slices or lost_since is None:
+                lost_since = now
+            if now - lost_since > REDIS_PATIENCE:
+                raise
+            logger.warning(
+                "Redis cannot be used (%s): the worker starts again in %g s",
+                " ".join(str(leaf(exc)).split()) or type(leaf(exc)).__name__,
+                REDIS_RETRY,
+            )
+            if await _wait_unless_signalled(REDIS_RETRY):
+                return WorkerResult(
+                    slices + queue.slices, pages + queue.pages, runs + queue.runs, None
+                )
+            continue
+        finally:
+            slices, pages, runs = slices + queue.slices, pages + queue.pages, runs + queue.runs
+        return WorkerResult(slices, pages, runs, queue.fatal)
+
+
+#: Seconds a worker keeps starting again while Redis cannot be used, before it gives up.
+REDIS_PATIENCE = 60.0
+#: Seconds between two starts.
+REDIS_RETRY = 1.0
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The first exception that is not a group of others."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not inner:
+            return exc
+        exc = inner[0]
+
+
+def redis_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception of a group) says Redis could not be used."""
+    inner = getattr(exc, "exceptions", None)
+    if inner:
+        return all(redis_lost(e) for e in inner)
+    names = {c.__module__.partition(".")[0] for c in type(exc).__mro__}
+    return bool(names & {"coredis", "redis"}) or isinstance(exc, (OSError, TimeoutError))
+
+
+async def _wait_unless_signalled(seconds: float) -> bool:
+    """Sleep ``seconds``; ``True`` (at once) on SIGTERM or SIGINT."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.move_on_after(seconds):
+            async for _ in signals:
+                return True
+    return False
+
+
+async def resume(export: str, redis_url: str) -> bool:
+    """Clear a fatal stop of the export's fleet (once its cause is fixed): its workers may
+    send again. Returns whether the fleet was stopped."""
+    check_export_name(export)
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        return bool(await redis.hdel(f"aiorunlist:fleet:{{{export}}}", "fatal"))
+    finally:
+        await redis.aclose()

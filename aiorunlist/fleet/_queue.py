@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import uuid
@@ -32,6 +33,7 @@ from streaq.types import Entries, StreamMessage, Streaq, StreaqRetry
 from streaq.utils import now_ms
 
 from .._client import Client
+from ..exceptions import APIConnectionError
 from ..sinks import Sink, ThreadState, open_sink, sync_thread
 from ..sinks._sync import writer_name
 from ._control import RedisTrafficControl
@@ -94,7 +96,12 @@ class _StreaqWorker(Worker[Any]):
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        await super().run_consumers(receive, renew_scope, produce_scope, task_status=task_status)
+        try:
+            await super().run_consumers(
+                receive, renew_scope, produce_scope, task_status=task_status
+            )
+        finally:
+            receive.close()  # the consumers had clones of it
         produce_scope.cancel()  # every slice ended: stop the rest of the worker
 
     async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
@@ -194,6 +201,11 @@ class Queue:
             answers = [worker.publish_task(pipe, task, data, now, lib=lib) for task, data in tasks]
         return [bool(await cast("Awaitable[Any]", answer)) for answer in answers]
 
+    async def queued(self, thread_id: str, cursor: str | None) -> bool:
+        """Whether the slice of ``thread_id`` from ``cursor`` is queued or running."""
+        worker = self.worker
+        return bool(await worker.redis.exists([worker.task_key + slice_id(thread_id, cursor)]))
+
     # --- working ------------------------------------------------------------------------------
 
     def stop(self, fatal: str | None = None) -> None:
@@ -279,11 +291,12 @@ class Queue:
         if state is not None and state.state == "done":
             return
         stored = None if state is None else state.cursor
-        if stored != cursor:
-            # A stale copy (redelivered after it got further, or requeued): hand on to the
-            # slice for where the sink stands (refused if that one is queued or running).
-            await self.publish([(thread_id, stored)])
+        if stored != cursor and await self.queued(thread_id, stored):
+            # A stale copy (redelivered after its worker stored pages and queued the rest):
+            # the slice for where the sink stands is queued or running already.
             return
+        # Else this slice goes on from where the sink stands (a slice redelivered after its
+        # worker died mid-way: at once, not behind the rest of the queue).
         self.slices += 1
         result = None
         with CancelScope() as scope:
@@ -316,11 +329,26 @@ class Queue:
                 self.stop(fatal=f"{type(result.error).__name__}: {result.error}"[:500])
                 delay = 1.0
             else:
-                tries = self.task.context.tries
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(tries, 10))
+                delay = await self._backoff(result.error)
                 logger.info("thread %s: %s; tried again in %.1f s", thread_id, result.error, delay)
         now = ThreadState(thread_id, result.state or "pending", result.cursor)
         await self._hand_on(thread_id, cursor, now, delay)
+
+    async def _backoff(self, error: Exception) -> float:
+        """Seconds before a slice that failed for a reason not its thread's runs again.
+
+        Running it again is a retry of its page: it takes its price from the fleet's shared
+        retry budget, so that during an outage the fleet sends no more than the budget allows;
+        with the budget spent, the slice waits longer (up to :data:`MAX_BACKOFF`)."""
+        tries: int = self.task.context.tries
+        control = self._control
+        taken: int | None = 0
+        if control is not None:
+            connection = isinstance(error, APIConnectionError)
+            taken = await control.take_retry(connection_failure=connection)
+        base = 0.5 if taken is not None else 4.0
+        delay: float = min(MAX_BACKOFF, base * 2 ** min(tries - 1, 10))
+        return delay * random.uniform(0.75, 1.0)  # noqa: S311 - spreads the slices out
 
     async def _hand_on(
         self, thread_id: str, cursor: str | None, state: ThreadState | None, delay: float
