@@ -192,11 +192,11 @@ def test_kill_chaos_loses_and_duplicates_nothing(
         redis_server.url,
         tmp_path,
         sink_url=sink_url,
-        n_threads=150,
+        n_threads=200,
         max_runs=30,
         workers=3,
         concurrency=8,
-        kill_every=1.0,
+        kill_every=0.5,  # at least 3 kills even on a fast machine
         min_kills=3,
         page_size=5,
         latency=0.01,
