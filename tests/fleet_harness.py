@@ -315,10 +315,13 @@ class Fleet:
 
     def logs(self, chars: int = 1500) -> str:
         """The end of every worker's output, for a failure message."""
-        return "\n".join(
+        codes = Counter(w.process.returncode for w in self.workers)
+        said = [
             f"--- worker {i + 1} ({w.process.returncode}):\n{w.tail(chars)}"
             for i, w in enumerate(self.workers)
-        )
+            if w.tail(chars).strip()
+        ]
+        return f"exit codes of {len(self.workers)} workers: {dict(codes)}\n" + "\n".join(said)
 
 
 # --- the sink, read directly -----------------------
@@ -784,11 +787,14 @@ def kill_chaos(
                 done = True
                 break
             if time.monotonic() >= next_kill:
-                live = s.f.live()
-                if live:
-                    kills.append(rng.choice(live).kill())
+                # Only a worker up for a while: killing workers still starting up (a second
+                # or more on a loaded machine) would leave nobody working.
+                now = time.monotonic()
+                grown = [w for w in s.f.live() if now - w.started_at >= kill_every]
+                if grown:
+                    kills.append(rng.choice(grown).kill())
                     s.f.start_worker()
-                next_kill += kill_every
+                next_kill = max(next_kill + kill_every, now)
             for worker in s.f.workers:
                 if not worker.alive and worker.ended_at is None:  # died by itself
                     worker.ended_at = time.monotonic()
