@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 pytest.importorskip("streaq", reason="the fleet's queue needs streaq (Python 3.11+)")
@@ -184,6 +185,9 @@ def test_other_settings_are_refused_with_exit_code_2(
     assert "cannot use Redis" in unreachable.stderr
     with pytest.raises(ValueError, match="export name"):
         check_export_name("a:b")
+    bad_id = invoke([*fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}"), ""])
+    assert bad_id.exit_code == 2
+    assert not (tmp_path / "n.db").exists()  # refused before anything was created
 
 
 def test_a_small_export_completes_with_every_run_once(
@@ -210,7 +214,7 @@ def test_a_small_export_completes_with_every_run_once(
     assert data["runs"] == sum(len(live.server.threads[t]) for t in tids)
     assert data["queued"] == 0
     assert data["stopped"] is None
-    assert set(data) >= {"rate", "paused_for", "workers", "stopped"}
+    assert set(data) >= {"rate", "paused_for", "workers", "stopped", "runs_per_second"}
     check = invoke(fleet_args("status", redis_server, sink_url, "--check"))
     assert check.exit_code == 0
     assert "threads done 12, pending 0, failed 0" in check.stdout
@@ -424,6 +428,8 @@ async def test_the_worker_in_process_finishes_a_burst_and_reports(
         state = await fleet_status(EXPORT, redis_server.url, url)
         assert (state.threads_done, state.threads_pending, state.threads_failed) == (8, 0, 1)
         assert state.runs == result.runs
+        assert state.runs_per_second > 0
+        assert state.pages_per_second > 0
         assert state.queued == 0
         assert state.settings is not None
         assert (state.settings.page_size, state.settings.slice_pages) == (4, 1)
@@ -453,4 +459,66 @@ def test_the_worker_command_in_process(
     )
     assert good.exit_code == 0, good.stderr
     assert "worker stopped" in good.stderr
+    assert "the slice failed" not in bad.stderr + good.stderr, bad.stderr + good.stderr
     assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_slices_of_a_killed_worker_are_taken_over(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """SIGKILL a worker in the middle of its slices (long ones: 20 pages): once their lease
+    ran out, the other worker lists those threads on from the sink's cursors, and every run
+    is stored once."""
+    tids = live.seed(8, 100)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "20")
+    args = ("--burst", "--lease", "2", "--concurrency", "4")
+    victim = start_worker(live, redis_server, sqlite_url, *args)
+    deadline = time.monotonic() + 30
+    writer = f":{victim.pid}:"
+    while not query(sqlite_url, f"SELECT 1 FROM threads WHERE writer LIKE '%{writer}%'"):  # noqa: S608
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.05)
+    victim.kill()
+    finish(victim)
+    held = {
+        tid
+        for tid, state in query(
+            sqlite_url,
+            f"SELECT thread_id, state FROM threads WHERE writer LIKE '%{writer}%'",  # noqa: S608
+        )
+        if state == "pending"
+    }
+    assert held
+    code, err = finish(start_worker(live, redis_server, sqlite_url, *args))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+def test_the_burst_count_is_one_transaction(redis_server: RedisServer) -> None:
+    """Regression: --burst counted the live queue and the delayed one in two commands, and a
+    slice moved from the second to the first between them was missed (the worker left work
+    behind). The count is now one MULTI ... EXEC."""
+    from aiorunlist.fleet import open_queue
+
+    async def count() -> int:
+        async with open_queue(EXPORT, redis_server.url) as queue:
+            await queue.publish([("thread_a", None)], delay=60)
+            await queue.publish([("thread_b", None)])
+            return await queue.left()
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
+            assert anyio.run(count) == 2
+            other = redis.Redis.from_url(redis_server.url)
+            other.echo("end-of-test")
+            other.close()
+            commands: list[str] = []
+            while "end-of-test" not in (command := str(monitor.next_command()["command"])):
+                commands.append(command.split(maxsplit=1)[0].upper())
+    finally:
+        client.close()
+    at = commands.index("XLEN")
+    assert commands[at - 1 : at + 3] == ["MULTI", "XLEN", "ZCARD", "EXEC"]

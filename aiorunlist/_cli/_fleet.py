@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 import orjson
 
+from .._protocol import check_thread_id
 from ..exceptions import RunListError
 from ..sinks import SinkError
 from ._inputs import CLIError, ThreadIds
@@ -181,6 +182,11 @@ def enqueue_command(
         raise CLIError("--include-failed goes with --requeue")
     if not thread_ids and threads_from is None and not requeue:
         raise CLIError("no thread ids: pass THREAD_ID arguments or --threads-from FILE")
+    for thread_id in thread_ids:  # before anything is created or sent
+        try:
+            check_thread_id(thread_id)
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
     fleet = _fleet()
     source = None
     if threads_from is not None:
@@ -354,8 +360,9 @@ def status_command(*, export: str, redis_url: str, sink: str, as_json: bool, che
             f"{status.threads_pending}, failed {status.threads_failed}; runs {status.runs}"
         )
         click.echo(
-            f"queue: {status.queued} slices; workers alive {status.workers}; pace {rate}; "
-            f"paused for {status.paused_for:.1f} s"
+            f"queue: {status.queued} slices; workers alive {status.workers}; "
+            f"{status.runs_per_second:.1f} runs/s and {status.pages_per_second:.1f} pages/s "
+            f"over the last minute; pace {rate}; paused for {status.paused_for:.1f} s"
         )
         if status.stopped is not None:
             click.echo(f"stopped: {status.stopped}")

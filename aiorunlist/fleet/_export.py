@@ -75,6 +75,16 @@ def masked_url(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
+#: Seconds of one bucket of the fleet's figures, and buckets ``fleet status`` averages over.
+PROGRESS_BUCKET = 10
+PROGRESS_BUCKETS = 6
+
+
+def progress_key(export: str, bucket: int) -> str:
+    """The Redis hash of the pages and runs the fleet stored during one bucket of time."""
+    return f"aiorunlist:export:{{{export}}}:progress:{bucket}"
+
+
 def settings_key(export: str) -> str:
     """The Redis hash holding an export's settings."""
     return f"aiorunlist:export:{{{export}}}"
@@ -353,7 +363,12 @@ class FleetStatus:
     runs: int
     #: Slices queued or being listed.
     queued: int
-    #: The pace the fleet keeps to, requests per second (``None``: none learnt yet).
+    #: Runs the fleet stored per second, over the last minute.
+    runs_per_second: float
+    #: Pages (requests that stored one) per second, over the last minute.
+    pages_per_second: float
+    #: The pace the fleet keeps to, requests per second: the server's rate limit as its
+    #: headers describe it (``None``: none learnt).
     rate: float | None
     #: Seconds the fleet is still paused for (a ``Retry-After``), 0 when not paused.
     paused_for: float
@@ -397,12 +412,24 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
         refill, pause, fatal = await redis.hmget(control, ["refill", "pause", "fatal"])
         seconds, micros = await redis.time()
         now = seconds + micros / 1e6
+        clock = time.time()
+        current = int(clock) // PROGRESS_BUCKET
+        pages = runs_done = 0
+        for bucket in range(current - PROGRESS_BUCKETS + 1, current + 1):
+            done = _decode_map(await redis.hgetall(progress_key(export, bucket)))
+            pages += int(done.get("pages", 0))
+            runs_done += int(done.get("runs", 0))
+        # The last full buckets, and the current one so far.
+        span = PROGRESS_BUCKET * (PROGRESS_BUCKETS - 1) + clock % PROGRESS_BUCKET
         prefix = f"streaq:{queue_name(export)}"
         workers = 0
         async for _ in redis.scan_iter(match=f"{prefix}:health:*", count=500):
             workers += 1
-        queued = await redis.xlen(f"{prefix}:queues:normal")
-        queued += await redis.zcard(f"{prefix}:queues:delayed:normal")
+        async with redis.pipeline(transaction=True) as pipe:  # one count, not two moments
+            pipe.xlen(f"{prefix}:queues:normal")
+            pipe.zcard(f"{prefix}:queues:delayed:normal")
+            live, delayed = await pipe.execute()
+        queued = int(live) + int(delayed)
     finally:
         await redis.aclose()
     return FleetStatus(
@@ -412,6 +439,8 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
         counts.get("failed", 0),
         runs,
         queued,
+        runs_done / span,
+        pages / span,
         None if refill is None else float(refill),
         0.0 if pause is None else max(0.0, float(pause) - now),
         workers,

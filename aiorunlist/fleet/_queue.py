@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import socket
+import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,7 +38,15 @@ from ..exceptions import APIConnectionError
 from ..sinks import Sink, ThreadState, open_sink, sync_thread
 from ..sinks._sync import writer_name
 from ._control import RedisTrafficControl
-from ._export import ExportSettings, WorkerOptions, queue_name, slice_id
+from ._export import (
+    PROGRESS_BUCKET,
+    PROGRESS_BUCKETS,
+    ExportSettings,
+    WorkerOptions,
+    progress_key,
+    queue_name,
+    slice_id,
+)
 
 __all__ = ["Queue"]
 
@@ -201,6 +210,16 @@ class Queue:
             answers = [worker.publish_task(pipe, task, data, now, lib=lib) for task, data in tasks]
         return [bool(await cast("Awaitable[Any]", answer)) for answer in answers]
 
+    async def left(self) -> int:
+        """Slices queued, delayed or being listed, by any worker of the export."""
+        prefix = self.worker.prefix
+        # In one transaction: a slice moves from the delayed queue to the live one at once,
+        # and two separate counts could both miss it.
+        async with self.worker.redis.pipeline(transaction=True) as pipe:
+            live = pipe.xlen(prefix + ":queues:normal")
+            delayed = pipe.zcard(prefix + ":queues:delayed:normal")
+        return await live + await delayed
+
     async def queued(self, thread_id: str, cursor: str | None) -> bool:
         """Whether the slice of ``thread_id`` from ``cursor`` is queued or running."""
         worker = self.worker
@@ -254,7 +273,6 @@ class Queue:
         """Stop when the fleet's traffic control is stopped, or (burst) no slice is left; once
         stopping, cut the slices still running after :data:`GRACE` seconds."""
         key = f"aiorunlist:fleet:{{{self.export}}}"
-        prefix = self.worker.prefix
         cutting = False
         while True:
             await anyio.sleep(WATCH_INTERVAL)
@@ -269,18 +287,35 @@ class Queue:
                     self.stop(fatal=str(fatal))
                 if self.stopping:
                     continue
-                if self._options.burst:
-                    left = await self.worker.redis.xlen(prefix + ":queues:normal")
-                    left += await self.worker.redis.zcard(prefix + ":queues:delayed:normal")
-                    if left == 0:
-                        logger.info("no slice left: stopping (--burst)")
-                        self.stop()
+                if self._options.burst and await self.left() == 0:
+                    logger.info("no slice left: stopping (--burst)")
+                    self.stop()
             except Exception as exc:
                 logger.debug("cannot look at the fleet's state: %s", exc)
 
     async def _slice(self, thread_id: str, cursor: str | None) -> None:
         """List the thread from where the sink says, at most ``slice_pages`` pages, then queue
-        the continuation. Runs under streaq (its task ``slice``)."""
+        the continuation. Runs under streaq (its task ``slice``).
+
+        A slice is never dropped: one that fails unexpectedly (the database gone for longer
+        than it waits, a bug) is logged and queued again."""
+        try:
+            await self._run_slice(thread_id, cursor)
+        except StreaqRetry:
+            raise
+        except Exception as exc:
+            tries: int = self.task.context.tries
+            delay = min(MAX_BACKOFF, 2.0 * 2 ** min(tries - 1, 10))
+            logger.warning(
+                "thread %s: the slice failed (%s: %s); it runs again in %.0f s",
+                thread_id,
+                type(exc).__name__,
+                " ".join(str(exc).split()),
+                delay,
+            )
+            raise StreaqRetry(delay=timedelta(seconds=delay)) from exc
+
+    async def _run_slice(self, thread_id: str, cursor: str | None) -> None:
         sink, client, settings = self._sink, self._client, self._settings
         assert sink is not None  # noqa: S101 - set by the lifespan
         assert client is not None  # noqa: S101
@@ -321,6 +356,9 @@ class Queue:
             return
         self.pages += result.pages
         self.runs += result.runs
+        if result.pages:
+            with contextlib.suppress(Exception):  # figures only: never worth failing a slice
+                await self._count(result.pages, result.runs)
         if result.lost or result.state in ("done", "failed"):
             return
         delay = 0.0
@@ -333,6 +371,14 @@ class Queue:
                 logger.info("thread %s: %s; tried again in %.1f s", thread_id, result.error, delay)
         now = ThreadState(thread_id, result.state or "pending", result.cursor)
         await self._hand_on(thread_id, cursor, now, delay)
+
+    async def _count(self, pages: int, runs: int) -> None:
+        """Add to the fleet's figures of the current ten seconds (``fleet status``'s rate)."""
+        key = progress_key(self.export, int(time.time()) // PROGRESS_BUCKET)
+        async with self.worker.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, "pages", pages)
+            pipe.hincrby(key, "runs", runs)
+            pipe.expire(key, PROGRESS_BUCKET * (PROGRESS_BUCKETS + 2))
 
     async def _backoff(self, error: Exception) -> float:
         """Seconds before a slice that failed for a reason not its thread's runs again.
