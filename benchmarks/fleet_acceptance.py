@@ -70,7 +70,7 @@ def check_kill(quick: bool, sink_url: str | None = None) -> Result:
         why = _sink_verdict(f)
         if f["kills"] < size["min_kills"]:
             why.append(f"only {f['kills']} kills before the export finished")
-        if f["sigterm_exit_codes"] != [0]:
+        if set(f["sigterm_exit_codes"]) - {0}:
             why.append(f"SIGTERM exit codes {f['sigterm_exit_codes']}")
         return not why, "; ".join(why), f
 

@@ -787,10 +787,11 @@ def kill_chaos(
                 done = True
                 break
             if time.monotonic() >= next_kill:
-                # Only a worker up for a while: killing workers still starting up (a second
-                # or more on a loaded machine) would leave nobody working.
+                # Only a worker that has sent requests: killing workers still starting up (a
+                # second or more on a loaded machine) would leave nobody working.
                 now = time.monotonic()
-                grown = [w for w in s.f.live() if now - w.started_at >= kill_every]
+                working = set(by_worker(s.server.requests()))
+                grown = [w for w in s.f.live() if w.key in working]
                 if grown:
                     kills.append(rng.choice(grown).kill())
                     s.f.start_worker()
@@ -802,6 +803,8 @@ def kill_chaos(
                     s.f.start_worker()
             time.sleep(0.05)
         elapsed = time.monotonic() - started
+        working = set(by_worker(s.server.requests()))
+        live = s.f.live()
         stops = s.f.stop_all()
         check = s.check()
         requests = s.listing()
@@ -813,9 +816,15 @@ def kill_chaos(
             requests=len(requests),
             faults=sum(1 for r in requests if r.fault is not None),
             runs_per_second=round(check.rows / elapsed, 1) if elapsed else 0.0,
-            # Workers up for 3 s or more (a younger one may still be starting up).
-            sigterm_exit_codes=sorted({c for c, _, age in stops if age >= 3}, key=str),
-            sigterm_young=[(c, round(age, 2)) for c, _, age in stops if age < 3],
+            # Workers that had sent requests (the others may still have been starting up).
+            sigterm_exit_codes=sorted(
+                {c for w, (c, _, _) in zip(live, stops, strict=True) if w.key in working}, key=str
+            ),
+            sigterm_young=[
+                (c, round(age, 2))
+                for w, (c, _, age) in zip(live, stops, strict=True)
+                if w.key not in working
+            ],
             sigterm_max_seconds=round(max((t for _, t, _ in stops), default=0.0), 2),
             check=check,
             **check.figures(),
