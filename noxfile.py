@@ -4,10 +4,7 @@ nox -s tests        # every Python in the classifiers that is installed
 nox -s lint typing  # ruff and mypy --strict
 nox -s docs         # the HTML docs (docs/_build/html), Sphinx warnings as errors
 nox -s readme       # the README's command-line block, verbatim, in a fresh venv
-nox -s fleet        # the shared rate limit of a fleet through Redis (needs redis-server)
-
-
-@nox.session
+nox -s fleet        # the fleet's shared rate limit and acceptance checks (needs redis-server)
 nox -s mutation     # do the tests notice small wrong changes in the sans-I/O modules?
 """
 
@@ -123,14 +120,19 @@ def throttled(session: nox.Session) -> None:
 
 @nox.session
 def fleet(session: nox.Session) -> None:
-    """K clients sharing one rate limit through Redis, with and without the shared control
-    (docs/fleet.md has the figures; needs redis-server on PATH).
+    """K clients sharing one rate limit through Redis with and without the shared control,
+    then the fleet's acceptance checks at full size (docs/fleet.md has the figures; needs
+    redis-server on PATH, PostgreSQL's binaries for --postgres).
 
-    nox -s fleet                        # bucket headers, 4 s per row
-    nox -s fleet -- --headers per-minute
+    nox -s fleet                             # the rate table, then every check, full size
+    nox -s fleet -- --only kill,rate         # some checks (kill, redelivery, redis, rate,
+                                             # pause, outage, scaling, fatal)
+    nox -s fleet -- --quick --postgres       # the tests' reduced sizes; kill chaos on PostgreSQL
+    python benchmarks/fleet_rate.py --headers per-minute
     """
     install_groups(session, "test")
-    session.run("python", "benchmarks/fleet_rate.py", *session.posargs)
+    session.run("python", "benchmarks/fleet_rate.py")
+    session.run("python", "benchmarks/fleet_acceptance.py", *session.posargs)
 
 
 @nox.session

@@ -995,3 +995,101 @@ def test_latency_must_be_seconds(latency: Any) -> None:
 def test_go_duration_writes_what_the_client_reads(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
     assert parse_go_duration(text) == pytest.approx(seconds, abs=0.001)
+
+
+# --- outages, failing threads and the request log (the fleet's acceptance checks) ---------
+
+
+async def test_outage_answers_every_listing_then_ends(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY) as fake:
+        tid = fake.seed(1, 2)[0]
+        url = fake.url_for(tid)
+        fake.add_fault(Fault(status=429, headers={"retry-after-ms": "500"}, thread_id=tid))
+        fake.outage(status=503, headers={"retry-after": "1"})
+        active = [fake.outage_active]
+        for _ in range(3):
+            async with http.get(url) as response:
+                assert response.status == 503
+                assert response.headers["retry-after"] == "1"
+                ERROR_VALIDATOR.validate(orjson.loads(await response.read()))
+        async with http.get(f"{fake.base_url}/models") as response:
+            assert response.status == 404  # not a listing: not part of the outage
+        assert len(fake.pending_faults) == 1  # nothing used up during the outage
+        fake.end_outage()
+        active.append(fake.outage_active)
+        assert active == [True, False]
+        async with http.get(url) as response:
+            assert response.status == 429  # the queued fault, still there
+        async with http.get(url) as response:
+            assert response.status == 200
+        assert [r.status for r in fake.requests] == [503, 503, 503, 404, 429, 200]
+
+
+async def test_an_outage_of_some_seconds_ends_by_itself(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY) as fake:
+        tid = fake.seed(1, 2)[0]
+        fake.outage(0.05)
+        async with http.get(fake.url_for(tid)) as response:
+            assert response.status == 503
+        await asyncio.sleep(0.2)
+        assert not fake.outage_active
+        async with http.get(fake.url_for(tid)) as response:
+            assert response.status == 200
+
+
+async def test_a_revoked_key_from_now_on(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY) as fake:
+        tid = fake.seed(1, 2)[0]
+        fake.outage(status=401, error_code="invalid_api_key")
+        async with http.get(fake.url_for(tid)) as response:
+            assert response.status == 401
+            body = orjson.loads(await response.read())
+            assert body["error"]["code"] == "invalid_api_key"
+
+
+async def test_failing_threads_fail_for_good(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY) as fake:
+        bad, gone, good = fake.seed(3, 2)
+        fake.chaos(1.0, kinds=["500"])  # a failing thread answers its own status, not chaos
+        fake.fail_threads([bad], status=400)
+        fake.fail_threads([gone])
+        assert fake.failing_threads == {bad: 400, gone: 404}
+        for tid, status in ((bad, 400), (gone, 404), (bad, 400), (good, 500)):
+            async with http.get(fake.url_for(tid)) as response:
+                assert response.status == status
+                ERROR_VALIDATOR.validate(orjson.loads(await response.read()))
+        assert [r.fault for r in fake.requests[:3]] == [None, None, None]
+        del fake.failing_threads[bad]
+        fake.chaos(0)
+        async with http.get(fake.url_for(bad)) as response:
+            assert response.status == 200
+
+
+async def test_the_request_log_has_the_server_clock(http: aiohttp.ClientSession) -> None:
+    async with FakeServer(api_key=KEY) as fake:
+        tid = fake.seed(1, 2)[0]
+        before = time.monotonic()
+        for _ in range(3):
+            async with http.get(fake.url_for(tid)) as response:
+                assert response.status == 200
+        times = [r.received_at for r in fake.requests]
+        assert before <= times[0] <= times[1] <= times[2] <= time.monotonic()
+        assert {r.path for r in fake.requests} == {f"/v1/threads/{tid}/runs"}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda f: f.outage(0), "seconds must be a number > 0"),
+        (lambda f: f.outage(1, status=200), "status must be an HTTP error status"),
+        (lambda f: f.fail_threads(["t"], status=302), "status must be an HTTP error status"),
+    ],
+)
+def test_outage_and_failing_threads_refuse_bad_settings(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(FakeServer())
+
+
+def test_fail_threads_refuses_one_string() -> None:
+    with pytest.raises(TypeError, match="not one string"):
+        FakeServer().fail_threads("thread_1")

@@ -154,6 +154,8 @@ class RecordedRequest:
     sent (percent-encoded, without the query); ``thread_id`` is its decoded thread segment, or
     ``None`` for paths other than ``/v1/threads/{thread_id}/runs``. ``headers`` look names up
     case-insensitively. ``request_id`` is the ``x-request-id`` the answer carried (or would have).
+    ``received_at`` is the server's ``time.monotonic()`` when the request arrived: in the
+    process of the server, a clock every request of every client is measured on.
     """
 
     method: str
@@ -171,6 +173,14 @@ class RecordedRequest:
 class _QueuedFault:
     fault: Fault
     remaining: int
+
+
+@attrs.frozen
+class _Outage:
+    status: int
+    until: float
+    body: bytes
+    headers: Mapping[str, str]
 
 
 @attrs.define
@@ -387,8 +397,10 @@ class FakeServer:
     rate-limited server does; ``latency=0.05`` makes every answer wait 50 ms first, as a
     distant server's would.
 
-    Misbehaviour on demand: `add_fault` queues `Fault` objects, `chaos` injects random ones.
-    Every request is recorded in `requests`; `in_flight`/`max_in_flight` count concurrent ones.
+    Misbehaviour on demand: `add_fault` queues `Fault` objects, `chaos` injects random ones,
+    `outage` answers every listing request with one error for a while (or from now on), and
+    `fail_threads` makes some threads fail for good. Every request is recorded in `requests`
+    (with the server's arrival time); `in_flight`/`max_in_flight` count concurrent ones.
 
     Use it as ``async with FakeServer() as server: ...`` or call `start` and `close`.
     """
@@ -441,6 +453,9 @@ class FakeServer:
         self.max_in_flight = 0
         self._faults: list[_QueuedFault] = []
         self._chaos: _Chaos | None = None
+        #: Threads that always fail: thread id -> the status they answer (see `fail_threads`).
+        self.failing_threads: dict[str, int] = {}
+        self._outage: _Outage | None = None
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._sleepers: set[asyncio.Future[bool]] = set()
@@ -587,6 +602,55 @@ class FakeServer:
         """Forget every queued fault (chaos stays as it is)."""
         self._faults.clear()
 
+    def fail_threads(self, thread_ids: Iterable[str], status: int = 404) -> None:
+        """Make every listing request for ``thread_ids`` answer ``status`` (an error status,
+        400 to 599) from now on, as a thread that was deleted (404) or that the server
+        refuses (400) does, whatever faults or chaos say. Their runs stay in `threads`.
+        `failing_threads` holds them; remove an id from it to heal that thread."""
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
+        if isinstance(thread_ids, str):
+            raise TypeError("thread_ids must be an iterable of thread ids, not one string")
+        for thread_id in thread_ids:
+            self.failing_threads[thread_id] = status
+
+    def outage(
+        self,
+        seconds: float = math.inf,
+        *,
+        status: int = 503,
+        headers: Mapping[str, str] | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        """Answer every listing request with ``status`` (an error body in the spec's shape,
+        ``error_code`` as its ``error.code``, ``headers`` added) for ``seconds`` from now, by
+        the server's clock; the default, ``math.inf``, lasts until `end_outage`. It comes
+        before the rate limit, failing threads, queued faults and chaos (none of which is used
+        up meanwhile). ``outage(10)`` is a 10 s outage; ``outage(status=401)`` a key revoked
+        from now on. A new call replaces the current outage."""
+        if not (isinstance(seconds, (int, float)) and seconds > 0):
+            raise ValueError(f"seconds must be a number > 0, got {seconds!r}")
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
+        until = time.monotonic() + seconds
+        body = _fault_error_body(status, error_code)
+        self._outage = _Outage(status=status, until=until, body=body, headers=dict(headers or {}))
+
+    def end_outage(self) -> None:
+        """End the current `outage` now (nothing if there is none)."""
+        self._outage = None
+
+    @property
+    def outage_active(self) -> bool:
+        """Whether an `outage` answers requests right now."""
+        return self._current_outage(time.monotonic()) is not None
+
+    def _current_outage(self, now: float) -> _Outage | None:
+        outage = self._outage
+        if outage is not None and now >= outage.until:
+            self._outage = outage = None
+        return outage
+
     def chaos(
         self,
         rate: float,
@@ -660,7 +724,10 @@ class FakeServer:
         raw_path = request.raw_path.partition("?")[0]
         match = _RUNS_PATH.fullmatch(raw_path)
         thread_id = unquote(match["thread_id"]) if match else None
-        fault = self._take_fault(thread_id)
+        down = thread_id is not None and (
+            thread_id in self.failing_threads or self._current_outage(time.monotonic()) is not None
+        )
+        fault = None if down else self._take_fault(thread_id)
         request_id = f"req_{os.urandom(16).hex()}"
         record = RecordedRequest(
             method=request.method,
@@ -704,6 +771,11 @@ class FakeServer:
         extra: Mapping[str, str] = {}
         if self.latency and not await self._sleep(self.latency):
             return self._dropped(request), 0  # the server is closing
+        outage = self._current_outage(time.monotonic()) if thread_id is not None else None
+        if outage is not None:
+            return self._response(outage.status, outage.body, request_id, outage.headers), (
+                outage.status
+            )
         if self.rate_limit is not None and thread_id is not None:
             if self._bucket is None or self._bucket.limit is not self.rate_limit:
                 self._bucket = _Bucket(self.rate_limit)
@@ -711,6 +783,11 @@ class FakeServer:
             if not allowed:
                 body = _fault_error_body(429, None)
                 return self._response(429, body, request_id, extra), 429
+        failing = self.failing_threads.get(thread_id) if thread_id is not None else None
+        if failing is not None:
+            return self._response(failing, _fault_error_body(failing, None), request_id, extra), (
+                failing
+            )
         if fault is not None:
             if fault.delay > 0 and not await self._sleep(fault.delay):
                 return self._dropped(request), 0  # the server is closing
