@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -35,6 +36,7 @@ from typing import Any, TypeVar
 import orjson
 
 from aiorunlist._cli._serve import build_threads
+from aiorunlist.fleet._control import PROBE_INTERVAL
 from aiorunlist.testing import FakeServer, Fault, RateLimit, RecordedRequest
 
 __all__ = [
@@ -1160,8 +1162,9 @@ def outage(
             "retries_during": retries,
             "first_attempts_during": firsts,
             "answered_503": sum(1 for r in during if r.status == 503),
-            # The shared budget's retries (5 tokens each), plus one first try per slot.
-            "bound": budget // 5 + k * concurrency,
+            # The shared budget's retries (5 tokens each), one first try per slot, and once
+            # the budget is spent, one request of the fleet a second.
+            "bound": budget // 5 + k * concurrency + math.ceil(seconds / PROBE_INTERVAL),
             "check": check,
             **check.figures(),
             "logs": s.f.logs() if not check.ok or not done else "",

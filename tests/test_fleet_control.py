@@ -237,6 +237,45 @@ async def test_an_outage_spends_one_budget_for_every_client(
     assert len(fake.requests) == len(threads) + 10
 
 
+async def test_a_drained_budget_holds_the_fleet_to_one_request_a_second(
+    redis_server: RedisServer, fake: FakeServer
+) -> None:
+    # 3 clients x 4 threads at a time over 60 threads; 50 tokens: 10 retries for the fleet.
+    # Without the hold, every thread taken up during the outage would send its first try
+    # (60 of them); with it, once the budget is spent, one request a second goes.
+    threads = fake.seed(60, 2)
+    fake.outage(2.5)
+    start = time.monotonic()
+    ctls = controls(redis_server, 3, budget=50)
+    clients = [fast_client(fake.base_url, control=c, max_retries=100) for c in ctls]
+    failed: set[str] = set()
+    listed: list[str] = []
+
+    async def drain_collecting(client: aiorunlist.Client, mine: list[str]) -> None:
+        async with client.runs_many(mine, concurrency=4, on_error="collect") as stream:
+            async for run in stream:
+                assert run.thread_id is not None
+                listed.append(run.thread_id)
+        failed.update(stream.failures)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, client in enumerate(clients):
+                tg.start_soon(drain_collecting, client, threads[20 * n : 20 * n + 20])
+    finally:
+        await close_all(clients, ctls)
+    during = [r for r in fake.requests if r.received_at < start + 2.5]
+    # 12 first tries in flight, 10 retries, and at most one probe a second (3 in 2.5 s).
+    assert len(during) <= 12 + 10 + 3, len(during)
+    assert sum(client.retries for client in clients) <= 10
+    # The outage over, the first success lets every client go again: the threads not
+    # failed during the outage are listed in full.
+    assert failed
+    assert len(failed) < len(threads)
+    assert set(listed) == set(threads) - failed
+    assert any(r.status == 200 for r in fake.requests)
+
+
 async def test_successes_refill_the_shared_budget(redis_server: RedisServer) -> None:
     first, second = controls(redis_server, 2, budget=10)
     try:

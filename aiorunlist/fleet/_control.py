@@ -36,6 +36,10 @@ _UNREACHABLE = (redis.exceptions.RedisError, OSError)
 #: Seconds of disuse after which a fleet's state expires from Redis.
 _TTL = 86_400
 
+#: Seconds between the requests the whole fleet sends while its retry budget is drained (an
+#: outage): one at a time, until one succeeds and everyone may send again.
+PROBE_INTERVAL = 1.0
+
 _LUA_COMMON = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -52,8 +56,9 @@ end
 """
 
 # ARGV: fixed rate (0: none), ttl, held (1: the caller holds a booked slot: check only the
-# stop and the pause). Returns {wait, rate, stop reason}; a wait > 0 with no pause to wait
-# for is a slot booked that far ahead (the caller holds it and asks again, held, then).
+# stop and the pause), seconds between probes while the budget is drained. Returns {wait,
+# rate, stop reason}; a wait > 0 with no pause to wait for is a slot booked that far ahead
+# (the caller holds it and asks again, held, then).
 _RESERVE = (
     _LUA_COMMON
     + """
@@ -68,6 +73,15 @@ if paused > 0 then
   return {string.format('%.17g', paused), string.format('%.17g', rate), 'pause'}
 end
 if ARGV[3] == '1' then return {'0', string.format('%.17g', rate), ''} end
+-- The retry budget ran out and no request has succeeded since: an outage. One request of
+-- the whole fleet goes every ARGV[4] seconds to see whether it is over; the others wait.
+if redis.call('HEXISTS', key, 'drained') == 1 then
+  local probe = num('probe', 0)
+  if now < probe then
+    return {string.format('%.17g', probe - now), string.format('%.17g', rate), 'pause'}
+  end
+  put('probe', now + tonumber(ARGV[4]))
+end
 local start = now
 if fixed > 0 then
   local slot = math.max(num('slot', 0), now)
@@ -138,6 +152,7 @@ local function observe()
   return true
 end
 if ok then
+  redis.call('HDEL', key, 'drained', 'probe')
   if budget_cap >= 0 then
     local left = num('budget', budget_cap)
     if spent > 0 then left = left + spent else left = left + success_refill end
@@ -179,7 +194,10 @@ _TAKE = (
 local cost, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local left = num('budget', cap)
 redis.call('EXPIRE', key, ARGV[3])
-if left < cost then return -1 end
+if left < cost then
+  put('drained', now)
+  return -1
+end
 put('budget', left - cost)
 return cost
 """
@@ -356,7 +374,7 @@ class RedisTrafficControl(TrafficControl):
         if self.fallback is None:
             task = asyncio.current_task()
             held = self._held.pop(task, None) if task is not None else None
-            args = [self._fixed, _TTL, int(held is not None)]
+            args = [self._fixed, _TTL, int(held is not None), PROBE_INTERVAL]
             answer = await self._run(self._reserve, args)
             if answer is not None:
                 wait_text, rate, why = (_text(part) for part in answer)
