@@ -152,7 +152,9 @@ local function observe()
   return true
 end
 if ok then
-  redis.call('HDEL', key, 'drained', 'probe')
+  -- Only when drained: a first write lets a script go on past maxmemory (Redis skips the
+  -- out-of-memory check after it), which would hide a Redis refusing the fleet's writes.
+  if redis.call('HEXISTS', key, 'drained') == 1 then redis.call('HDEL', key, 'drained') end
   if budget_cap >= 0 then
     local left = num('budget', budget_cap)
     if spent > 0 then left = left + spent else left = left + success_refill end
