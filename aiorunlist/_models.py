@@ -497,10 +497,11 @@ class Run(_Listed):
     :param reasoning_effort: the reasoning effort asked of a reasoning model.
     :param unknown_fields: the keys this library does not know, exactly as sent.
 
-    A listed run types its nested objects (``required_action``, ``last_error``,
-    ``incomplete_details``, ``tools``, ``usage``, ``truncation_strategy``, and
-    ``response_format`` / ``tool_choice`` when they are objects) when they are first read,
-    so that runs cost only what is read of them. A value of the wrong JSON type for a field
+    A run listed by ``runs()``, ``runs_many()`` or ``list_page()`` types its nested objects
+    (``required_action``, ``last_error``, ``incomplete_details``, ``tools``, ``usage``,
+    ``truncation_strategy``, and ``response_format`` / ``tool_choice`` when they are objects)
+    when they are first read, so that runs cost only what is read of them (``pages_many()``
+    types each page whole, for exporters). A value of the wrong JSON type for a field
     itself (a string for ``usage``, a number for ``tools``) fails the listing as always; a
     wrong type deeper inside a nested object (``usage.prompt_tokens`` a string) is raised
     when that field is first read, as an error that is both a

@@ -179,3 +179,29 @@ def test_a_run_built_by_hand_or_by_structure_has_no_late_fields() -> None:
         Run(id="run_1").nope  # type: ignore[attr-defined]  # noqa: B018
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         structure_run(d).nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+async def test_pages_many_types_each_page_whole_and_fails_the_thread() -> None:
+    """Exporters read nested objects while they write: a bad one fails its thread first."""
+    bad: dict[str, Any] = {"id": "run_2", "status": "completed", "usage": {"total_tokens": "x"}}
+    good: dict[str, Any] = {
+        "id": "run_1",
+        "status": "failed",
+        "tools": [{"type": "code_interpreter"}],
+    }
+
+    def handler(request: Any) -> MockResponse:
+        page = [good, bad] if "thread_bad" in request.url else [good]
+        return MockResponse(200, body=_page(page))
+
+    async with (
+        fast_client(SOCKETLESS_URL, transport=MockTransport(handler)) as client,
+        client.pages_many(["thread_ok", "thread_bad"], on_error="collect") as pages,
+    ):
+        items = [p async for p in pages]
+    [ok] = [p for p in items if p.thread_id == "thread_ok"]
+    assert not any(_pending(run, name) for run in ok.runs for name in LATE)
+    assert ok.runs[0].tools == (aiorunlist.CodeInterpreterTool(),)
+    error = pages.failures["thread_bad"]
+    assert isinstance(error, aiorunlist.APIResponseValidationError)
+    assert "usage.total_tokens: expected a number" in str(error)
