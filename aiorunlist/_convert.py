@@ -680,9 +680,6 @@ class _Late:
     def __set__(self, run: Any, value: Any) -> None:
         self.slot.__set__(run, value)
 
-    def __delete__(self, run: Any) -> None:
-        self.slot.__delete__(run)
-
 
 #: (namespace, name, class): a generated hook calls the hook of a nested class directly, by
 #: a name filled in once every hook exists.

@@ -86,6 +86,8 @@ def test_nested_objects_are_typed_once_on_first_read() -> None:
     [d] = [r for r in make_runs("thread_1", 40, seed=3) if r.get("usage") and r.get("tools")][:1]
     run = structure_run(d)
     assert all(_pending(run, name) for name in ("tools", "usage"))
+    assert "not typed yet" in repr(Run.__dict__["usage"].slot.__get__(run, Run))
+    assert Run.usage is Run.__dict__["usage"]  # on the class: the descriptor itself
     assert run.status == d["status"]  # a field of the run itself: typed already
     tools = run.tools
     assert tools is not None
