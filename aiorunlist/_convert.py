@@ -407,10 +407,11 @@ def _generate(cls: type, *, late: bool = False) -> tuple[StructureFn, Unstructur
     """Generate the structure and unstructure functions of one model class.
 
     With ``late`` (for :class:`Run` in a listing), the nested objects a JSON object or array
-    of the right kind was sent for are left untyped: their slots hold ``PENDING`` and the run
-    keeps the decoded object in ``_raw``, from which a :class:`_Late` descriptor types them
-    on first read (``_LATE`` maps each such field to its hook). A value of the wrong JSON
-    type for the field itself is refused here all the same.
+    of the right kind was sent for are left untyped: their slots hold that JSON value, the
+    run is marked ``_listed``, and a :class:`_Late` descriptor types them on first read
+    (``_LATE`` maps each such field to its hook). A value of the wrong JSON type for the
+    field itself is refused here all the same. The unstructure function reads those slots
+    directly: a value not typed yet is copied (or shared) as it is.
 
     The structure function is straight-line code: one ``dict.get`` and one slot store per
     field, on a builder (see :func:`_builder`) that its last line makes a ``cls``. A dict whose
@@ -449,7 +450,6 @@ def _generate(cls: type, *, late: bool = False) -> tuple[StructureFn, Unstructur
         "CONTAINERS": _CONTAINERS,
         "INTERNED": {},
         "MAX_INTERNED": _MAX_INTERNED,
-        "PENDING": PENDING,
     }
     sets: list[str] = []
     outs: list[str] = []
@@ -469,7 +469,7 @@ def _generate(cls: type, *, late: bool = False) -> tuple[StructureFn, Unstructur
             ns[f"s{i}"], ns[f"u{i}"] = special
             value = f"None if (v := {get}) is None else s{i}(v)"
             late_fields[f.name] = (f"s{i}", "list" if f.name == "tools" else "dict")
-            outs.append(f"None if (x := {attr}) is None else u{i}(x, copy)")
+            outs.append(f"None if (x := {_read(ns, i, cls, f.name)}) is None else u{i}(x, copy)")
         elif isinstance(tp, type) and issubclass(tp, enum.Enum):
             # Known values are one dict look-up; others go through the enum (kept, see _OpenEnum).
             ns[f"m{i}"] = tp._value2member_map_
@@ -485,7 +485,10 @@ def _generate(cls: type, *, late: bool = False) -> tuple[StructureFn, Unstructur
             ns[f"c{i}"] = tp
             value = f"None if (v := {get}) is None else h{i}(v)"
             late_fields[f.name] = (f"h{i}", "dict")
-            outs.append(f"None if (x := {attr}) is None else ufns[c{i}](x, copy)")
+            outs.append(
+                f"None if (x := {_read(ns, i, cls, f.name)}) is None else "
+                f"(thaw(x) if copy else x) if x.__class__ is dict else ufns[c{i}](x, copy)"
+            )
         elif typing.get_origin(tp) is tuple and attrs.has(typing.get_args(tp)[0]):
             _links.append((ns, f"h{i}", typing.get_args(tp)[0]))
             ns[f"c{i}"] = typing.get_args(tp)[0]
@@ -510,20 +513,18 @@ def _generate(cls: type, *, late: bool = False) -> tuple[StructureFn, Unstructur
             at = ""
         nested = nested or bool(at)
         if late and f.name in late_fields:
-            # PENDING (typed on first read) when it is a JSON value of the right kind;
-            # anything else is typed (None) or refused (the wrong kind) now.
+            # Kept as sent (typed on first read, see _Late) when it is a JSON value of the
+            # right kind; anything else is typed (None, a string) or refused now.
             hook, json_class = late_fields[f.name]
             sets.append(
-                f"{at}o.{f.name} = PENDING if (v := {get}).__class__ is {json_class} "
+                f"{at}o.{f.name} = v if (v := {get}).__class__ is {json_class} "
                 f"else None if v is None else {hook}(v)"
             )
-            _LATE[f.name] = (ns, hook)
+            _LATE[f.name] = (ns, hook, list if json_class == "list" else dict)
         else:
             sets.append(f"{at}o.{f.name} = {value}")
     if late:
-        sets.append("o._raw = d")  # what the empty slots are typed from
-    elif cls is Run:
-        sets.append("o._raw = None")
+        sets.append("o._listed = True")  # its dicts and lists in those fields are JSON as sent
     nl = "\n    "
     name = cls.__name__
     if internable:
@@ -575,17 +576,9 @@ def structure_{name}(d):
     return o
 """
     items = [f"{f.name!r}: {out}" for f, out in zip(fields, outs, strict=True)]
-    from_raw = (
-        """r = getattr(o, "_raw", None)  # unset in a run built by hand
-    if r is not None:  # a listed run: the object it came from is its exact inverse
-        return thaw(r) if copy else dict(r)
-    """
-        if cls is Run
-        else ""
-    )
     unstructure_src = f"""
 def unstructure_{name}(o, copy=True):
-    {from_raw}d = {{
+    d = {{
         {("," + nl + "    ").join(items)},
     }}
     a = o._absent
@@ -609,16 +602,11 @@ def unstructure_{name}(o, copy=True):
     return ns[f"structure_{name}"], ns[f"unstructure_{name}"]
 
 
-class _Pending:
-    """The marker in the slot of a nested object a listed run has not typed yet."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<not typed yet>"
-
-
-PENDING: Any = _Pending()
+def _read(ns: dict[str, Any], i: int, cls: type, name: str) -> str:
+    """Code that reads field ``name`` of ``o`` from its slot, past any descriptor in front."""
+    descriptor = cls.__dict__[name]
+    ns[f"S{i}"] = descriptor.slot if isinstance(descriptor, _Late) else descriptor
+    return f"S{i}.__get__(o, cls)"
 
 
 class _LateFieldError(StructureError, APIResponseValidationError):
@@ -645,29 +633,32 @@ class _LateFieldError(StructureError, APIResponseValidationError):
 class _Late:
     """The descriptor of a :class:`Run` field that a listed run types on first read.
 
-    It wraps the field's own slot (``slot``): a value other than ``PENDING`` is returned as
-    it is (every run built another way holds only such values); ``PENDING`` is typed from
-    the run's ``_raw`` object, once, and the typed value replaces it in the slot. The error
-    for a wrong type inside it quotes no value (server text, and the run does not know the
-    API key to mask it): only the path and the JSON types.
+    It wraps the field's own slot (``slot``). A listed run keeps the JSON object (or array)
+    it was sent in the slot until the first read, which types it, once, and puts the typed
+    value in its place; a typed value (or ``None``, or a string) is returned as it is. A run
+    built another way is not ``_listed``: its values are returned as they are, even a dict a
+    caller put there. The error for a wrong type inside the object quotes no value (server
+    text, and the run does not know the API key to mask it): only the path and the JSON
+    types.
     """
 
-    __slots__ = ("hook", "name", "slot")
+    __slots__ = ("hook", "json_class", "name", "slot")
 
-    def __init__(self, name: str, hook: StructureFn, slot: Any) -> None:
+    def __init__(self, name: str, hook: StructureFn, json_class: type, slot: Any) -> None:
         self.name = name
         self.hook = hook
+        self.json_class = json_class
         self.slot = slot
 
     def __get__(self, run: Any, owner: Any = None) -> Any:
         if run is None:
             return self
         value = self.slot.__get__(run, owner)
-        if value is not PENDING:
+        if value.__class__ is not self.json_class or not getattr(run, "_listed", False):
             return value
         failed: StructureError | None = None
         try:
-            value = self.hook(run._raw[self.name])
+            value = self.hook(value)
         except StructureError as exc:
             failed = exc
         if failed is None:
@@ -685,8 +676,9 @@ class _Late:
 #: a name filled in once every hook exists.
 _links: list[tuple[dict[str, Any], str, type]] = []
 
-#: The fields a listed run types on first read -> (the namespace of its hook, the hook's name).
-_LATE: dict[str, tuple[dict[str, Any], str]] = {}
+#: The fields a listed run types on first read -> (the namespace of its hook, the hook's name,
+#: the JSON class it is typed from).
+_LATE: dict[str, tuple[dict[str, Any], str, type]] = {}
 
 
 def _models() -> list[type]:
@@ -715,8 +707,8 @@ _RESPONSE_FORMAT_HOOKS.update(
 #: The generated structure hook of :class:`Run` that types every nested object at once.
 structure_run_eager: Callable[[Any], Run] = _structure_fns[Run]
 _unstructure_run = _unstructure_fns[Run]
-for _name, (_ns, _hook) in _LATE.items():
-    setattr(Run, _name, _Late(_name, _ns[_hook], Run.__dict__[_name]))
+for _name, (_ns, _hook, _json_class) in _LATE.items():
+    setattr(Run, _name, _Late(_name, _ns[_hook], _json_class, Run.__dict__[_name]))
 
 
 def unstructure_run_shared(run: Run) -> dict[str, Any]:

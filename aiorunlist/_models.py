@@ -437,16 +437,15 @@ ToolChoice: TypeAlias = str | NamedToolChoice
 
 
 class _Listed:
-    """The base of :class:`Run`: one more slot, for the JSON object a listed run came from.
+    """The base of :class:`Run`: one more slot, ``_listed``, true for a run built by a listing.
 
-    A run built by a listing types its nested objects (``tools``, ``usage``, ...) only when
-    they are first read: until then their slots hold a marker and ``_raw`` holds the decoded
-    object they are typed from (the converter replaces those fields' slot descriptors with
-    ones that do it, once, and keep the result). ``_raw`` is ``None`` (or unset) for a run
-    built any other way.
+    A listed run types its nested objects (``tools``, ``usage``, ...) only when they are first
+    read: until then their slots hold the JSON objects (or array) the server sent, and the
+    converter's descriptors in front of those slots type them, once, and keep the result.
+    ``_listed`` is unset for a run built any other way, whose values are all typed already.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_listed",)
 
 
 @attrs.frozen
