@@ -48,6 +48,7 @@ from ._models import (
     UnknownResponseFormat,
     UnknownTool,
 )
+from .exceptions import APIResponseValidationError
 
 __all__ = [
     "StructureError",
@@ -55,6 +56,7 @@ __all__ = [
     "failing_index",
     "structure",
     "structure_run",
+    "structure_run_eager",
     "thaw",
     "unstructure",
     "unstructure_run_shared",
@@ -86,6 +88,8 @@ class StructureError(TypeError, ValueError):
         self.path: list[str | int] = [] if path is None else path
         # Set while the error is on its way out of the hook that raised it (see _generate).
         self._leaf = False
+        # ``detail`` without the value it quotes (server text): what a run typed late says.
+        self._plain = detail
 
     @property
     def location(self) -> str:
@@ -104,16 +108,17 @@ class StructureError(TypeError, ValueError):
 
 
 def _expect_object(value: object, what: str) -> typing.NoReturn:
-    raise StructureError(
-        f"expected a JSON object for {what}, got {type(value).__name__}: {value!r:.80}"
-    )
+    plain = f"expected a JSON object for {what}, got {type(value).__name__}"
+    error = StructureError(f"{plain}: {value!r:.80}")
+    error._plain = plain
+    raise error
 
 
 def _leaf_error(field: str, expected: str, value: object) -> StructureError:
-    error = StructureError(
-        f"expected {expected}, got {type(value).__name__}: {value!r:.80}", [field]
-    )
+    plain = f"expected {expected}, got {type(value).__name__}"
+    error = StructureError(f"{plain}: {value!r:.80}", [field])
     error._leaf = True
+    error._plain = plain
     return error
 
 
@@ -328,6 +333,13 @@ def _builder(cls: type) -> type:
     interpreter's fast slot store), then turns the finished object into a ``cls`` by assigning
     ``__class__`` (same layout, so CPython allows it). No one ever sees a builder instance.
     """
+    # The fields' own slot descriptors, so that the stores stay plain slot stores even where
+    # the class puts another descriptor in front of the slot (see _Late).
+    slots = {
+        f.name: d.slot if isinstance(d := cls.__dict__[f.name], _Late) else d
+        for f in attrs.fields(cls)
+        if f.name in cls.__dict__
+    }
     return type(
         f"_{cls.__name__}Builder",
         (cls,),
@@ -337,6 +349,7 @@ def _builder(cls: type) -> type:
             "__setattr__": object.__setattr__,
             "__delattr__": object.__delattr__,
             "__module__": __name__,
+            **slots,
         },
     )
 
@@ -390,8 +403,15 @@ _INTERNABLE: frozenset[type] = frozenset(
 )
 
 
-def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
+def _generate(cls: type, *, late: bool = False) -> tuple[StructureFn, UnstructureFn]:
     """Generate the structure and unstructure functions of one model class.
+
+    With ``late`` (for :class:`Run` in a listing), the nested objects a JSON object or array
+    of the right kind was sent for are left untyped: their slots hold that JSON value, the
+    run is marked ``_listed``, and a :class:`_Late` descriptor types them on first read
+    (``_LATE`` maps each such field to its hook). A value of the wrong JSON type for the
+    field itself is refused here all the same. The unstructure function reads those slots
+    directly: a value not typed yet is copied (or shared) as it is.
 
     The structure function is straight-line code: one ``dict.get`` and one slot store per
     field, on a builder (see :func:`_builder`) that its last line makes a ``cls``. A dict whose
@@ -434,6 +454,7 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
     sets: list[str] = []
     outs: list[str] = []
     nested = False
+    late_fields: dict[str, tuple[str, str]] = {}  # field -> (hook's name in ns, JSON class)
     for i, f in enumerate(fields):
         key = repr(f.name)
         get = f"g({key})"
@@ -447,7 +468,8 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
         if special is not None:
             ns[f"s{i}"], ns[f"u{i}"] = special
             value = f"None if (v := {get}) is None else s{i}(v)"
-            outs.append(f"None if (x := {attr}) is None else u{i}(x, copy)")
+            late_fields[f.name] = (f"s{i}", "list" if f.name == "tools" else "dict")
+            outs.append(f"None if (x := {_read(ns, i, cls, f.name)}) is None else u{i}(x, copy)")
         elif isinstance(tp, type) and issubclass(tp, enum.Enum):
             # Known values are one dict look-up; others go through the enum (kept, see _OpenEnum).
             ns[f"m{i}"] = tp._value2member_map_
@@ -462,7 +484,11 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
             _links.append((ns, f"h{i}", tp))
             ns[f"c{i}"] = tp
             value = f"None if (v := {get}) is None else h{i}(v)"
-            outs.append(f"None if (x := {attr}) is None else ufns[c{i}](x, copy)")
+            late_fields[f.name] = (f"h{i}", "dict")
+            outs.append(
+                f"None if (x := {_read(ns, i, cls, f.name)}) is None else "
+                f"(thaw(x) if copy else x) if x.__class__ is dict else ufns[c{i}](x, copy)"
+            )
         elif typing.get_origin(tp) is tuple and attrs.has(typing.get_args(tp)[0]):
             _links.append((ns, f"h{i}", typing.get_args(tp)[0]))
             ns[f"c{i}"] = typing.get_args(tp)[0]
@@ -486,7 +512,19 @@ def _generate(cls: type) -> tuple[StructureFn, UnstructureFn]:
             outs.append(f"thaw(x) if copy and (x := {attr}).__class__ in CONTAINERS else {attr}")
             at = ""
         nested = nested or bool(at)
-        sets.append(f"{at}o.{f.name} = {value}")
+        if late and f.name in late_fields:
+            # Kept as sent (typed on first read, see _Late) when it is a JSON value of the
+            # right kind; anything else is typed (None, a string) or refused now.
+            hook, json_class = late_fields[f.name]
+            sets.append(
+                f"{at}o.{f.name} = v if (v := {get}).__class__ is {json_class} "
+                f"else None if v is None else {hook}(v)"
+            )
+            _LATE[f.name] = (ns, hook, list if json_class == "list" else dict)
+        else:
+            sets.append(f"{at}o.{f.name} = {value}")
+    if late:
+        sets.append("o._listed = True")  # its dicts and lists in those fields are JSON as sent
     nl = "\n    "
     name = cls.__name__
     if internable:
@@ -564,9 +602,83 @@ def unstructure_{name}(o, copy=True):
     return ns[f"structure_{name}"], ns[f"unstructure_{name}"]
 
 
+def _read(ns: dict[str, Any], i: int, cls: type, name: str) -> str:
+    """Code that reads field ``name`` of ``o`` from its slot, past any descriptor in front."""
+    descriptor = cls.__dict__[name]
+    ns[f"S{i}"] = descriptor.slot if isinstance(descriptor, _Late) else descriptor
+    return f"S{i}.__get__(o, cls)"
+
+
+class _LateFieldError(StructureError, APIResponseValidationError):
+    """A nested object of a listed run, typed on first read, that has the wrong shape."""
+
+    def __init__(self, path: list[str | int], plain: str) -> None:
+        detail = (
+            f"{plain} (the server sent a run whose nested object has the wrong type; "
+            "a listed run types its nested objects when they are first read)"
+        )
+        StructureError.__init__(self, detail, path)
+        # What a RunListError has (its __init__ is not called: StructureError's text stands).
+        self.message = str(self)
+        self.thread_id = None
+        self.not_retried = None
+        self.status_code = 200
+        self.request_id = None
+        self.retryable = False
+
+    def __str__(self) -> str:
+        return StructureError.__str__(self)
+
+
+class _Late:
+    """The descriptor of a :class:`Run` field that a listed run types on first read.
+
+    It wraps the field's own slot (``slot``). A listed run keeps the JSON object (or array)
+    it was sent in the slot until the first read, which types it, once, and puts the typed
+    value in its place; a typed value (or ``None``, or a string) is returned as it is. A run
+    built another way is not ``_listed``: its values are returned as they are, even a dict a
+    caller put there. The error for a wrong type inside the object quotes no value (server
+    text, and the run does not know the API key to mask it): only the path and the JSON
+    types.
+    """
+
+    __slots__ = ("hook", "json_class", "name", "slot")
+
+    def __init__(self, name: str, hook: StructureFn, json_class: type, slot: Any) -> None:
+        self.name = name
+        self.hook = hook
+        self.json_class = json_class
+        self.slot = slot
+
+    def __get__(self, run: Any, owner: Any = None) -> Any:
+        if run is None:
+            return self
+        value = self.slot.__get__(run, owner)
+        if value.__class__ is not self.json_class or not getattr(run, "_listed", False):
+            return value
+        failed: StructureError | None = None
+        try:
+            value = self.hook(value)
+        except StructureError as exc:
+            failed = exc
+        if failed is None:
+            self.slot.__set__(run, value)
+            return value
+        path, plain = [self.name, *failed.path], failed._plain
+        del failed  # raised outside the except block: it quotes the value
+        raise _LateFieldError(path, plain)
+
+    def __set__(self, run: Any, value: Any) -> None:
+        self.slot.__set__(run, value)
+
+
 #: (namespace, name, class): a generated hook calls the hook of a nested class directly, by
 #: a name filled in once every hook exists.
 _links: list[tuple[dict[str, Any], str, type]] = []
+
+#: The fields a listed run types on first read -> (the namespace of its hook, the hook's name,
+#: the JSON class it is typed from).
+_LATE: dict[str, tuple[dict[str, Any], str, type]] = {}
 
 
 def _models() -> list[type]:
@@ -583,6 +695,8 @@ for _cls in _models():
     attrs.resolve_types(_cls)
 for _cls in _models():
     _structure_fns[_cls], _unstructure_fns[_cls] = _generate(_cls)
+structure_run: Callable[[Any], Run] = _generate(Run, late=True)[0]
+"""The hook of the listings: a :class:`Run` whose nested objects are typed on first read."""
 for _ns, _name, _cls in _links:
     _ns[_name] = _structure_fns[_cls]
 _TOOL_HOOKS.update({kind: _structure_fns[cls] for kind, cls in _TOOLS.items()})
@@ -590,9 +704,11 @@ _RESPONSE_FORMAT_HOOKS.update(
     {kind: _structure_fns[cls] for kind, cls in _RESPONSE_FORMATS.items()}
 )
 
-#: The generated structure hook of :class:`Run` (the hot path calls it directly).
-structure_run: Callable[[Any], Run] = _structure_fns[Run]
+#: The generated structure hook of :class:`Run` that types every nested object at once.
+structure_run_eager: Callable[[Any], Run] = _structure_fns[Run]
 _unstructure_run = _unstructure_fns[Run]
+for _name, (_ns, _hook, _json_class) in _LATE.items():
+    setattr(Run, _name, _Late(_name, _ns[_hook], _json_class, Run.__dict__[_name]))
 
 
 def unstructure_run_shared(run: Run) -> dict[str, Any]:
@@ -692,7 +808,9 @@ for _cls, _fn in _structure_fns.items():
     converter.register_structure_hook(_cls, _as_cattrs_hook(_fn))
 for _cls, _ufn in _unstructure_fns.items():
     converter.register_unstructure_hook(_cls, _ufn)
-converter.register_structure_hook(RunPage, _as_cattrs_hook(structure_page_body))
+converter.register_structure_hook(
+    RunPage, lambda d, _: structure_page_body(d, run_hook=structure_run_eager)
+)
 converter.register_unstructure_hook(RunPage, _unstructure_page)
 converter.register_unstructure_hook(UnknownTool, lambda t: thaw(t.payload))
 converter.register_unstructure_hook(UnknownResponseFormat, lambda t: thaw(t.payload))

@@ -33,7 +33,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._convert import structure_run
+from ._convert import structure_run, structure_run_eager
 from ._models import Run
 from ._protocol import (
     Order,
@@ -78,7 +78,8 @@ class ThreadStart:
 class ThreadPage:
     """One page of one thread, from :meth:`Client.pages_many`.
 
-    ``runs`` are in the order :meth:`Client.runs` would yield them. ``last`` is true on the
+    ``runs`` are in the order :meth:`Client.runs` would yield them, each typed whole (nested
+    objects included) when the page is handed out. ``last`` is true on the
     thread's final item: its listing is complete, or (with ``error`` set, under
     ``on_error="collect"``) it failed after the pages already handed out.
 
@@ -195,7 +196,11 @@ class _Stream:
                 continue
             raw, items, last = accepted
             try:
-                runs = structure_runs(raw, items, thread_id=item.thread_id)
+                # A page is typed at once: an exporter that reads a run's nested objects
+                # finds a malformed one here, failing its thread, not while it writes.
+                runs = structure_runs(
+                    raw, items, thread_id=item.thread_id, hook=structure_run_eager
+                )
             except APIResponseValidationError as exc:
                 self._scrub(exc)
                 if not self._collect:

@@ -436,8 +436,20 @@ class NamedToolChoice:
 ToolChoice: TypeAlias = str | NamedToolChoice
 
 
+class _Listed:
+    """The base of :class:`Run`: one more slot, ``_listed``, true for a run built by a listing.
+
+    A listed run types its nested objects (``tools``, ``usage``, ...) only when they are first
+    read: until then their slots hold the JSON objects (or array) the server sent, and the
+    converter's descriptors in front of those slots type them, once, and keep the result.
+    ``_listed`` is unset for a run built any other way, whose values are all typed already.
+    """
+
+    __slots__ = ("_listed",)
+
+
 @attrs.frozen
-class Run:
+class Run(_Listed):
     """One run of a thread, as listed by ``GET /threads/{thread_id}/runs``.
 
     Field names equal the JSON keys. A key the server left out reads as ``None`` (and is left
@@ -483,6 +495,18 @@ class Run:
     :param tool_resources: the resources the run's tools used (files, vector stores), as sent.
     :param reasoning_effort: the reasoning effort asked of a reasoning model.
     :param unknown_fields: the keys this library does not know, exactly as sent.
+
+    A run listed by ``runs()``, ``runs_many()`` or ``list_page()`` types its nested objects
+    (``required_action``, ``last_error``, ``incomplete_details``, ``tools``, ``usage``,
+    ``truncation_strategy``, and ``response_format`` / ``tool_choice`` when they are objects)
+    when they are first read, so that runs cost only what is read of them (``pages_many()``
+    types each page whole, for exporters). A value of the wrong JSON type for a field
+    itself (a string for ``usage``, a number for ``tools``) fails the listing as always; a
+    wrong type deeper inside a nested object (``usage.prompt_tokens`` a string) is raised
+    when that field is first read, as an error that is both a
+    :class:`aiorunlist.StructureError` (with the field's path) and an
+    :class:`aiorunlist.APIResponseValidationError`. :func:`aiorunlist.structure` types
+    everything at once.
     """
 
     id: str | None = None

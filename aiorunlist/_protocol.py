@@ -10,7 +10,7 @@ import json
 import logging
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
@@ -532,17 +532,30 @@ def decode_page(status: int, headers: Mapping[str, str], body: bytes, *, thread_
     return RawPage(decoded, data, has_more, status, request_id)
 
 
-def structure_runs(raw: RawPage, items: Sequence[Any], *, thread_id: str) -> tuple[Run, ...]:
-    """Typed runs from some of ``raw``'s run objects; a malformed run raises (not retryable)."""
+def structure_runs(
+    raw: RawPage,
+    items: Sequence[Any],
+    *,
+    thread_id: str,
+    hook: Callable[[Any], Run] = structure_run,
+) -> tuple[Run, ...]:
+    """Typed runs from some of ``raw``'s run objects; a malformed run raises (not retryable).
+
+    ``hook`` builds each run: by default a run that types its nested objects on first read.
+    """
     try:
-        return tuple([structure_run(d) for d in items])
+        return tuple([hook(d) for d in items])
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise shape_error(thread_id, raw.status, raw.request_id, which_run(items, exc)) from exc
+        raise shape_error(
+            thread_id, raw.status, raw.request_id, which_run(items, exc, hook)
+        ) from exc
 
 
-def which_run(items: Sequence[Any], exc: Exception) -> str:
+def which_run(
+    items: Sequence[Any], exc: Exception, hook: Callable[[Any], Run] = structure_run
+) -> str:
     """``exc`` (a run that could not be typed) with the id of that run, for a message."""
-    index = failing_index(structure_run, list(items))
+    index = failing_index(hook, list(items))
     run_id = items[index].get("id") if index < len(items) else None
     return f"run {shown(run_id)}: {exc}" if run_id is not None else str(exc)
 

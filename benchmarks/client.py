@@ -11,6 +11,8 @@ Contenders:
 
 * ``aiorunlist``: ``client.runs_many(thread_ids, concurrency=16, page_size=100)``, reading
   ``run.status`` (and ``run.id``) of every typed :class:`aiorunlist.Run`;
+* ``aiorunlist-fields``: the same, reading every field of every run (nested objects are
+  typed on first read, so this is what a consumer that reads everything pays);
 * ``raw``: the floor: aiohttp + orjson over plain dicts, 16 workers, the same requests;
 * ``openai``: openai-python's ``AsyncOpenAI().beta.threads.runs.list(thread_id, limit=100)``
   auto-paging, 16 threads at a time.
@@ -68,6 +70,27 @@ async def list_aiorunlist(args: argparse.Namespace, ids: Iterator[str]) -> tuple
     ):
         async for run in stream:
             count += 1
+            if run.status == "completed":
+                completed += 1
+    return count, completed
+
+
+async def list_aiorunlist_fields(args: argparse.Namespace, ids: Iterator[str]) -> tuple[int, int]:
+    import attrs
+
+    import aiorunlist
+
+    names = [f.name for f in attrs.fields(aiorunlist.Run)]
+    count = 0
+    completed = 0
+    async with (
+        aiorunlist.Client(args.api_key, base_url=args.base_url) as client,
+        client.runs_many(ids, concurrency=args.concurrency, page_size=args.page_size) as stream,
+    ):
+        async for run in stream:
+            count += 1
+            for name in names:
+                getattr(run, name)
             if run.status == "completed":
                 completed += 1
     return count, completed
@@ -134,6 +157,7 @@ async def list_openai(args: argparse.Namespace, ids: Iterator[str]) -> tuple[int
 
 CONTENDERS: dict[str, Callable[[argparse.Namespace, Iterator[str]], Awaitable[tuple[int, int]]]] = {
     "aiorunlist": list_aiorunlist,
+    "aiorunlist-fields": list_aiorunlist_fields,
     "raw": list_raw,
     "openai": list_openai,
 }

@@ -9,7 +9,11 @@ package with ``--baseline-ref``, to show before/after); it runs on its own too::
 Measured, each as the best of several repeats over the same prepared dicts:
 
 * ``full_us``: a spec-shaped run from ``aiorunlist.testing.make_runs`` (tools, usage,
-  truncation strategy, response format, ...), through ``aiorunlist.structure``'s hot path;
+  truncation strategy, response format, ...), as a listing builds it (nested objects are
+  typed on first read);
+* ``full_read_us``: the same, then every field read (every nested object typed);
+* ``eager_us``: the same run with every nested object typed at once, as
+  ``aiorunlist.structure`` does;
 * ``minimal_us``: a run of five keys (id, object, created_at, thread_id, status);
 * ``page_us``: per run, a decoded page of 100 spec-shaped runs into a ``RunPage``;
 * ``loads_us``: per run, ``orjson.loads`` of that page: the floor's own cost, for scale.
@@ -23,6 +27,7 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import orjson
 
 import aiorunlist
@@ -67,9 +72,20 @@ def main() -> None:
     hook = getattr(_convert, "structure_run", None) or (
         lambda d: aiorunlist.structure(d, aiorunlist.Run)
     )
+    eager = getattr(_convert, "structure_run_eager", hook)  # older trees: the same hook
+    names = [f.name for f in attrs.fields(aiorunlist.Run)]
+
+    def build_and_read() -> None:
+        for r in runs:
+            run = hook(r)
+            for name in names:
+                getattr(run, name)
+
     page_hook = _convert.structure_page_body
     result = {
         "full_us": best_us_per_item(lambda: [hook(r) for r in runs], len(runs), 5),
+        "full_read_us": best_us_per_item(build_and_read, len(runs), 5),
+        "eager_us": best_us_per_item(lambda: [eager(r) for r in runs], len(runs), 5),
         "minimal_us": best_us_per_item(lambda: [hook(r) for r in minimal], len(minimal), 5),
         "page_us": best_us_per_item(lambda: page_hook(page), 100, 50),
         "loads_us": best_us_per_item(lambda: orjson.loads(body), 100, 50),
