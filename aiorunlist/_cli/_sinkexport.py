@@ -9,18 +9,21 @@ whose cursor another writer advanced first is left to that writer (``lost``), no
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 
 import anyio
+import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
 from .._fanout import PageStream, ThreadPage, ThreadStart
+from .._models import Run
 from ..sinks import PageWrite, Sink, SinkError
 from ..sinks._stream import raw_pages_many
 from ..sinks._walk import Walk, plan_walk
@@ -37,6 +40,17 @@ LOOKUP_BATCH = 256
 WRITE_AHEAD = 8
 
 _Queued = tuple[Walk, PageWrite | None, ThreadPage]
+
+
+@attrs.define
+class _Done:
+    """A page handed to the sink: what counting it takes once it is stored."""
+
+    thread_id: str
+    count: int
+    last: bool
+    error: Exception | None
+    runs: Sequence[Run] = ()
 
 
 class SinkExport(Export):
@@ -106,10 +120,20 @@ class SinkExport(Export):
     async def _list(self) -> None:
         """Hand each page to a writer task, so the next page is decoded while one is stored."""
         send, receive = anyio.create_memory_object_stream[_Queued](WRITE_AHEAD)
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._writer, receive, group.cancel_scope)
-            async with send:
-                await self._pages(send)
+        # What is alive now (modules, classes, the client) outlives the export: set aside while
+        # it lasts, the garbage collector's full collections traverse only what the export
+        # makes, not the whole program (unless the program froze objects itself).
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._writer, receive, group.cancel_scope)
+                async with send:
+                    await self._pages(send)
+        finally:
+            if freeze:
+                gc.unfreeze()
         if self.sink_error is not None:
             raise self.sink_error
 
@@ -153,14 +177,20 @@ class SinkExport(Export):
         before the oldest is settled, so that a sink working in a thread of its own always has
         the next page waiting (its writes still happen one after the other, in order)."""
         depth = max(1, self.sink.write_ahead)
-        pending: deque[tuple[Walk, ThreadPage, asyncio.Task[bool] | None]] = deque()
+        pending: deque[tuple[Walk, _Done, asyncio.Task[bool] | None]] = deque()
         try:
             async with receive:
                 async for walk, write, page in receive:
                     task = None
                     if write is not None and not walk.lost:
                         task = asyncio.ensure_future(self.sink.write_page(write))
-                    pending.append((walk, page, task))
+                    # What counting needs, not the page: its runs can then be freed as soon as
+                    # the sink took them, young (the garbage collector traverses them less).
+                    done = _Done(page.thread_id, len(page.raw), page.last, page.error)
+                    if self.summary is not None:
+                        done.runs = page.runs
+                    pending.append((walk, done, task))
+                    del write, page
                     while len(pending) >= depth:
                         if not await self._settle(*pending.popleft()):
                             scope.cancel()
@@ -176,7 +206,7 @@ class SinkExport(Export):
             with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _settle(self, walk: Walk, page: ThreadPage, task: asyncio.Task[bool] | None) -> bool:
+    async def _settle(self, walk: Walk, page: _Done, task: asyncio.Task[bool] | None) -> bool:
         """Count a stored page; ``False`` when the sink failed (the export stops)."""
         if task is not None:
             try:
@@ -195,12 +225,12 @@ class SinkExport(Export):
         self._count(page)
         return True
 
-    def _count(self, page: ThreadPage) -> None:
+    def _count(self, page: _Done) -> None:
         summary = self.summary
         if summary is not None:
             for run in page.runs:
                 summary.add(run)
-        self.runs += len(page.raw)
+        self.runs += page.count
         if page.last:
             error = page.error
             if error is not None:
