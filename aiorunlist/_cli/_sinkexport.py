@@ -13,7 +13,6 @@ import gc
 import os
 import socket
 import uuid
-from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 
@@ -22,9 +21,9 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
-from .._fanout import PageStream, ThreadPage, ThreadStart
+from .._fanout import PageStream, ThreadStart
 from .._models import Run
-from ..sinks import PageWrite, Sink, SinkError
+from ..sinks import Sink, SinkError
 from ..sinks._stream import raw_pages_many
 from ..sinks._walk import Walk, plan_walk
 from ._export import FATAL_ERRORS, Export, Order
@@ -36,10 +35,8 @@ __all__ = ["SinkExport"]
 
 #: Thread ids looked up in the sink at once.
 LOOKUP_BATCH = 256
-#: Pages decoded and waiting for the writer at most.
+#: Pages handed to the sink and waiting to be counted at most (beyond the writes in flight).
 WRITE_AHEAD = 8
-
-_Queued = tuple[Walk, PageWrite | None, ThreadPage]
 
 
 @attrs.define
@@ -51,6 +48,9 @@ class _Done:
     last: bool
     error: Exception | None
     runs: Sequence[Run] = ()
+
+
+_Queued = tuple[Walk, _Done, "asyncio.Task[bool] | None"]
 
 
 class SinkExport(Export):
@@ -92,6 +92,7 @@ class SinkExport(Export):
         #: The sink failed (the export stopped).
         self.sink_error: SinkError | None = None
         self._walks: dict[str, Walk] = {}
+        self._writes: set[asyncio.Task[bool]] = set()
 
     async def _starts(self) -> AsyncGenerator[str | ThreadStart, None]:
         batch: list[str] = []
@@ -118,8 +119,11 @@ class SinkExport(Export):
         return starts
 
     async def _list(self) -> None:
-        """Hand each page to a writer task, so the next page is decoded while one is stored."""
-        send, receive = anyio.create_memory_object_stream[_Queued](WRITE_AHEAD)
+        """Hand each page to the sink as soon as it is decoded (up to ``sink.write_ahead``
+        writes in flight), and count the pages in order as their writes complete."""
+        depth = max(1, self.sink.write_ahead)
+        send, receive = anyio.create_memory_object_stream[_Queued](WRITE_AHEAD + depth)
+        slots = anyio.Semaphore(depth)
         # What is alive now (modules, classes, the client) outlives the export: set aside while
         # it lasts, the garbage collector's full collections traverse only what the export
         # makes, not the whole program (unless the program froze objects itself).
@@ -128,16 +132,21 @@ class SinkExport(Export):
             gc.freeze()
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self._writer, receive, group.cancel_scope)
+                group.start_soon(self._writer, receive, slots, group.cancel_scope)
                 async with send:
-                    await self._pages(send)
+                    await self._pages(send, slots)
         finally:
             if freeze:
                 gc.unfreeze()
+            tasks = [task for task in self._writes if not task.done()]
+            for task in tasks:
+                task.cancel()
+            with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
+                await asyncio.gather(*tasks, return_exceptions=True)
         if self.sink_error is not None:
             raise self.sink_error
 
-    async def _pages(self, send: MemoryObjectSendStream[_Queued]) -> None:
+    async def _pages(self, send: MemoryObjectSendStream[_Queued], slots: anyio.Semaphore) -> None:
         starts = self._starts()
         fan_out: AbstractAsyncContextManager[PageStream]
         if self.summary is None:  # nothing needs typed runs: leave them as the server's JSON
@@ -164,47 +173,39 @@ class SinkExport(Export):
                 if walk.lost:
                     continue
                 write = walk.page_write(page)
+                task = None
                 if write is not None:
                     walk.written(write)  # the next page of the thread compares against it
-                await send.send((walk, write, page))
+                    await slots.acquire()
+                    # Handed over now, in order: the sink takes the runs at once (the writes
+                    # still happen one after the other), and they can be freed young, which
+                    # spares the garbage collector traversing them again and again.
+                    task = asyncio.ensure_future(self.sink.write_page(write))
+                    self._writes.add(task)
+                done = _Done(page.thread_id, len(page.raw), page.last, page.error)
+                if self.summary is not None:
+                    done.runs = page.runs
+                del write, page
+                await send.send((walk, done, task))
                 if self.fatal is not None or self.sink_error is not None:
                     return
 
     async def _writer(
-        self, receive: MemoryObjectReceiveStream[_Queued], scope: anyio.CancelScope
+        self,
+        receive: MemoryObjectReceiveStream[_Queued],
+        slots: anyio.Semaphore,
+        scope: anyio.CancelScope,
     ) -> None:
-        """Store the pages in order. Up to ``sink.write_ahead`` writes are handed to the sink
-        before the oldest is settled, so that a sink working in a thread of its own always has
-        the next page waiting (its writes still happen one after the other, in order)."""
-        depth = max(1, self.sink.write_ahead)
-        pending: deque[tuple[Walk, _Done, asyncio.Task[bool] | None]] = deque()
-        try:
-            async with receive:
-                async for walk, write, page in receive:
-                    task = None
-                    if write is not None and not walk.lost:
-                        task = asyncio.ensure_future(self.sink.write_page(write))
-                    # What counting needs, not the page: its runs can then be freed as soon as
-                    # the sink took them, young (the garbage collector traverses them less).
-                    done = _Done(page.thread_id, len(page.raw), page.last, page.error)
-                    if self.summary is not None:
-                        done.runs = page.runs
-                    pending.append((walk, done, task))
-                    del write, page
-                    while len(pending) >= depth:
-                        if not await self._settle(*pending.popleft()):
-                            scope.cancel()
-                            return
-            while pending:
-                if not await self._settle(*pending.popleft()):
+        """Count the pages in the order handed over, each once its write completed."""
+        async with receive:
+            async for walk, done, task in receive:
+                settled = await self._settle(walk, done, task)
+                if task is not None:
+                    self._writes.discard(task)
+                    slots.release()
+                if not settled:
                     scope.cancel()
                     return
-        finally:
-            tasks = [task for _, _, task in pending if task is not None]
-            for task in tasks:
-                task.cancel()
-            with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
-                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _settle(self, walk: Walk, page: _Done, task: asyncio.Task[bool] | None) -> bool:
         """Count a stored page; ``False`` when the sink failed (the export stops)."""
