@@ -55,6 +55,8 @@ BUSY_TIMEOUT_MS = 60_000
 CHECKPOINT_INTERVAL = 1.0
 #: WAL pages after which the writer checkpoints itself all the same (a safety net).
 AUTOCHECKPOINT_PAGES = 16_384
+#: The writer's page cache, in KiB.
+CACHE_KIB = 32_768
 
 _OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 
@@ -151,6 +153,13 @@ def connect(path: str) -> sqlite3.Connection:
         # Checkpoints (and the fsyncs they make) happen in the checkpointer's thread, off the
         # writer's path; the writer does one itself only if the WAL grows very large.
         con.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
+        # A page's upsert is one statement that may fail half-way, so SQLite keeps a statement
+        # journal to undo it: in memory, not in a temporary file created, written and deleted
+        # for every page (it is no part of what survives a crash: the WAL is).
+        con.execute("PRAGMA temp_store = MEMORY")
+        # The index on ``id`` takes a random page for every run: more of them cached, fewer
+        # read back from the WAL or the file.
+        con.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         con.execute("PRAGMA foreign_keys = ON")
     except BaseException:
         con.close()
