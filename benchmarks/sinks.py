@@ -134,7 +134,11 @@ def export(
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     started = time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    # Run elsewhere than in the repository: ``python -m`` puts the working directory first on
+    # sys.path, which would shadow the baseline on PYTHONPATH with the working tree.
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=env, cwd=ids.parent
+    )
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(target)} failed:\n{out.stderr[-3000:]}")
