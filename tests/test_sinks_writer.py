@@ -5,6 +5,7 @@ an export whose writer died stops with one line and is resumed by running it aga
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -24,8 +25,10 @@ from aiorunlist.sinks import (
     SinkUnavailableError,
     ThreadState,
     _sqlite,
+    _sqlite_core,
     open_sink,
 )
+from aiorunlist.sinks._rows import row_params
 from aiorunlist.sinks._sqlite import SQLiteProcessSink, SQLiteSink, open_sqlite
 from aiorunlist.testing import Fault
 from tests.test_cli import LiveServer, killed_after
@@ -241,3 +244,51 @@ def test_the_writer_imports_nothing_of_aiorunlist(tmp_path: Path) -> None:
     )
     assert (out.returncode, out.stderr) == (0, b"ran")
     assert (tmp_path / "runs.db").exists()
+
+
+def test_the_writer_protocol_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the writer process does, run here: requests in, answers out, in order; errors are
+    # answers, not the end of the writer; the end of the input closes the database.
+    runs = [_run("thread_a", i) for i in range(2)]
+    params = row_params("thread_a", runs, 1.0)
+    values = ("done", runs[-1]["id"], None, None, 1.0, "w")
+    requests = [
+        ("threads", ["thread_a"]),
+        ("write_page", "thread_a", params, 2, None, values),
+        ("write_page", "thread_a", params, 2, None, values),  # lost: the row exists now
+        ("threads", ["thread_a"]),
+        ("start_sync",),
+        ("finish_sync",),
+        ("totals",),
+        ("write_page", "thread_a", params[:3], 2, None, values),  # wrong parameter count
+        ("close",),
+    ]
+
+    class Stream:
+        def __init__(self, data: bytes = b"") -> None:
+            self.buffer = io.BytesIO(data)
+
+    stdin = Stream(b"".join(_sqlite_core.frame(request) for request in requests))
+    stdout = Stream()
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(_sqlite_core, "_die_with_parent", lambda parent: None)
+    _sqlite_core.serve([str(tmp_path / "runs.db"), '{"order": "asc"}', "1", str(os.getppid())])
+    stdout.buffer.seek(0)
+    answers = []
+    while (answer := _sqlite_core.read_frame(stdout.buffer)) is not None:
+        answers.append(answer)
+    assert answers[:5] == [("ok", None), ("ok", []), ("ok", True), ("ok", False), answers[4]]
+    assert answers[4][1][0][:3] == ("thread_a", "done", runs[-1]["id"])
+    assert answers[5:8] == [("ok", None), ("ok", None), answers[7]]
+    assert answers[7][1][0] == 2
+    assert answers[8][:2] == ("error", "sqlite")
+    assert answers[9:] == [("ok", None)]  # closed
+    # A database of another export is refused in an answer, before any request.
+    stdin.buffer = io.BytesIO()
+    stdout.buffer = io.BytesIO()
+    _sqlite_core.serve([str(tmp_path / "runs.db"), '{"order": "desc"}', "1", str(os.getppid())])
+    stdout.buffer.seek(0)
+    kind, message = _sqlite_core.read_frame(stdout.buffer)[1:]
+    assert kind == "settings"
+    assert "order asc, not desc" in message

@@ -103,8 +103,9 @@ class Totals:
 class Sink(abc.ABC):
     """An open database sink. Open one with :func:`aiorunlist.sinks.open_sink`.
 
-    Every method is a coroutine that leaves the event loop free (SQLite works in a thread of
-    its own). Use it as an async context manager, or call :meth:`aclose`.
+    Every method is a coroutine that leaves the event loop free (SQLite works in a writer
+    process of its own, or where none can be started, a thread). Use it as an async context
+    manager, or call :meth:`aclose`.
     """
 
     #: The URL it was opened with, password masked.
