@@ -216,7 +216,7 @@ def test_an_export_whose_writer_died_stops_then_a_rerun_completes(
     assert process.returncode == 1, stderr
     assert stdout == b""
     lines = stderr.decode().strip().splitlines()
-    assert len(lines) == 1, lines
+    assert len(lines) == 1, "\n".join(lines)
     assert "the SQLite writer process exited unexpectedly (exit code -9)" in lines[0]
     assert "run the same command again to resume" in lines[0]
     live.do(live.server.clear_faults)

@@ -138,7 +138,9 @@ class SinkExport(Export):
         finally:
             if freeze:
                 gc.unfreeze()
-            tasks = [task for task in self._writes if not task.done()]
+            # Writes not counted: cancel those under way, and collect every outcome (a failed
+            # write's error is the export's, raised below; the others are not news).
+            tasks = list(self._writes)
             for task in tasks:
                 task.cancel()
             with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
