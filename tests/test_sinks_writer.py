@@ -31,7 +31,8 @@ from aiorunlist.sinks import (
 from aiorunlist.sinks._rows import row_params
 from aiorunlist.sinks._sqlite import SQLiteProcessSink, SQLiteSink, open_sqlite
 from aiorunlist.testing import Fault
-from tests.test_cli import LiveServer, killed_after
+from tests.conftest import API_KEY
+from tests.test_cli import PYTHON, LiveServer, killed_after, subprocess_env
 from tests.test_sinks import (
     _ids_file,
     _run,
@@ -163,6 +164,20 @@ async def test_requests_after_the_writer_died_fail_with_one_line(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_the_writer_leaves_ctrl_c_to_the_export(tmp_path: Path) -> None:
+    # Ctrl-C reaches the writer too (the terminal signals the whole group): it keeps storing
+    # the pages handed over until the export ends its input.
+    runs = [_run("thread_a", i) for i in range(2)]
+    async with await open_sink(f"sqlite:///{tmp_path / 'runs.db'}") as sink:
+        assert isinstance(sink, SQLiteProcessSink)
+        assert await sink.threads(["thread_a"]) == {}  # the writer is up, its handler set
+        sink._process.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.2)
+        assert await sink.write_page(PageWrite("thread_a", runs, None, "done", "x", None))
+    assert sink._process.returncode == 0
+
+
+@pytest.mark.anyio
 async def test_a_cancelled_request_does_not_shift_the_answers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     runs = [_run("thread_a", i) for i in range(3)]
@@ -227,6 +242,37 @@ def test_an_export_whose_writer_died_stops_then_a_rerun_completes(
     assert_all_stored(live, url, tids)
 
 
+def test_ctrl_c_in_a_terminal_stops_the_export_not_its_writer(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C reaches the whole process group, the writer too: the export stops as
+    # usual (exit code 130, the resume hint), and the same command completes it.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    tids = live.seed(30, 20, seed=23)
+    live.do(lambda: live.server.add_fault(Fault(delay=0.02, times=100_000)))
+    ids_file = _ids_file(tmp_path, tids)
+    command = [*PYTHON, "runs", "--threads-from", str(ids_file), "--page-size", "5"]
+    command += ["--concurrency", "4", "--sink", url]
+    env = subprocess_env(OPENAI_BASE_URL=live.url, OPENAI_API_KEY=API_KEY)
+    process = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
+    )
+    with killed_after(process, 90):
+        _wait_for_rows(url, 40, process)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert b"run the same command again to resume" in stderr
+    assert b"Traceback" not in stderr
+    assert b"writer" not in stderr
+    live.do(live.server.clear_faults)
+    again = _start(live, url, ids_file)
+    with killed_after(again, 90):
+        _, stderr = again.communicate(timeout=90)
+    assert again.returncode == 0, stderr
+    assert_all_stored(live, url, tids)
+
+
 def test_the_writer_imports_nothing_of_aiorunlist(tmp_path: Path) -> None:
     # It starts in a few milliseconds: no aiohttp, attrs, cattrs (what importing aiorunlist
     # costs), and nothing from the working directory.
@@ -273,6 +319,7 @@ def test_the_writer_protocol_in_process(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stdin", stdin)
     monkeypatch.setattr(sys, "stdout", stdout)
     monkeypatch.setattr(_sqlite_core, "_die_with_parent", lambda parent: None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # Ctrl-C stays pytest's
     _sqlite_core.serve([str(tmp_path / "runs.db"), '{"order": "asc"}', "1", str(os.getppid())])
     stdout.buffer.seek(0)
     answers = []

@@ -278,7 +278,7 @@ class SQLiteProcessSink(Sink):
         if self._closed:
             raise SinkError("the sink is closed")
         if self._failure is not None:
-            raise self._failure
+            raise SinkError(str(self._failure))
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         try:

@@ -1,7 +1,7 @@
 """The SQLite sink's database work, with nothing but the standard library and orjson.
 
 Both ways of running the SQLite sink use it: in a thread of the exporting process, or in a
-writer process of its own (``SQLiteSink``'s default), which runs this file as a script (it
+writer process of its own (the default), which runs this file as a script (it
 imports nothing from aiorunlist, so that the writer starts in a few milliseconds). A writer
 process reads requests on its standard input and answers each on its standard output, in
 order; it exits at the end of its input, and with the process that started it (Linux kills it
@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import pickle
+import signal
 import sqlite3
 import struct
 import sys
@@ -453,6 +454,9 @@ def serve(argv: Sequence[str]) -> None:
     process id]``; requests come on standard input, answers go to standard output."""
     path, settings_json, create, parent = argv[0], argv[1], argv[2] == "1", int(argv[3])
     _die_with_parent(parent)
+    # Ctrl-C in a terminal reaches every process of the group: the export decides what to do
+    # (finish the pages handed over, then end this one's input).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
 
     def answer(value: Any) -> None:
