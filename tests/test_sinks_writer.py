@@ -5,6 +5,7 @@ an export whose writer died stops with one line and is resumed by running it aga
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -32,7 +33,7 @@ from aiorunlist.sinks._rows import row_params
 from aiorunlist.sinks._sqlite import SQLiteProcessSink, SQLiteSink, open_sqlite
 from aiorunlist.testing import Fault
 from tests.conftest import API_KEY
-from tests.test_cli import PYTHON, LiveServer, killed_after, subprocess_env
+from tests.test_cli import PYTHON, LiveServer, invoke, killed_after, runs_args, subprocess_env
 from tests.test_sinks import (
     _ids_file,
     _run,
@@ -339,3 +340,13 @@ def test_the_writer_protocol_in_process(tmp_path: Path, monkeypatch: pytest.Monk
     kind, message = _sqlite_core.read_frame(stdout.buffer)[1:]
     assert kind == "settings"
     assert "order asc, not desc" in message
+
+
+def test_an_export_leaves_the_garbage_collector_as_it_found_it(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    tids = live.seed(3, 5, seed=24)
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    result = invoke(runs_args(live, *tids, "--sink", f"sqlite:///{tmp_path / 'runs.db'}"))
+    assert result.exit_code == 0, result.stderr
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
