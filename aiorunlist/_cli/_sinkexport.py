@@ -60,8 +60,9 @@ class SinkExport(Export):
 
     After :meth:`run`, besides the figures of :class:`Export`: ``lost`` (threads another
     writer was already exporting) and ``writes`` (transactions committed). Runs are counted
-    once stored. A writer task stores the pages in order, one transaction each, while the
-    next ones are decoded; a page not stored when the export stops is listed again next time.
+    once stored. Each page is handed to the sink as soon as it is decoded (at most
+    ``sink.write_ahead`` writes in flight, stored in order, one transaction each), and counted
+    in order once stored; a page not stored when the export stops is listed again next time.
     """
 
     def __init__(
