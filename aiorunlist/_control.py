@@ -23,8 +23,17 @@ server).
     is no limit) sets the pace a little under what got past the limit (any answer but a
     429) in the past second; a rate that still meets 429s is measured again between them;
     in between the pace doubles each second (slow start) until the next 429, then grows by
-    1% a second. Within one episode of 429s the pace stays above half of what passed when
-    it began. Far above what is actually sent, pacing turns itself off again.
+    1% a second, and after two seconds without a 429, 20% a second (a limit measured too
+    low, while the client or the server lagged, is found again within seconds). Within one
+    episode of 429s the pace stays above half of what passed when it began. 429s no more
+    frequent than twice those that come whatever the pace (:meth:`Pacer.noise`: a server in
+    trouble answers a few at any rate) do not slow a learned pace down. Far above what is
+    actually sent, pacing turns itself off again.
+
+  A pace is a schedule: a waiting request that the event loop wakes late (it was busy
+  decoding, or the machine's cores were) takes its slot late without pushing the later
+  slots back, and waiting requests are told to come back one slot apart rather than all
+  waking for every slot.
 """
 
 from __future__ import annotations
@@ -191,17 +200,21 @@ class Pacer:
     __slots__ = (
         "adaptive",
         "capacity",
+        "contended",
         "estimates",
         "fixed_rate",
         "last_decrease",
+        "line",
         "min_rate",
         "next_slot",
         "oks",
         "paused_until",
         "peak",
+        "probing",
         "rate",
         "refill",
         "scale",
+        "seconds",
         "sent",
         "slow_start",
         "started",
@@ -240,6 +253,19 @@ class Pacer:
     #: past second, and at least three: a fan-out that overruns a limit gets many at once,
     #: while a server in trouble may answer a stray 429 now and then whatever the pace.
     FIRST = 0.05
+    #: A paced request that was waiting for its slot and goes late (the event loop was busy)
+    #: does not push the later slots back by up to this long (seconds): the pace keeps to its
+    #: schedule, or a loop late by a millisecond a slot would lose that millisecond each time.
+    LATE = 0.05
+    #: A learned pace that meets no 429 for this long (seconds) probes: it grows faster.
+    PROBE = 2.0
+    #: How fast a probe grows the pace: 20% a second (a rate of N gets N successes a second).
+    PROBE_INCREASE = 0.2
+    #: The longest (seconds) a waiting request is told to come back after its slot would be
+    #: free, to let those told to wait before it go first.
+    QUEUE = 0.1
+    #: How many seconds of answers tell the share of 429s that comes whatever the pace.
+    NOISE_SECONDS = 10
 
     def __init__(self, pacing: Pacing | None) -> None:
         self.fixed_rate = pacing.requests_per_second if pacing else None
@@ -250,6 +276,10 @@ class Pacer:
         #: what was learned from 429s without rate-limit headers.
         self.rate: float | None = self.fixed_rate
         self.next_slot = 0.0
+        #: A request has waited for the pacing slot (it goes on schedule, not from now).
+        self.contended = False
+        #: The latest time a waiting request was told to come back at (see :meth:`queue`).
+        self.line = 0.0
         self.last_decrease = float("-inf")
         self.paused_until = 0.0
         self.sent: deque[float] = deque()
@@ -257,9 +287,13 @@ class Pacer:
         self.started: float | None = None
         self.peak = 0.0
         self.slow_start = False
+        self.probing = False
         #: How many throttles (429s) the client has seen.
         self.throttles = 0
         self.throttle_times: deque[float] = deque()
+        #: [second, answers, 429s] of the latest seconds, paced: the share of 429s that
+        #: comes whatever the pace (a server in trouble) is read from those with few.
+        self.seconds: deque[list[int]] = deque(maxlen=self.NOISE_SECONDS + 1)
         # The server's bucket, as its rate-limit headers describe it (refill None: unknown).
         self.capacity = 0.0
         self.refill: float | None = None
@@ -274,13 +308,43 @@ class Pacer:
     def wait(self, now: float) -> float:
         """How long a request must wait before it may go (the pause, then the pacing)."""
         start = max(now, self.paused_until)
-        if self.rate is not None:
-            start = max(start, self.next_slot)
+        if self.rate is not None and self.next_slot > start:
+            start = self.next_slot
+            self.contended = True  # a request waits for the slot: keep to the schedule
         if self.refill is not None:
             tokens = self._tokens(start)
             if tokens < 1:
                 start += (1 - tokens) / self.refill
         return start - now
+
+    def queue(self, now: float, wait: float) -> float:
+        """When a request told to ``wait`` should ask again: one pacing slot after the
+        requests already told to wait, rather than all at the first free slot.
+
+        Asking again is cheap, but not for dozens of requests on every slot: they would all
+        wake, one would go, and the others would go back to sleep, keeping the event loop
+        busy and late. A request that finds its slot taken when it comes back (by one that
+        came in between) queues again; a wait shorter than a slot is not queued, and none is
+        queued more than ``QUEUE`` seconds further (those before it may never come back).
+        """
+        interval = self.interval()
+        due = now + wait
+        if interval is None or wait < interval / 2:
+            return wait
+        if self.line > due - interval / 2:
+            # Behind the others, but no further than QUEUE: a request told to wait may be
+            # cancelled and never come back, and must not hold later ones up for long.
+            due = min(self.line + interval, due + self.QUEUE)
+        self.line = max(self.line, due)
+        return due - now
+
+    def interval(self) -> float | None:
+        """The time between two requests at the pace (``None``: no pace).
+
+        The server's bucket (``refill``) is no pace here: its tokens pile up while the loop
+        is held up, and the requests that wait take them all at once when it is free again,
+        which requests queued a slot apart would not."""
+        return None if self.rate is None else 1.0 / self.rate
 
     def book(self, now: float) -> None:
         """A request goes now (call only once :meth:`wait` says 0): take the pacing slot.
@@ -289,7 +353,14 @@ class Pacer:
         cancelled while it waits leaves no slot behind.
         """
         if self.rate is not None:
-            self.next_slot = max(self.next_slot, now) + 1.0 / self.rate
+            # Waited for: the slot was this request's since it fell due, however late the
+            # request took it. Not waited for: the pace starts again from now (idle time is
+            # not banked into a burst).
+            late = self.LATE if self.contended else 0.0
+            self.next_slot = max(self.next_slot, now - late) + 1.0 / self.rate
+            # Still behind the schedule: the requests that waited through the same stall of
+            # the loop go too, on the slots they missed.
+            self.contended = self.contended and self.next_slot <= now
         if self.refill is not None:
             self.tokens = self._tokens(now) - 1
             self.tokens_at = now
@@ -362,6 +433,7 @@ class Pacer:
             return
         if not self.adaptive:
             return
+        self._count(now, True)
         recent = self.throttle_times
         recent.append(now)
         while recent[0] < now - 1.0:
@@ -370,6 +442,8 @@ class Pacer:
         answers = len(recent) + passed
         if self.rate is None and (len(recent) < 3 or len(recent) < self.FIRST * answers):
             return  # stray 429s among many answers: no limit to learn yet
+        if self.rate is not None and len(recent) <= 2 * self.noise() * answers:
+            return  # no more 429s than come whatever the pace: not the limit's
         if now < self.last_decrease + self.DECREASE_INTERVAL:
             # One burst of 429s is one signal: slow down once for it. A later one within the
             # interval still says the rate is high enough: stop growing it fast.
@@ -396,13 +470,32 @@ class Pacer:
         achieved = max(achieved, self.peak * self.FLOOR)
         self.last_decrease = now
         self.slow_start = self.rate is None
+        self.probing = False
         self.rate = max(self.min_rate, min(self.rate or achieved, achieved) * self.BACKOFF)
         if self.fixed_rate is not None:
             self.rate = min(self.rate, self.fixed_rate)
         self.next_slot = max(self.next_slot, now + 1.0 / self.rate)
 
+    def _count(self, now: float, throttled: bool) -> None:
+        if self.rate is None:
+            return  # unpaced, 429s say little about what comes whatever the pace
+        second = int(now)
+        seconds = self.seconds
+        if not seconds or seconds[-1][0] != second:
+            seconds.append([second, 0, 0])
+        seconds[-1][1] += 1
+        seconds[-1][2] += throttled
+
+    def noise(self) -> float:
+        """The share of answers that are 429s whatever the pace (a server in trouble): the
+        lower third of the shares of the latest whole seconds, paced, that had fewer than
+        ``FIRST`` (0 until there are five such seconds)."""
+        shares = sorted(t / a for _, a, t in list(self.seconds)[:-1] if t < self.FIRST * a)
+        return shares[len(shares) // 3] if len(shares) >= 5 else 0.0
+
     def passed(self, now: float) -> None:
         """An answer other than a 429 came: the request got past the server's rate limit."""
+        self._count(now, False)
         self.oks.append(now)
         if len(self.oks) > 4096:
             self.oks.popleft()
@@ -414,9 +507,20 @@ class Pacer:
         self.passed(now)
         if self.rate is None:
             return
-        # Slow start doubles the rate each second (one more per success); after that, 1% a
-        # second (a rate of N gets N successes a second).
-        self.rate += 1.0 if self.slow_start else self.INCREASE
+        if now > self.last_decrease + self.PROBE:
+            # No 429 for a while: the limit may be far above the pace (a first measurement
+            # taken while the client or the server lagged counts too few): look for it again.
+            # The next 429 begins a new episode, measured afresh.
+            self.probing = True
+            self.last_decrease = float("-inf")
+        # Slow start doubles the rate each second (one more per success), a probe grows it by
+        # PROBE_INCREASE a second, as long as the client keeps up with it (a pace far above
+        # what is sent says nothing, and would turn pacing off); else 1% a second (a rate of
+        # N gets N successes a second).
+        if not (self.slow_start or self.probing):
+            self.rate += self.INCREASE
+        elif self.rate < 2 * len(self.sent):
+            self.rate += 1.0 if self.slow_start else self.PROBE_INCREASE
         ceiling = self.fixed_rate
         if ceiling is not None:
             self.rate = min(self.rate, ceiling)
@@ -505,7 +609,7 @@ class LocalTrafficControl(TrafficControl):
         if wait <= 0:
             self.pacer.book(now)
             return 0.0
-        return wait
+        return self.pacer.queue(now, wait)
 
     async def record(
         self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0

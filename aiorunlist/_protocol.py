@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import orjson
 from yarl import URL
@@ -570,7 +570,9 @@ def redirect_target(url: str, location: str, *, thread_id: str) -> str:
         there = URL(location)
         if there.scheme and not there.host:
             raise ValueError("an absolute URL without a host")  # noqa: TRY301
-        target = here.join(there)
+        # Resolved on the encoded text: yarl's join decodes the base path, which would turn a
+        # thread id's %2F back into a path separator.
+        target = URL(urljoin(str(here), str(there)), encoded=True)
         same = target.origin() == here.origin()
     except (ValueError, TypeError):
         raise APIConnectionError(

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import inspect
 import io
+import json
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -901,3 +903,61 @@ def test_demo_with_chaos_retries() -> None:
     retries = re.search(r"([\d,]+) retries", " ".join(result.stdout.split()))
     assert retries
     assert _count(retries[1]) > 0
+
+
+def test_fake_server_quirks_flag_serves_a_server_that_ignores_parameters() -> None:
+    server = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
+        [
+            *PYTHON,
+            "fake-server",
+            "--threads",
+            "2",
+            "--runs",
+            "30",
+            "--seed",
+            "9",
+            "--quirks",
+            "ignores-parameters",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    with killed_after(server, 60):
+        try:
+            assert server.stdout is not None
+            banner = ""
+            while "Ctrl-C" not in banner:
+                line = server.stdout.readline()
+                assert line, server.stderr.read() if server.stderr else ""
+                banner += line
+            assert "quirks:     ignores-parameters" in banner
+            url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
+            first = re.search(r"aiorunlist runs (thread_\S+)", banner)
+            assert url
+            assert first
+            request = urllib.request.Request(  # noqa: S310 - loopback, our own server
+                f"{url[0]}/threads/{first[1]}/runs?limit=1&order=desc",
+                headers={
+                    "Authorization": "Bearer sk-fake-aiorunlist",
+                    "OpenAI-Beta": "assistants=v2",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                page = json.loads(answer.read())
+            # limit and order ignored: every run at once, ascending, and nothing more to come.
+            created = [run["created_at"] for run in page["data"]]
+            assert len(created) > 1
+            assert created == sorted(created)
+            assert page["has_more"] is False
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=20)
+    assert server.returncode == 0
+
+
+def test_fake_server_refuses_an_unknown_quirk() -> None:
+    result = invoke(["fake-server", "--quirks", "sloppy"])
+    assert result.exit_code == 2
+    assert "'sloppy' is not one of" in result.stderr

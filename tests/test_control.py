@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -66,6 +68,46 @@ def test_waiting_without_going_books_nothing() -> None:
     assert go(control, 1.0) == 0.0
 
 
+def test_a_late_request_does_not_push_the_schedule_back() -> None:
+    control = Pacer(Pacing(requests_per_second=100))
+    go(control, 0.0)
+    assert control.wait(0.0) == pytest.approx(0.01)  # this one waits for its slot...
+    control.book(0.014)  # ...and the loop wakes it 4 ms late
+    assert control.wait(0.014) == pytest.approx(0.006)  # the next slot is still at 20 ms
+    # A stall of 30 ms: the slots it missed and the one due now go at once, then the pace
+    # resumes.
+    assert control.wait(0.0) > 0
+    assert [go(control, 0.05) for _ in range(4)] == pytest.approx([0, 0, 0, 0])
+    assert go(control, 0.05) == pytest.approx(0.01)
+    # Beyond Pacer.LATE, the slots are lost: no burst after a long stall.
+    assert control.wait(0.0) > 0
+    assert [go(control, 1.0) for _ in range(round(Pacer.LATE * 100) + 2)][-1] > 0
+
+
+def test_waiting_requests_come_back_one_slot_apart() -> None:
+    control = Pacer(Pacing(requests_per_second=100))
+    go(control, 0.0)
+    # Five requests that must wait are told to come back on five slots, not all on the next.
+    assert [control.queue(0.0, control.wait(0.0)) for _ in range(5)] == pytest.approx(
+        [0.01, 0.02, 0.03, 0.04, 0.05]
+    )
+    # Each finds its slot free when it comes back.
+    for slot in (0.01, 0.02, 0.03):
+        assert control.wait(slot) == 0
+        control.book(slot)
+    # One that comes back a hair early is not sent to the back of the line.
+    assert control.queue(0.04 - 1e-9, control.wait(0.04 - 1e-9)) == pytest.approx(1e-9)
+    # Requests told to wait that never come back (cancelled) hold a new one up for no
+    # more than Pacer.QUEUE beyond its slot.
+    for _ in range(30):
+        control.queue(0.04, control.wait(0.04))
+    assert control.queue(0.04, control.wait(0.04)) <= control.wait(0.04) + Pacer.QUEUE + 1e-9
+    # Without a pace (only a shared pause) there is nothing to space them by.
+    paused = Pacer(None)
+    paused.pause(0.0, 1.0)
+    assert [paused.queue(0.0, paused.wait(0.0)) for _ in range(3)] == [1.0, 1.0, 1.0]
+
+
 def test_per_minute() -> None:
     assert Pacing.per_minute(600).requests_per_second == pytest.approx(10)
     with pytest.raises(ValueError, match="requests_per_second"):
@@ -108,6 +150,25 @@ def test_learning_is_off_until_the_first_throttle() -> None:
         control.succeeded(1.5, {})
         assert control.rate is not None
         assert control.rate > rate  # speeds back up
+
+
+def test_slow_start_grows_only_a_pace_the_client_keeps_up_with() -> None:
+    control = Pacer(None)
+    for i in range(40):
+        go(control, i / 40)
+        control.succeeded(i / 40, {})
+    for _ in range(3):
+        control.throttled(1.0)  # learned: slow start from about 39 a second
+    rate = control.rate
+    assert rate is not None
+    assert control.slow_start
+    for i in range(10):  # the client stalls: 10 requests in the next second
+        go(control, 2.0 + i / 10)
+    for _ in range(100):
+        control.succeeded(2.9, {})
+    # A pace the client does not use is not grown (it would have doubled, passed four
+    # times what is sent, and turned pacing off, to meet the limit unpaced again).
+    assert control.rate == rate
 
 
 def test_rate_limit_headers_describe_the_servers_bucket() -> None:
@@ -183,6 +244,44 @@ def test_a_rate_limited_server_is_used_to_its_limit(style: str, pacing: Pacing |
     outcome = simulate(RateLimit(100, 20, style), pacing=pacing, seconds=20)
     assert outcome.share >= 0.97
     assert outcome.throttled_per_100 <= 2
+    assert outcome.failed == 0  # no request met more 429s in a row than the retries allow
+
+
+@pytest.mark.parametrize("pacing", [None, Pacing(adaptive=True)], ids=["default", "adaptive"])
+@pytest.mark.parametrize(("stalls", "stall"), [(0.1, 0.004), (0.3, 0.004), (0.3, 0.01)])
+def test_a_late_event_loop_keeps_the_learned_pace(
+    pacing: Pacing | None, stalls: float, stall: float
+) -> None:
+    """Without headers, a loop held up now and then (decoding, other processes on the same
+    cores) takes its paced slots late: the slots after them keep to the schedule, so the
+    lateness is not lost on every slot (it cost a quarter of the limit)."""
+    outcome = simulate(
+        RateLimit(100, 20, "none"), pacing=pacing, seconds=20, stalls=stalls, stall=stall
+    )
+    assert outcome.share >= 0.97
+    assert outcome.throttled_per_100 <= 2
+    assert outcome.failed == 0
+
+
+@pytest.mark.parametrize("style", ["bucket", "per-minute"])
+def test_a_late_event_loop_keeps_to_the_servers_bucket(style: str) -> None:
+    """With headers, the tokens of the server's bucket pile up while the loop is held up,
+    and the requests waiting take them all when it is free again: they are not queued a
+    slot apart (which made a per-minute limit lose a third of itself)."""
+    outcome = simulate(RateLimit(100, 20, style), seconds=20, stalls=0.3, stall=0.01)
+    assert outcome.share >= 0.85
+    assert outcome.throttled_per_100 <= 2
+
+
+@pytest.mark.parametrize("learned", [20, 50])
+def test_a_pace_learned_too_low_finds_the_limit_again(learned: float) -> None:
+    """A first burst of 429s measured while the client or the server lagged sets the pace
+    far under the limit, and then no 429 comes to measure it again: after ``Pacer.PROBE``
+    seconds without one the pace looks for the limit again (1% a second would have taken
+    a minute to climb from half of it: 55% of the limit in these 20 s)."""
+    outcome = simulate(RateLimit(100, 20, "none"), seconds=20, learned=learned)
+    assert outcome.share >= 0.7
+    assert outcome.throttled_per_100 <= 2
 
 
 @settings(max_examples=10, deadline=None)
@@ -247,3 +346,30 @@ def test_stray_429s_do_not_slow_the_client_down(noise: float) -> None:
     unpaced = workers / latency * seconds * (1 - noise)
     assert outcome.ok >= 0.9 * unpaced
     assert outcome.throttled > 0  # the noise was there
+
+
+def test_stray_429s_besides_a_limit_do_not_halve_the_pace() -> None:
+    """A real limit, and 3% of the answers 429s whatever the pace: 429s no more frequent
+    than those seen while paced do not slow the learned pace down (each of them did, and
+    the pace settled near half of the limit)."""
+    shares = [
+        simulate(RateLimit(100, 20, "none"), seconds=30, noise=0.03, seed=seed).share
+        for seed in range(5)
+    ]
+    assert statistics.median(shares) >= 0.55  # 0.45 when they did
+
+
+def test_the_noise_is_read_from_paced_seconds_with_few_429s() -> None:
+    control = Pacer(Pacing(requests_per_second=100, adaptive=True))
+    assert control.noise() == 0  # nothing seen yet
+    for second in range(8):
+        for i in range(100):
+            control.passed(second + i / 100)
+        for _ in range(2 if second % 2 else 3):
+            control._count(second + 0.995, throttled=True)
+    control._count(8.0, throttled=False)  # the current second does not count yet
+    assert control.noise() == pytest.approx(2 / 102)  # the lower third of 2% and 3%
+    for _ in range(20):
+        control._count(8.5, throttled=True)  # a second of the limit's 429s...
+    control._count(9.0, throttled=False)
+    assert control.noise() == pytest.approx(2 / 102)  # ...is not noise

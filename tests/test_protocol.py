@@ -447,6 +447,24 @@ def test_redirects_stay_on_the_origin_and_are_not_retried() -> None:
         assert info.value.retryable is False
 
 
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("runs?after=x", "https://api.test/v1/threads/a%2Fb/runs?after=x"),
+        ("./runs", "https://api.test/v1/threads/a%2Fb/runs"),
+        ("?limit=5", "https://api.test/v1/threads/a%2Fb/runs?limit=5"),
+        ("../a%2Fb/runs", "https://api.test/v1/threads/a%2Fb/runs"),
+        ("/v2/threads/a%2Fb/runs", "https://api.test/v2/threads/a%2Fb/runs"),
+        ("/v2/threads/a b/runs", "https://api.test/v2/threads/a%20b/runs"),
+    ],
+)
+def test_a_relative_redirect_keeps_the_thread_id_encoded(location: str, expected: str) -> None:
+    # A thread id holding "/" is sent as %2F; a relative Location resolved against that URL
+    # must not turn it back into a path separator (another thread's path).
+    here = "https://api.test/v1/threads/a%2Fb/runs?limit=2"
+    assert redirect_target(here, location, thread_id="a/b") == expected
+
+
 def test_walk_refuses_an_ignored_cursor_and_repeated_runs() -> None:
     with pytest.raises(aiorunlist.PaginationError, match="ignored the 'after' cursor"):
         PageWalk("t", after="a", before=None).ordered(_page(["b", "a"], False))

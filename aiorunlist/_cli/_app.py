@@ -21,12 +21,13 @@ import click
 from .. import Client, ThreadStart
 from ..exceptions import RunListError
 from ..sinks import Sink, SinkError, open_sink
-from ..testing import RateLimit
+from ..testing import Quirks, RateLimit
 from ._check import check_server_command
 from ._export import Export
 from ._failures import failure_lines
+from ._fleet import fleet_group
 from ._inputs import CLIError, ThreadIds
-from ._options import api_key_option, base_url_option
+from ._options import api_key_option, base_url_option, sink_option
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
 from ._serve import FAKE_KEY, run_demo, serve_fake
@@ -349,9 +350,7 @@ def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
     "interrupted export carries on where it stopped, with no run written twice or missed. "
     "Needs --output FILE.",
 )
-@click.option(
-    "--sink",
-    metavar="URL",
+@sink_option(
     help="Store the runs in a database instead: sqlite:///path/to/runs.db, or "
     "postgresql://user@host:port/db (needs aiorunlist[postgres]). One transaction per page; "
     "the same command again carries on after an interruption, and once done, syncs what is "
@@ -683,9 +682,7 @@ def _report(
 
 
 @cli.command("summary", short_help="Summary tables of the runs stored in a database.")
-@click.option(
-    "--sink",
-    metavar="URL",
+@sink_option(
     required=True,
     help="The database an export wrote to: sqlite:///path/to/runs.db or "
     "postgresql://user@host:port/db.",
@@ -793,6 +790,14 @@ async def _summary(url: str) -> Summary:
     metavar="SECONDS",
     help="Make every answer wait this long, as a distant server's would.",
 )
+@click.option(
+    "--quirks",
+    type=click.Choice(sorted(Quirks.MODES)),
+    default=None,
+    help="Behave like a compatible server with this quirk (see 'Compatible servers' in the "
+    "docs): query parameters ignored, no has_more, or cursors unstable among runs created "
+    "in the same second.",
+)
 def fake_server_command(
     *,
     port: int,
@@ -806,6 +811,7 @@ def fake_server_command(
     burst: int,
     rate_headers: str,
     latency: float,
+    quirks: str | None,
 ) -> int:
     """Serve the shipped fake Assistants API on 127.0.0.1 until Ctrl-C.
 
@@ -827,6 +833,7 @@ def fake_server_command(
                 out=sys.stdout,
                 rate_limit=None if rate is None else RateLimit(rate, burst, rate_headers),
                 latency=latency,
+                quirks=quirks,
             )
         )
     except KeyboardInterrupt:
@@ -902,3 +909,4 @@ def demo_command(
 
 
 cli.add_command(check_server_command)
+cli.add_command(fleet_group)

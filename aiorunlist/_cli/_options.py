@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import click
+from collections.abc import Callable
 
-__all__ = ["api_key_option", "base_url_option"]
+import click
+from click.decorators import FC
+
+__all__ = ["api_key_option", "base_url_option", "redis_option", "sink_option"]
 
 base_url_option = click.option(
     "--base-url",
@@ -21,4 +24,27 @@ api_key_option = click.option(
     metavar="KEY",
     help="The API key (prefer the environment variable: arguments show in process lists). "
     "Never printed.",
+)
+
+
+def sink_option(*, required: bool = False, help: str) -> Callable[[FC], FC]:
+    """``--sink URL``, read from ``AIORUNLIST_SINK`` when not given."""
+    return click.option(
+        "--sink",
+        envvar="AIORUNLIST_SINK",
+        show_envvar=True,
+        metavar="URL",
+        required=required,
+        help=help,
+    )
+
+
+redis_option = click.option(
+    "--redis",
+    "redis_url",
+    envvar="AIORUNLIST_REDIS_URL",
+    show_envvar=True,
+    metavar="URL",
+    required=True,
+    help="The fleet's Redis, e.g. redis://127.0.0.1:6379/0.",
 )

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import anyio
 
 from .. import Client, Retries
-from ..testing import BASE_CREATED_AT, FakeServer, RateLimit, make_id, make_runs
+from ..testing import BASE_CREATED_AT, FakeServer, Quirks, RateLimit, make_id, make_runs
 from ._export import Export, on_interrupt
 from ._inputs import CLIError, ThreadIds
 from ._output import Summary, format_count
@@ -111,6 +111,7 @@ async def serve_fake(
     out: TextIO,
     rate_limit: RateLimit | None = None,
     latency: float = 0.0,
+    quirks: str | None = None,
 ) -> int:
     """Serve a seeded fake server on 127.0.0.1 until Ctrl-C (or SIGTERM); returns 0."""
     server = _seeded_server(
@@ -118,6 +119,7 @@ async def serve_fake(
     )
     server.rate_limit = rate_limit
     server.latency = latency
+    server.quirks = Quirks.of(quirks)
     total = sum(len(runs) for runs in server.threads.values())
     temp_dir = None
     if ids_file is None:
@@ -136,6 +138,7 @@ async def serve_fake(
                 f"(seed {seed})\n"
                 f"  ids file:   {ids_file}\n"
                 f"  chaos:      {chaos_text}\n"
+                f"  quirks:     {quirks or 'none (as the spec says)'}\n"
                 f"{_traffic_text(rate_limit, latency)}"
                 "\n"
                 "Try, in another terminal:\n"

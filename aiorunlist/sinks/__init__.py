@@ -29,6 +29,7 @@ from ._base import (
     ThreadState,
     Totals,
 )
+from ._sync import SyncResult, is_fatal, sync_thread
 
 __all__ = [
     "COLUMNS",
@@ -39,10 +40,13 @@ __all__ = [
     "SinkError",
     "SinkSettingsError",
     "SinkUnavailableError",
+    "SyncResult",
     "ThreadState",
     "Totals",
+    "is_fatal",
     "open_sink",
     "sqlite_path",
+    "sync_thread",
 ]
 
 _EXAMPLES = "sqlite:///path/to/runs.db or postgresql://user@host:5432/dbname"

@@ -4,7 +4,7 @@ the mapping of a run's JSON onto the query columns."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -148,3 +148,25 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the database connection (idempotent)."""
+
+    # Not abstract, so that a sink written for an earlier version still opens: the fleet
+    # (aiorunlist.fleet) needs these three, the command line's exports do not.
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        """Record ``thread_ids`` as ``pending`` threads (no cursor: listed from their start),
+        in one transaction; ids the sink already holds are left as they are.
+
+        :returns: the ids that were new, in the order given.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot record threads")
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        """Up to ``limit`` threads in one of ``states``, by ``thread_id``, those after
+        ``after`` (page through all of them by passing the last id seen)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list threads")
+
+    async def thread_counts(self) -> dict[str, int]:
+        """How many threads the sink holds in each state (``pending``, ``done``, ``failed``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count threads")

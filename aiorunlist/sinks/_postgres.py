@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -25,6 +25,7 @@ from ._base import (
     SinkSettingsError,
     SinkUnavailableError,
     ThreadState,
+    ThreadStateName,
     Totals,
     run_row,
 )
@@ -325,6 +326,46 @@ class PostgresSink(Sink):
                 by_model=[(r[0], r[1], r[2]) for r in by_model],
                 errors_by_code=[(r[0], r[1]) for r in errors],
             )
+
+        return await self._retrying(fetch)
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        ids = list(dict.fromkeys(thread_ids))
+
+        async def add(con: asyncpg.Connection, _again: bool) -> set[str]:
+            # Safe to do again after a lost connection: an id added before counts as known.
+            rows = await con.fetch(
+                "INSERT INTO threads (thread_id, state, updated_at) "
+                "SELECT unnest($1::text[]), 'pending', $2 "
+                "ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+                ids,
+                time.time(),
+            )
+            return {row[0] for row in rows}
+
+        added = await self._retrying(add)
+        return [thread_id for thread_id in ids if thread_id in added]
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        async def fetch(con: asyncpg.Connection, _again: bool) -> list[ThreadState]:
+            rows = await con.fetch(
+                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
+                "FROM threads WHERE state = ANY($1::text[]) AND thread_id > $2 "
+                "ORDER BY thread_id LIMIT $3",
+                list(states),
+                after,
+                limit,
+            )
+            return [ThreadState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7]) for r in rows]
+
+        return await self._retrying(fetch)
+
+    async def thread_counts(self) -> dict[str, int]:
+        async def fetch(con: asyncpg.Connection, _again: bool) -> dict[str, int]:
+            rows = await con.fetch("SELECT state, count(*) FROM threads GROUP BY state")
+            return {row[0]: row[1] for row in rows}
 
         return await self._retrying(fetch)
 

@@ -22,7 +22,7 @@ import pickle
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -35,6 +35,7 @@ from ._base import (
     SinkSettingsError,
     SinkUnavailableError,
     ThreadState,
+    ThreadStateName,
     Totals,
 )
 from ._rows import row_params
@@ -141,6 +142,18 @@ class SQLiteSink(Sink):
             _expected(write),
             _values(write, now),
         )
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        return await self._call(self._db.add_threads, list(thread_ids), time.time())
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        rows = await self._call(self._db.list_threads, list(states), after, limit)
+        return [_state(row) for row in rows]
+
+    async def thread_counts(self) -> dict[str, int]:
+        return await self._call(self._db.thread_counts)
 
     async def start_sync(self) -> None:
         await self._call(self._db.start_sync)
@@ -315,6 +328,20 @@ class SQLiteProcessSink(Sink):
         del write  # the runs may be freed while the writer works (fewer objects for the GC)
         stored: bool = await self._request(request)
         return stored
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        added: list[str] = await self._request(("add_threads", list(thread_ids), time.time()))
+        return added
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        rows = await self._request(("list_threads", list(states), after, limit))
+        return [_state(row) for row in rows]
+
+    async def thread_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = await self._request(("thread_counts",))
+        return counts
 
     async def start_sync(self) -> None:
         await self._request(("start_sync",))

@@ -375,6 +375,43 @@ class Database:
             raise
         return cursor.rowcount == 1
 
+    def add_threads(self, thread_ids: Sequence[str], now: float) -> list[str]:
+        """Record ``thread_ids`` as ``pending`` (ids already held are left alone), in one
+        transaction; the ids that were new, in the order given."""
+        con = self.con
+        added: set[str] = set()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(thread_ids), 500):
+                chunk = thread_ids[start : start + 500]
+                rows = con.execute(
+                    "INSERT INTO threads (thread_id, state, updated_at) VALUES "
+                    + ", ".join(["(?, 'pending', ?)"] * len(chunk))
+                    + " ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+                    [value for thread_id in chunk for value in (thread_id, now)],
+                ).fetchall()
+                added.update(row[0] for row in rows)
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return [thread_id for thread_id in dict.fromkeys(thread_ids) if thread_id in added]
+
+    def list_threads(self, states: Sequence[str], after: str, limit: int) -> list[ThreadRow]:
+        """Up to ``limit`` threads in one of ``states`` after ``after``, by ``thread_id``."""
+        rows = self.con.execute(
+            "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
+            f"FROM threads WHERE state IN ({', '.join('?' * len(states))}) AND thread_id > ? "
+            "ORDER BY thread_id LIMIT ?",
+            (*states, after, limit),
+        ).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7]) for r in rows]
+
+    def thread_counts(self) -> dict[str, int]:
+        """Threads held in each state."""
+        return dict(self.con.execute("SELECT state, count(*) FROM threads GROUP BY state"))
+
     def start_sync(self) -> None:
         """Record that an export starts now."""
         cursor = self.con.execute("INSERT INTO syncs (started_at) VALUES (?)", (time.time(),))
@@ -478,7 +515,7 @@ def serve(argv: Sequence[str]) -> None:
             if request is None or request[0] == "close":
                 break
             operation, *args = request
-            if operation in {"write_page", "start_sync", "finish_sync"} and (
+            if operation in {"write_page", "add_threads", "start_sync", "finish_sync"} and (
                 os.getppid() != parent
             ):
                 break  # the export that asked is gone: write nothing more for it

@@ -1,0 +1,588 @@
+"""An export run by a fleet: its settings, its queue of slices, enqueueing, and its status.
+
+The sink is the truth: every thread of an export has a row in the sink's ``threads`` table
+from the moment it is enqueued, and its cursor there says how far it got. Redis carries the
+work (a queue of *slices*: a few pages of one thread each) and the fleet's traffic state;
+losing it loses no data, and :func:`enqueue` with ``requeue=True`` rebuilds the queue from
+the sink.
+
+A slice's task id is deterministic, ``{thread_id}:{cursor}``: the queue refuses a second
+task with the id of one queued or running, so enqueueing the same ids again adds nothing, and
+a continuation enqueued twice (by a slice and by its redelivered copy) runs once. A slice
+that finds the sink further than its own cursor stops if the slice for the sink's cursor is
+queued or running, and otherwise goes on from there itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import attrs
+import redis.asyncio as aioredis
+
+from ..sinks import Sink, SinkSettingsError, open_sink
+
+if TYPE_CHECKING:
+    from .._client import Client
+    from ._control import RedisTrafficControl
+    from ._queue import Queue
+
+__all__ = [
+    "DEFAULT_SLICE_PAGES",
+    "EnqueueResult",
+    "ExportSettings",
+    "FleetStatus",
+    "WorkerOptions",
+    "WorkerResult",
+    "enqueue",
+    "export_settings",
+    "fleet_status",
+    "resume",
+    "run_worker",
+]
+
+logger = logging.getLogger("aiorunlist.fleet")
+
+#: Pages a slice lists (and stores) before it hands the rest of its thread on.
+DEFAULT_SLICE_PAGES = 10
+#: Thread ids looked up in the sink (and enqueued) at once.
+BATCH = 500
+
+_NEEDS_STREAQ = (
+    "the fleet's queue needs streaq, on Python 3.11 or later: pip install 'streaq>=7.2,<8'"
+)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode_map(raw: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in dict(raw).items()}
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+#: Seconds of one bucket of the fleet's figures, and buckets ``fleet status`` averages over.
+PROGRESS_BUCKET = 10
+PROGRESS_BUCKETS = 6
+
+
+def progress_key(export: str, bucket: int) -> str:
+    """The Redis hash of the pages and runs the fleet stored during one bucket of time."""
+    return f"aiorunlist:export:{{{export}}}:progress:{bucket}"
+
+
+def settings_key(export: str) -> str:
+    """The Redis hash holding an export's settings."""
+    return f"aiorunlist:export:{{{export}}}"
+
+
+def queue_name(export: str) -> str:
+    """The streaq queue of an export (its keys start with ``streaq:`` and this)."""
+    return f"aiorunlist:{export}"
+
+
+def slice_id(thread_id: str, cursor: str | None) -> str:
+    """The task id of the slice of ``thread_id`` that starts after ``cursor``."""
+    return f"{thread_id}:{cursor or ''}"
+
+
+def check_export_name(export: str) -> str:
+    """``export``, or ``ValueError`` if it cannot name an export."""
+    if (
+        not isinstance(export, str)
+        or not export
+        or len(export) > 200
+        or any(c in export for c in "{}:*?[] \t\r\n\x00")
+    ):
+        raise ValueError(
+            f"export name {export!r}: use letters, digits, '-', '_' or '.' (at most 200)"
+        )
+    return export
+
+
+@attrs.frozen
+class ExportSettings:
+    """The settings an export is created with, and that every enqueue and worker must share."""
+
+    order: Literal["asc", "desc"] = "desc"
+    page_size: int = 100
+    slice_pages: int = DEFAULT_SLICE_PAGES
+    #: The sink's URL, password masked.
+    sink: str = ""
+
+    def for_sink(self) -> dict[str, str]:
+        """The settings stored (and checked) in the sink."""
+        return {
+            "order": self.order,
+            "page_size": str(self.page_size),
+            "slice_pages": str(self.slice_pages),
+        }
+
+    def as_redis(self) -> dict[str, str]:
+        return {**self.for_sink(), "sink": self.sink}
+
+
+def _check(order: str | None, page_size: int | None, slice_pages: int | None) -> None:
+    if order is not None and order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+    for name, value in (("page_size", page_size), ("slice_pages", slice_pages)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if page_size is not None and page_size > 100:
+        raise ValueError(f"page_size must be at most 100, got {page_size}")
+
+
+async def export_settings(
+    redis: aioredis.Redis,
+    export: str,
+    sink_url: str,
+    *,
+    order: Literal["asc", "desc"] | None = None,
+    page_size: int | None = None,
+    slice_pages: int | None = None,
+    create: bool = False,
+) -> ExportSettings:
+    """The export's settings as stored in Redis, checked against those given (``None``: the
+    stored value, or the default for a new export).
+
+    :param create: store them if the export is new (else :class:`SinkSettingsError`).
+    :raises SinkSettingsError: the export has other settings, or (``create`` false) does not
+        exist in Redis.
+    """
+    _check(order, page_size, slice_pages)
+    key = settings_key(export)
+    sink = masked_url(sink_url)
+    stored = _decode_map(await redis.hgetall(key))
+    if not stored:
+        if not create:
+            raise SinkSettingsError(
+                f"no export {export!r} in Redis: create it (or rebuild it after losing Redis) "
+                f"with: aiorunlist fleet enqueue --export {export} --requeue ..."
+            )
+        wanted = ExportSettings(
+            order or "desc", page_size or 100, slice_pages or DEFAULT_SLICE_PAGES, sink
+        )
+        # Two creators at once: the first one's settings win, the other is checked below.
+        async with redis.pipeline(transaction=True) as pipe:
+            for name, value in wanted.as_redis().items():
+                pipe.hsetnx(key, name, value)
+            pipe.hgetall(key)
+            answers = await pipe.execute()
+        stored = _decode_map(answers[-1])
+    settings = ExportSettings(
+        "asc" if stored.get("order") == "asc" else "desc",
+        int(stored.get("page_size", "100")),
+        int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
+        stored.get("sink", ""),
+    )
+    given: dict[str, object] = {
+        "order": order,
+        "page size": page_size,
+        "slice pages": slice_pages,
+        "sink": sink,
+    }
+    have: dict[str, object] = {
+        "order": settings.order,
+        "page size": settings.page_size,
+        "slice pages": settings.slice_pages,
+        "sink": settings.sink,
+    }
+    for name, asked in given.items():
+        if asked is not None and asked != have[name]:
+            raise SinkSettingsError(
+                f"export {export!r} was created with {name} {have[name]}, not {asked}: use "
+                "the same settings, or another export name"
+            )
+    return settings
+
+
+@attrs.frozen
+class EnqueueResult:
+    """What :func:`enqueue` did."""
+
+    #: Threads new to the export: recorded in the sink and queued.
+    added: int = 0
+    #: Threads the export already had (queued, being listed, or failed): nothing added.
+    known: int = 0
+    #: Threads the export already listed to the end: nothing added.
+    done: int = 0
+    #: Slices put back in the queue from the sink's threads (``requeue``).
+    requeued: int = 0
+
+
+async def _batches(
+    thread_ids: Iterable[str] | AsyncIterable[str], size: int
+) -> AsyncIterator[list[str]]:
+    batch: list[str] = []
+    if isinstance(thread_ids, AsyncIterable):
+        async for thread_id in thread_ids:
+            batch.append(thread_id)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    else:
+        for thread_id in thread_ids:
+            batch.append(thread_id)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def open_queue(export: str, redis_url: str, **kwargs: Any) -> Queue:
+    """The export's streaq queue (not connected yet); ``ImportError`` without streaq."""
+    try:
+        from ._queue import Queue  # noqa: PLC0415 - streaq is imported only when used
+    except ImportError as exc:
+        if exc.name is not None and exc.name.partition(".")[0] in {"streaq", "coredis"}:
+            raise ImportError(_NEEDS_STREAQ, name="streaq") from None
+        raise
+    return Queue(export, redis_url, **kwargs)
+
+
+async def enqueue(
+    export: str,
+    redis_url: str,
+    sink_url: str,
+    thread_ids: Iterable[str] | AsyncIterable[str] = (),
+    *,
+    order: Literal["asc", "desc"] | None = None,
+    page_size: int | None = None,
+    slice_pages: int | None = None,
+    requeue: bool = False,
+    include_failed: bool = False,
+) -> EnqueueResult:
+    """Add threads to a fleet's export, creating the export on first use.
+
+    Every new thread is recorded in the sink (``pending``) and its first slice queued. The
+    same ids again add nothing; threads the sink holds as done are counted and left alone.
+
+    :param export: the export's name (its queue, its settings, its fleet's traffic state).
+    :param thread_ids: thread ids, from any iterable or async iterable (streamed in batches).
+    :param order: ``"desc"`` or ``"asc"`` (``None``: the export's, ``"desc"`` for a new one).
+    :param page_size: runs per page (``None``: the export's, 100 for a new one).
+    :param slice_pages: pages per slice (``None``: the export's, 10 for a new one).
+    :param requeue: also queue again every thread the sink holds as pending, from its cursor
+        (after losing Redis; slices already queued are not doubled).
+    :param include_failed: with ``requeue``: failed threads too, from their cursor.
+    :raises SinkSettingsError: other settings than the export's or the sink's.
+    :raises ValueError: a bad export name, setting or thread id (before anything is written).
+    """
+    check_export_name(export)
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        settings = await export_settings(
+            redis,
+            export,
+            sink_url,
+            order=order,
+            page_size=page_size,
+            slice_pages=slice_pages,
+            create=True,
+        )
+    finally:
+        await redis.aclose()
+    added = known = done = requeued = 0
+    async with await open_sink(sink_url, settings=settings.for_sink()) as sink:
+        queue = open_queue(export, redis_url)
+        async with queue:
+            async for batch in _batches(thread_ids, BATCH):
+                for thread_id in batch:
+                    _check_thread_id(thread_id)
+                states = await sink.threads(batch)
+                new = await sink.add_threads([t for t in batch if t not in states])
+                fresh = set(new)
+                # A thread recorded but never started: its first slice may have been lost
+                # before it was queued (the queue refuses it if it is there).
+                unstarted = [
+                    t
+                    for t, s in states.items()
+                    if s.state == "pending" and s.cursor is None and s.writer is None
+                ]
+                await queue.publish([(t, None) for t in [*new, *unstarted]])
+                for thread_id in dict.fromkeys(batch):
+                    state = states.get(thread_id)
+                    if thread_id in fresh:
+                        added += 1
+                    elif state is not None and state.state == "done":
+                        done += 1
+                    else:
+                        known += 1
+            if requeue:
+                requeued = await _requeue(sink, queue, include_failed)
+    return EnqueueResult(added, known, done, requeued)
+
+
+async def _requeue(sink: Sink, queue: Queue, include_failed: bool) -> int:
+    states: list[Literal["pending", "done", "failed"]] = ["pending"]
+    if include_failed:
+        states.append("failed")
+    count = 0
+    after = ""
+    while True:
+        threads = await sink.list_threads(states, after=after, limit=BATCH)
+        if not threads:
+            return count
+        published = await queue.publish([(t.thread_id, t.cursor) for t in threads])
+        count += sum(published)
+        after = threads[-1].thread_id
+
+
+def _check_thread_id(thread_id: object) -> None:
+    from .._protocol import check_thread_id  # noqa: PLC0415 - a private helper of the core
+
+    check_thread_id(thread_id)
+
+
+@attrs.frozen
+class FleetStatus:
+    """Where a fleet's export stands (:func:`fleet_status`)."""
+
+    export: str
+    threads_done: int
+    threads_pending: int
+    threads_failed: int
+    #: Runs stored in the sink.
+    runs: int
+    #: Slices queued or being listed.
+    queued: int
+    #: Runs the fleet stored per second, over the last minute.
+    runs_per_second: float
+    #: Pages (requests that stored one) per second, over the last minute.
+    pages_per_second: float
+    #: The pace the fleet keeps to, requests per second: the server's rate limit as its
+    #: headers describe it (``None``: none learnt).
+    rate: float | None
+    #: Seconds the fleet is still paused for (a ``Retry-After``), 0 when not paused.
+    paused_for: float
+    #: Workers alive (their heartbeat is younger than their lease).
+    workers: int
+    #: Why the fleet stopped (a 401, an exhausted quota), ``None`` when it did not.
+    stopped: str | None
+    settings: ExportSettings | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["settings"] = None if self.settings is None else attrs.asdict(self.settings)
+        return data
+
+
+async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatus:
+    """Threads done / pending / failed and runs (from the sink), the queue, the fleet's pace,
+    pause and stop, and its live workers (from Redis).
+
+    :raises SinkUnavailableError: the sink cannot be opened (or holds no export).
+    :raises redis.exceptions.RedisError: Redis cannot be reached.
+    """
+    check_export_name(export)
+    async with await open_sink(sink_url, create=False) as sink:
+        counts = await sink.thread_counts()
+        runs = (await sink.totals()).runs
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        stored = {
+            _text(k): _text(v) for k, v in (await redis.hgetall(settings_key(export))).items()
+        }
+        settings = None
+        if stored:
+            settings = ExportSettings(
+                "asc" if stored.get("order") == "asc" else "desc",
+                int(stored.get("page_size", "100")),
+                int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
+                stored.get("sink", ""),
+            )
+        control = f"aiorunlist:fleet:{{{export}}}"
+        refill, pause, fatal = await redis.hmget(control, ["refill", "pause", "fatal"])
+        seconds, micros = await redis.time()
+        now = seconds + micros / 1e6
+        clock = time.time()
+        current = int(clock) // PROGRESS_BUCKET
+        pages = runs_done = 0
+        for bucket in range(current - PROGRESS_BUCKETS + 1, current + 1):
+            done = _decode_map(await redis.hgetall(progress_key(export, bucket)))
+            pages += int(done.get("pages", 0))
+            runs_done += int(done.get("runs", 0))
+        # The last full buckets, and the current one so far.
+        span = PROGRESS_BUCKET * (PROGRESS_BUCKETS - 1) + clock % PROGRESS_BUCKET
+        prefix = f"streaq:{queue_name(export)}"
+        workers = 0
+        async for _ in redis.scan_iter(match=f"{prefix}:health:*", count=500):
+            workers += 1
+        async with redis.pipeline(transaction=True) as pipe:  # one count, not two moments
+            pipe.xlen(f"{prefix}:queues:normal")
+            pipe.zcard(f"{prefix}:queues:delayed:normal")
+            live, delayed = await pipe.execute()
+        queued = int(live) + int(delayed)
+    finally:
+        await redis.aclose()
+    return FleetStatus(
+        export,
+        counts.get("done", 0),
+        counts.get("pending", 0),
+        counts.get("failed", 0),
+        runs,
+        queued,
+        runs_done / span,
+        pages / span,
+        None if refill is None else float(refill),
+        0.0 if pause is None else max(0.0, float(pause) - now),
+        workers,
+        None if fatal is None else _text(fatal),
+        settings,
+    )
+
+
+@attrs.frozen
+class WorkerOptions:
+    """How a worker lists (see :func:`run_worker`)."""
+
+    #: Slices (threads) listed at once.
+    concurrency: int = 16
+    #: Return once the export's queue is empty.
+    burst: bool = False
+    #: Makes the worker's one client, given the fleet's shared traffic control (default:
+    #: ``Client(control=control)``, its key from ``OPENAI_API_KEY``).
+    client: Callable[[RedisTrafficControl], Client] | None = None
+    #: How many workers the fleet has (each one's share of the rate if Redis is lost).
+    workers: int = 1
+
+
+@attrs.frozen
+class WorkerResult:
+    """What a worker did before it returned."""
+
+    slices: int
+    pages: int
+    runs: int
+    #: Why the fleet stopped (a rejected key, an exhausted quota), ``None`` if it did not.
+    stopped: str | None
+
+
+async def run_worker(
+    export: str,
+    redis_url: str,
+    sink_url: str,
+    *,
+    concurrency: int = 16,
+    burst: bool = False,
+    lease: float = 30.0,
+    client: Callable[[RedisTrafficControl], Client] | None = None,
+    workers: int = 1,
+) -> WorkerResult:
+    """Work on the export's queue in this process until stopped: SIGTERM or SIGINT (the
+    current pages are stored, the rest of each slice handed back), a fatal stop of the fleet
+    (a 401, an exhausted quota: ``stopped`` says which), or, with ``burst``, an empty queue.
+
+    One client (made by ``client`` from the fleet's :class:`RedisTrafficControl`), one
+    traffic control and one sink serve every slice of the process.
+
+    :param lease: seconds a slice stays with a worker that stopped answering before another
+        worker takes it over (every worker of an export should use the same).
+    :raises SinkSettingsError: the export does not exist in Redis, or the sink holds an export
+        with other settings (before any work is taken).
+    :raises ImportError: streaq is not installed (Python 3.11+).
+    """
+    check_export_name(export)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if not isinstance(lease, (int, float)) or not 1 <= lease < float("inf"):
+        raise ValueError(f"lease must be a number of seconds >= 1, got {lease!r}")
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        settings = await export_settings(redis, export, sink_url)
+    finally:
+        await redis.aclose()
+    async with await open_sink(sink_url, settings=settings.for_sink()):
+        pass  # other settings, or unreachable: refused before any work is taken
+    options = WorkerOptions(concurrency, burst, client, workers)
+    slices = pages = runs = 0
+    lost_since: float | None = None
+    while True:
+        queue = open_queue(export, redis_url, lease=float(lease), concurrency=concurrency)
+        try:
+            await queue.work(settings, sink_url, options)
+        except Exception as exc:
+            # Redis lost (killed, restarted, cut off): the sink holds every page stored, the
+            # queue comes back with Redis (or with enqueue --requeue). Start again until it
+            # answers, for REDIS_PATIENCE seconds.
+            if queue.stopping or not redis_lost(exc):
+                raise
+            now = time.monotonic()
+            if queue.slices or lost_since is None:
+                lost_since = now
+            if now - lost_since > REDIS_PATIENCE:
+                raise
+            logger.warning(
+                "Redis cannot be used (%s): the worker starts again in %g s",
+                " ".join(str(leaf(exc)).split()) or type(leaf(exc)).__name__,
+                REDIS_RETRY,
+            )
+            if await _wait_unless_signalled(REDIS_RETRY):
+                return WorkerResult(
+                    slices + queue.slices, pages + queue.pages, runs + queue.runs, None
+                )
+            continue
+        finally:
+            slices, pages, runs = slices + queue.slices, pages + queue.pages, runs + queue.runs
+        return WorkerResult(slices, pages, runs, queue.fatal)
+
+
+#: Seconds a worker keeps starting again while Redis cannot be used, before it gives up.
+REDIS_PATIENCE = 60.0
+#: Seconds between two starts.
+REDIS_RETRY = 1.0
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The first exception that is not a group of others."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not inner:
+            return exc
+        exc = inner[0]
+
+
+def redis_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception of a group) says Redis could not be used."""
+    inner = getattr(exc, "exceptions", None)
+    if inner:
+        return all(redis_lost(e) for e in inner)
+    names = {c.__module__.partition(".")[0] for c in type(exc).__mro__}
+    return bool(names & {"coredis", "redis"}) or isinstance(exc, (OSError, TimeoutError))
+
+
+async def _wait_unless_signalled(seconds: float) -> bool:
+    """Sleep ``seconds``; ``True`` (at once) on SIGTERM or SIGINT."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.move_on_after(seconds):
+            async for _ in signals:
+                return True
+    return False
+
+
+async def resume(export: str, redis_url: str) -> bool:
+    """Clear a fatal stop of the export's fleet (once its cause is fixed): its workers may
+    send again. Returns whether the fleet was stopped."""
+    check_export_name(export)
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        return bool(await redis.hdel(f"aiorunlist:fleet:{{{export}}}", "fatal"))
+    finally:
+        await redis.aclose()

@@ -1,0 +1,180 @@
+"""Sync one thread, or one slice of it, into a sink: the building block of a job in any queue.
+
+The sink says where the thread's listing stands; each page is stored in one transaction that
+also advances the thread's cursor with a compare-and-set, so a job run twice (redelivered,
+retried, or racing a copy of itself) never stores a run twice: the copy that loses the
+compare-and-set stops.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Literal
+
+import attrs
+
+from .._client import Client
+from .._protocol import check_list_args, check_page_size
+from ..exceptions import AuthenticationError, QuotaExceededError, RunListError
+from ._base import Sink, ThreadState, ThreadStateName
+from ._stream import raw_pages_many
+from ._walk import plan_walk
+
+__all__ = ["SyncResult", "is_fatal", "sync_thread"]
+
+
+@attrs.frozen
+class SyncResult:
+    """What :func:`sync_thread` did.
+
+    ``state`` and ``cursor`` are the thread's stored state afterwards as this call wrote or
+    read it (``state`` is ``None`` when the sink holds nothing of it). ``more`` is true when
+    the listing did not reach the thread's end: ``max_pages`` pages were stored, or an error
+    that is not the thread's own ended it (see ``error``). ``lost`` is true when another
+    writer advanced the thread first: this call stopped and wrote nothing more (the other
+    writer carries on).
+
+    ``error`` is the error that ended the listing, if any. When it concerns the thread itself
+    (not found, a malformed page...), the thread is stored as ``failed`` with it. When it does
+    not (a timeout, a 5xx or a 429 the retries did not cure, a bad API key, an exhausted
+    quota, a stopped fleet), nothing is stored for it and ``retry_later`` is true: call again
+    later, from where the sink says.
+    """
+
+    thread_id: str
+    #: Pages stored (each in its own transaction).
+    pages: int = 0
+    #: Runs in those pages (new, changed or unchanged).
+    runs: int = 0
+    state: ThreadStateName | None = None
+    cursor: str | None = None
+    more: bool = False
+    lost: bool = False
+    error: Exception | None = None
+    #: The writer name the pages were stored under (``threads.writer``).
+    writer: str | None = None
+
+    @property
+    def retry_later(self) -> bool:
+        """An error ended the listing that does not concern the thread: nothing was marked
+        failed, and the same call later goes on from where the sink says."""
+        return self.error is not None and self.state != "failed"
+
+    @property
+    def fatal(self) -> bool:
+        """The error is one that every other thread would meet too (see :func:`is_fatal`)."""
+        return self.error is not None and is_fatal(self.error)
+
+
+def is_fatal(error: BaseException) -> bool:
+    """Whether ``error`` would end every thread's listing alike: a rejected API key (401), an
+    exhausted quota (429 ``insufficient_quota``), or a fleet's traffic control stopped by one
+    of them. A job that gets one should stop taking work, not mark threads failed."""
+    if isinstance(error, (AuthenticationError, QuotaExceededError)):
+        return True
+    fleet = sys.modules.get("aiorunlist.fleet._control")  # only a fleet raises its stop
+    return fleet is not None and isinstance(error, fleet.TrafficStoppedError)
+
+
+def _concerns_thread(error: Exception) -> bool:
+    """Whether the thread itself failed (as opposed to the server, the network or the key)."""
+    if is_fatal(error):
+        return False
+    return not (isinstance(error, RunListError) and error.retryable)
+
+
+def writer_name(prefix: str = "sync") -> str:
+    """A writer name no other writer uses: ``prefix:host:pid:random``."""
+    return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+async def sync_thread(
+    client: Client,
+    sink: Sink,
+    thread_id: str,
+    *,
+    order: Literal["asc", "desc"] = "desc",
+    page_size: int = 100,
+    max_pages: int | None = None,
+    writer: str | None = None,
+    state: ThreadState | None = None,
+    stop_when: Callable[[], bool] | None = None,
+) -> SyncResult:
+    """List one thread into ``sink``, from where the sink says it stands, page by page.
+
+    Each page is stored in one transaction with the thread's new cursor, compare-and-set
+    against the state this call started from: if another writer advanced the thread first,
+    this call stops quietly (``lost``). A thread the sink holds as ``done`` is synced: only
+    what is newer is listed (see the sink documentation).
+
+    Use it inside a job of your own queue (arq, Celery, taskiq...): one job per thread, or
+    per slice of ``max_pages`` pages, enqueueing the next slice while ``more`` is true.
+
+    :param client: the client to list with (its traffic control and retries apply).
+    :param sink: an open sink (:func:`aiorunlist.sinks.open_sink`), opened with the same
+        ``order`` and ``page_size`` as its settings.
+    :param order: ``"desc"`` or ``"asc"``, as the sink's export was made.
+    :param page_size: runs per page (1-100).
+    :param max_pages: store at most this many pages, then return with ``more`` true
+        (``None``: to the end of the thread).
+    :param writer: the name stored with the pages (``threads.writer``); a fresh unique name
+        by default. Give each concurrent job its own.
+    :param state: the thread's stored state, if just read (saves reading it again).
+    :param stop_when: checked after each stored page: when it returns true, the call returns
+        at once with ``more`` true (e.g. a worker shutting down).
+    :raises ValueError: a bad thread id, order, page size or ``max_pages`` (nothing sent).
+    :raises aiorunlist.sinks.SinkError: the sink failed (the page in hand is not stored).
+    """
+    check_list_args(thread_id, order=order)
+    check_page_size(page_size, name="page_size")
+    if max_pages is not None and (
+        isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1
+    ):
+        raise ValueError(f"max_pages must be an integer >= 1 or None, got {max_pages!r}")
+    if writer is None:
+        writer = writer_name()
+    if state is None:
+        state = (await sink.threads([thread_id])).get(thread_id)
+    start, walk = plan_walk(thread_id, state, order, writer)
+    pages = runs = 0
+    more = lost = False
+    error: Exception | None = None
+    async with raw_pages_many(
+        client, [start], concurrency=1, order=order, page_size=page_size
+    ) as stream:
+        async for page in stream:
+            if page.error is not None and not _concerns_thread(page.error):
+                error, more = page.error, True
+                break
+            write = walk.page_write(page)
+            if write is not None:
+                if not await sink.write_page(write):
+                    lost = True
+                    break
+                walk.written(write)
+                pages += 1
+            runs += len(page.raw)
+            if page.last:
+                error = page.error
+                break
+            if (max_pages is not None and pages >= max_pages) or (
+                stop_when is not None and stop_when()
+            ):
+                more = True
+                break
+    stored = walk.expected
+    return SyncResult(
+        thread_id,
+        pages,
+        runs,
+        None if stored is None else stored.state,
+        None if stored is None else stored.cursor,
+        more,
+        lost,
+        error,
+        writer,
+    )

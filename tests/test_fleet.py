@@ -1,0 +1,524 @@
+"""The fleet: ``aiorunlist fleet enqueue | worker | status`` against a real redis-server, a real
+SQLite file or PostgreSQL database, and a fake server in a background thread; workers run as
+real subprocesses (SIGTERM, exit codes, several at once)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("streaq", reason="the fleet's queue needs streaq (Python 3.11+)")
+
+import redis
+
+from aiorunlist.fleet import check_export_name
+from aiorunlist.fleet._export import slice_id
+from tests.conftest import API_KEY
+from tests.redis_server import RedisServer
+from tests.test_cli import PYTHON, LiveServer, invoke, subprocess_env
+from tests.test_sinks import assert_all_stored, query
+
+EXPORT = "test-export"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def live() -> Iterator[LiveServer]:
+    with LiveServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+def fleet_args(
+    command: str, rds: RedisServer, sink: str, *args: str, export: str = EXPORT
+) -> list[str]:
+    return ["fleet", command, "--export", export, "--redis", rds.url, "--sink", sink, *args]
+
+
+def enqueue(rds: RedisServer, sink: str, *args: str) -> dict[str, int]:
+    result = invoke([*fleet_args("enqueue", rds, sink, "--json"), *args])
+    assert result.exit_code == 0, result.stderr
+    counts: dict[str, int] = json.loads(result.stdout)
+    return counts
+
+
+def status(rds: RedisServer, sink: str) -> dict[str, Any]:
+    result = invoke(fleet_args("status", rds, sink, "--json"))
+    assert result.exit_code == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def start_worker(
+    live: LiveServer,
+    rds: RedisServer,
+    sink: str,
+    *args: str,
+    key: str = API_KEY,
+    export: str = EXPORT,
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - this package's own command line
+        [*PYTHON, *fleet_args("worker", rds, sink, *args, export=export)],
+        env=subprocess_env(OPENAI_API_KEY=key, OPENAI_BASE_URL=live.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the worker did not exit within {timeout} s: {err.decode()[-2000:]}")
+    return process.returncode, err.decode()
+
+
+def queued_ids(rds: RedisServer) -> set[str]:
+    """The task ids in the export's queue (live and delayed)."""
+    client = redis.Redis.from_url(rds.url, decode_responses=True)
+    try:
+        prefix = f"streaq:aiorunlist:{EXPORT}:queues:"
+        entries: Any = client.xrange(prefix + "normal")
+        delayed: Any = client.zrange(prefix + "delayed:normal", 0, -1)
+        return {str(fields["task_id"]) for _, fields in entries} | {str(t) for t in delayed}
+    finally:
+        client.close()
+
+
+def test_enqueue_is_idempotent_and_counts(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tids = live.seed(6, 5)
+    assert enqueue(redis_server, sqlite_url, *tids[:4]) == {
+        "added": 4,
+        "already_known": 0,
+        "already_done": 0,
+        "requeued": 0,
+    }
+    again = enqueue(redis_server, sqlite_url, *tids)
+    assert (again["added"], again["already_known"]) == (2, 4)
+    assert queued_ids(redis_server) == {slice_id(tid, None) for tid in tids}
+    assert query(sqlite_url, "SELECT count(*) FROM threads WHERE state = 'pending'") == [(6,)]
+    # The plain-text form, from a file, with the variables instead of the options.
+    ids = Path(sqlite_path := sqlite_url[len("sqlite:///") :]).with_suffix(".txt")
+    ids.write_text("\n".join(tids) + "\n")
+    result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
+    assert result.exit_code == 2  # no --redis / --sink
+    monkeypatch.setenv("AIORUNLIST_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("AIORUNLIST_SINK", sqlite_url)
+    result = invoke(["fleet", "enqueue", "--export", EXPORT, "--threads-from", str(ids)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "added 0, already known 6, already done 0\n"
+    assert Path(sqlite_path).exists()
+    # The other commands with a --sink read the same variable.
+    summary = invoke(["summary"])
+    assert summary.exit_code == 0, summary.stderr
+    assert "runs" in summary.stdout
+
+
+def test_other_settings_are_refused_with_exit_code_2(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    tids = live.seed(2, 3)
+    assert enqueue(redis_server, sqlite_url, *tids, "--page-size", "10")["added"] == 2
+    for args in (["--page-size", "20"], ["--order", "asc"], ["--slice-pages", "3"]):
+        result = invoke([*fleet_args("enqueue", redis_server, sqlite_url), *args, *tids])
+        assert result.exit_code == 2
+        assert "was created with" in result.stderr
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    result = invoke([*fleet_args("enqueue", redis_server, other), *tids])
+    assert result.exit_code == 2
+    assert "sink" in result.stderr
+    # A worker of an export Redis does not know, or for another database: refused at once.
+    for export, sink in (("nope", sqlite_url), (EXPORT, other)):
+        code, err = finish(start_worker(live, redis_server, sink, export=export))
+        assert code == 2, err
+    code, err = finish(
+        subprocess.Popen(  # noqa: S603
+            [*PYTHON, *fleet_args("worker", redis_server, sqlite_url)],
+            env=subprocess_env(OPENAI_BASE_URL=live.url),
+            stderr=subprocess.PIPE,
+        )
+    )
+    assert code == 2
+    assert "no API key" in err
+    unreachable = invoke(
+        [
+            "fleet",
+            "status",
+            "--export",
+            EXPORT,
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--sink",
+            sqlite_url,
+        ]
+    )
+    assert unreachable.exit_code == 2
+    assert "cannot use Redis" in unreachable.stderr
+    with pytest.raises(ValueError, match="export name"):
+        check_export_name("a:b")
+    bad_id = invoke([*fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}"), ""])
+    assert bad_id.exit_code == 2
+    assert not (tmp_path / "n.db").exists()  # refused before anything was created
+
+
+def test_a_small_export_completes_with_every_run_once(
+    live: LiveServer, redis_server: RedisServer, sink_url: str
+) -> None:
+    """Two workers at once, slices of 2 pages of 5 runs: every run stored exactly once, as
+    the server sent it; status says so."""
+    tids = live.seed(12, lambda i: (i * 7) % 31)
+    enqueue(redis_server, sink_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    workers = [
+        start_worker(live, redis_server, sink_url, "--burst", "--concurrency", "4")
+        for _ in range(2)
+    ]
+    for process in workers:
+        code, err = finish(process)
+        assert code == 0, err
+    assert_all_stored(live, sink_url, tids)
+    data = status(redis_server, sink_url)
+    assert {k: data[k] for k in ("threads_done", "threads_pending", "threads_failed")} == {
+        "threads_done": 12,
+        "threads_pending": 0,
+        "threads_failed": 0,
+    }
+    assert data["runs"] == sum(len(live.server.threads[t]) for t in tids)
+    assert data["queued"] == 0
+    assert data["stopped"] is None
+    assert set(data) >= {"rate", "paused_for", "workers", "stopped", "runs_per_second"}
+    check = invoke(fleet_args("status", redis_server, sink_url, "--check"))
+    assert check.exit_code == 0
+    assert "threads done 12, pending 0, failed 0" in check.stdout
+    # Enqueued again once done: nothing added.
+    assert enqueue(redis_server, sink_url, *tids)["already_done"] == 12
+
+
+@pytest.mark.slow
+def test_sigterm_hands_back_the_rest_and_another_worker_finishes(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """SIGTERM mid-export: the worker exits 0 within 10 s, holding nothing (no slice left
+    pending with it); the queue holds each unfinished thread's slice for where the sink says
+    it stands (``thread:cursor``), and a second worker completes the export."""
+    tids = live.seed(30, 40)
+    live.do(lambda: setattr(live.server, "latency", 0.1))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
+    process = start_worker(live, redis_server, sqlite_url, "--concurrency", "6")
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code, err = finish(process, timeout=15)
+    assert code == 0, err
+    assert time.monotonic() - sent < 10
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        pending = client.xpending(f"streaq:aiorunlist:{EXPORT}:queues:normal", "workers")
+    finally:
+        client.close()
+    assert pending["pending"] == 0
+    states = query(sqlite_url, "SELECT thread_id, state, cursor FROM threads")
+    unfinished = {slice_id(tid, cursor) for tid, state, cursor in states if state != "done"}
+    assert unfinished
+    assert queued_ids(redis_server) == unfinished
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_a_401_stops_every_worker_and_status_check_says_why(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """One worker with a rejected key stops the whole fleet: the good worker stops taking
+    work too (exit 1, the reason named, never the key), and ``status --check`` exits 1."""
+    tids = live.seed(40, 30)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 20:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.1)
+    bad_key = "sk-rejected-key-0123456789"
+    bad = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", key=bad_key)
+    code, err = finish(bad, timeout=20)
+    assert code == 1, err
+    stopped = time.monotonic()
+    assert "AuthenticationError" in err
+    assert bad_key not in err
+    code, err = finish(good, timeout=20)
+    assert code == 1, err
+    assert time.monotonic() - stopped < 10
+    assert "the fleet is stopped" in err
+    check = invoke(fleet_args("status", redis_server, sqlite_url, "--check"))
+    assert check.exit_code == 1
+    assert "401" in check.stderr
+    assert status(redis_server, sqlite_url)["stopped"].startswith("AuthenticationError")
+    # Nothing was marked failed, and nothing is lost: every unfinished thread is queued.
+    assert query(sqlite_url, "SELECT count(*) FROM threads WHERE state = 'failed'") == [(0,)]
+    unfinished = {
+        tid
+        for tid, state in query(sqlite_url, "SELECT thread_id, state FROM threads")
+        if state != "done"
+    }
+    assert {task.rsplit(":", 1)[0] for task in queued_ids(redis_server)} == unfinished
+    # The cause fixed, the stop cleared: a worker finishes the export.
+    resumed = invoke(["fleet", "resume", "--export", EXPORT, "--redis", redis_server.url])
+    assert resumed.exit_code == 0
+    assert resumed.stdout == f"export {EXPORT}: stop cleared\n"
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+    assert invoke(fleet_args("status", redis_server, sqlite_url, "--check")).exit_code == 0
+
+
+@pytest.mark.slow
+def test_requeue_after_redis_lost_everything_completes_the_export(
+    live: LiveServer, redis_server: RedisServer, sink_url: str
+) -> None:
+    """FLUSHALL mid-export (a Redis restarted empty): ``enqueue --requeue`` rebuilds the queue
+    from the sink's threads, and the export completes, every run once."""
+    tids = live.seed(20, 25)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sink_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    process = start_worker(live, redis_server, sink_url, "--concurrency", "4")
+    deadline = time.monotonic() + 30
+    while query(sink_url, "SELECT count(*) FROM runs")[0][0] < 50:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    code, err = finish(process, timeout=15)
+    assert code == 0, err
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    code, err = finish(start_worker(live, redis_server, sink_url, "--burst"))
+    assert code == 2  # the export is gone from Redis: say how to rebuild it
+    assert "--requeue" in err
+    counts = enqueue(redis_server, sink_url, "--requeue", "--page-size", "5", "--slice-pages", "2")
+    assert counts["requeued"] == len(
+        query(sink_url, "SELECT thread_id FROM threads WHERE state = 'pending'")
+    )
+    assert counts["requeued"] > 0
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sink_url, "--burst", "--concurrency", "8"))
+    assert code == 0, err
+    assert_all_stored(live, sink_url, tids)
+
+
+def test_the_fleet_imports_without_streaq() -> None:
+    """``import aiorunlist.fleet`` works where streaq cannot be installed; using the queue
+    then says what to install."""
+    code = (
+        "import sys; sys.modules['streaq'] = None\n"
+        "import aiorunlist, aiorunlist.fleet\n"
+        "try:\n"
+        "    aiorunlist.fleet.open_queue('x', 'redis://127.0.0.1:1')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, check=True, text=True
+    ).stdout
+    assert "streaq" in out
+    assert "pip install" in out
+
+
+@pytest.mark.slow
+def test_workers_outlive_redis_killed_and_restarted_with_aof(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """Redis SIGKILLed mid-export and started again from its append-only file: the workers
+    start again once it answers, and the export completes with every run once."""
+    redis_server.kill()
+    redis_server.start("--appendonly", "yes")
+    tids = live.seed(20, 25)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    workers = [
+        start_worker(
+            live, redis_server, sqlite_url, "--burst", "--lease", "2", "--concurrency", "4"
+        )
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
+        assert time.monotonic() < deadline, "the workers stored nothing"
+        time.sleep(0.1)
+    redis_server.kill()
+    time.sleep(1.0)
+    redis_server.start("--appendonly", "yes")
+    for process in workers:
+        code, err = finish(process)
+        assert code == 0, err
+        assert "starts again" in err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.anyio
+async def test_the_worker_in_process_finishes_a_burst_and_reports(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The library's entry points in one process: enqueue from an async iterable, run_worker
+    with burst, fleet_status; a thread the server does not know is failed, not retried."""
+    from aiorunlist.fleet import enqueue as add
+    from aiorunlist.fleet import fleet_status, resume, run_worker
+    from aiorunlist.testing import FakeServer, Fault
+    from tests.conftest import fast_client
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with FakeServer(api_key=API_KEY) as server:
+        tids = server.seed(8, lambda i: i * 3)
+
+        async def ids() -> Any:
+            for tid in [*tids, "thread_missing"]:
+                yield tid
+
+        # Two 503s no retry cures (no retries here): the slice is queued again, not failed.
+        server.add_fault(Fault(status=503, thread_id=tids[5], times=2))
+        counts = await add(EXPORT, redis_server.url, url, ids(), page_size=4, slice_pages=1)
+        assert (counts.added, counts.known, counts.done) == (9, 0, 0)
+        result = await run_worker(
+            EXPORT,
+            redis_server.url,
+            url,
+            concurrency=3,
+            burst=True,
+            client=lambda control: fast_client(server.base_url, control=control, max_retries=0),
+        )
+        assert result.stopped is None
+        assert result.runs == sum(len(server.threads[t]) for t in tids)
+        assert result.slices > 9  # threads of more than one page went on in new slices
+        state = await fleet_status(EXPORT, redis_server.url, url)
+        assert (state.threads_done, state.threads_pending, state.threads_failed) == (8, 0, 1)
+        assert state.runs == result.runs
+        assert state.runs_per_second > 0
+        assert state.pages_per_second > 0
+        assert state.queued == 0
+        assert state.settings is not None
+        assert (state.settings.page_size, state.settings.slice_pages) == (4, 1)
+        assert server.pending_faults == []
+        assert not await resume(EXPORT, redis_server.url)
+        again = await add(EXPORT, redis_server.url, url, tids)
+        assert (again.added, again.done) == (0, 8)
+
+
+def test_the_worker_command_in_process(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """``fleet worker`` run in this process: exit 0 with --burst, 1 on a rejected key."""
+    tids = live.seed(4, 12)
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5")
+    common = ["--base-url", live.url, "--max-retries", "0", "--concurrency", "2"]
+    bad = invoke(
+        [*fleet_args("worker", redis_server, sqlite_url), *common, "--api-key", "sk-bad-key-99"]
+    )
+    assert bad.exit_code == 1
+    assert "the fleet is stopped: AuthenticationError" in bad.stderr
+    assert (
+        invoke(["fleet", "resume", "--export", EXPORT, "--redis", redis_server.url]).exit_code == 0
+    )
+    good = invoke(
+        [*fleet_args("worker", redis_server, sqlite_url), *common, "--api-key", API_KEY, "--burst"]
+    )
+    assert good.exit_code == 0, good.stderr
+    assert "worker stopped" in good.stderr
+    assert "the slice failed" not in bad.stderr + good.stderr, bad.stderr + good.stderr
+    assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_slices_of_a_killed_worker_are_taken_over(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """SIGKILL a worker in the middle of its slices (long ones: 20 pages): once their lease
+    ran out, the other worker lists those threads on from the sink's cursors, and every run
+    is stored once."""
+    tids = live.seed(8, 100)
+    live.do(lambda: setattr(live.server, "latency", 0.05))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "20")
+    args = ("--burst", "--lease", "2", "--concurrency", "4")
+    victim = start_worker(live, redis_server, sqlite_url, *args)
+    deadline = time.monotonic() + 30
+    writer = f":{victim.pid}:"
+    while not query(sqlite_url, f"SELECT 1 FROM threads WHERE writer LIKE '%{writer}%'"):  # noqa: S608
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.05)
+    victim.kill()
+    finish(victim)
+    held = {
+        tid
+        for tid, state in query(
+            sqlite_url,
+            f"SELECT thread_id, state FROM threads WHERE writer LIKE '%{writer}%'",  # noqa: S608
+        )
+        if state == "pending"
+    }
+    assert held
+    code, err = finish(start_worker(live, redis_server, sqlite_url, *args))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+def test_the_burst_count_is_one_transaction(redis_server: RedisServer) -> None:
+    """Regression: --burst counted the live queue and the delayed one in two commands, and a
+    slice moved from the second to the first between them was missed (the worker left work
+    behind). The count is now one MULTI ... EXEC."""
+    from aiorunlist.fleet import open_queue
+
+    async def count() -> int:
+        async with open_queue(EXPORT, redis_server.url) as queue:
+            await queue.publish([("thread_a", None)], delay=60)
+            await queue.publish([("thread_b", None)])
+            return await queue.left()
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with client.monitor() as monitor:  # type: ignore[no-untyped-call]
+            assert anyio.run(count) == 2
+            other = redis.Redis.from_url(redis_server.url)
+            other.echo("end-of-test")
+            other.close()
+            commands: list[str] = []
+            while "end-of-test" not in (command := str(monitor.next_command()["command"])):
+                commands.append(command.split(maxsplit=1)[0].upper())
+    finally:
+        client.close()
+    at = commands.index("XLEN")
+    assert commands[at - 1 : at + 3] == ["MULTI", "XLEN", "ZCARD", "EXEC"]
