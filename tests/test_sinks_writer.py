@@ -101,6 +101,14 @@ async def test_both_writers_keep_every_guarantee(tmp_path: Path, writer: Any) ->
         )
         totals = await sink.totals()
         await sink.finish_sync()
+        # The fleet's operations: record threads, list them by state, count them.
+        assert await sink.add_threads(["thread_c", "thread_a", "thread_b", "thread_c"]) == [
+            "thread_c",
+            "thread_b",
+        ]
+        pending = await sink.list_threads(["pending"], after="thread_b")
+        assert [state.thread_id for state in pending] == ["thread_c"]
+        assert await sink.thread_counts() == {"done": 1, "pending": 2}
     assert totals.runs == 3
     assert dict(totals.errors_by_code) == {"server_error": 1}
     assert query(f"sqlite:///{path}", "SELECT count(*) FROM syncs WHERE finished_at > 0") == [(1,)]
