@@ -18,16 +18,21 @@ into a fresh file or database:
 and reports runs/s (all runs over the command's wall time, start-up included), the ratio of
 each sink to jsonl within each round (median over rounds), and the targets: SQLite at least
 0.8x the jsonl export, PostgreSQL at least 0.5x.
+
+``--baseline-ref REF`` (a git commit, branch or tag of this repository) adds the sinks of that
+version of the package as contenders in the same rounds: before and after, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -79,8 +84,34 @@ def api_server(threads: int, runs: int, page_size: int) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def export(base_url: str, ids: Path, target: list[str], args: argparse.Namespace) -> float:
-    """Seconds one export takes, start-up included."""
+def extract(ref: str, into: Path) -> Path:
+    """The package as it is at git ``ref``, extracted under ``into`` (put it on PYTHONPATH)."""
+    archive = subprocess.run(
+        [
+            shutil.which("git") or "git",
+            "-C",
+            str(ROOT),
+            "archive",
+            "--format=tar",
+            ref,
+            "aiorunlist",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def export(
+    base_url: str,
+    ids: Path,
+    target: list[str],
+    args: argparse.Namespace,
+    pythonpath: Path | None = None,
+) -> float:
+    """Seconds one export takes, start-up included (the package found in ``pythonpath``)."""
     command = [
         PY,
         "-m",
@@ -99,8 +130,15 @@ def export(base_url: str, ids: Path, target: list[str], args: argparse.Namespace
         "--no-progress",
         *target,
     ]
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     started = time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    # Run elsewhere than in the repository: ``python -m`` puts the working directory first on
+    # sys.path, which would shadow the baseline on PYTHONPATH with the working tree.
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=env, cwd=ids.parent
+    )
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(target)} failed:\n{out.stderr[-3000:]}")
@@ -116,6 +154,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--postgres", metavar="URL", help="an empty database to export into")
     parser.add_argument("--quick", action="store_true", help="100 threads, 2 rounds")
+    parser.add_argument(
+        "--baseline-ref",
+        metavar="REF",
+        help="also export with the sinks of this git commit/branch, in the same rounds",
+    )
     args = parser.parse_args()
     if args.quick:
         args.threads, args.rounds = 100, 2
@@ -131,27 +174,33 @@ def main() -> None:
     if not args.postgres and bindir is not None:
         postgres = PostgresServer(bindir)
         postgres.start()
+    baseline: Path | None = None
+    if args.baseline_ref:
+        baseline = extract(args.baseline_ref, work / "baseline")
+        contenders += [f"{name} @{args.baseline_ref}" for name in contenders[2:]]
     times: dict[str, list[float]] = {name: [] for name in contenders}
     ratios: dict[str, list[float]] = {name: [] for name in contenders[1:]}
     try:
         with api_server(args.threads, args.runs, args.page_size) as base_url:
             for number in range(args.rounds):
                 for name in contenders:
+                    kind, _, ref = name.partition(" @")
+                    pythonpath = baseline if ref else None
                     if name == "jsonl":
                         target = ["-o", str(work / f"runs{number}.jsonl")]
                     elif name == "jsonl --resume":  # the durable file export, for comparison
                         target = ["-o", str(work / f"runs{number}r.jsonl")]
                         target += ["--resume", str(work / f"runs{number}.state")]
-                    elif name == "sqlite":
-                        target = ["--sink", f"sqlite:///{work / f'runs{number}.db'}"]
+                    elif kind == "sqlite":
+                        target = ["--sink", f"sqlite:///{work / f'runs{number}{ref}.db'}"]
                     elif postgres is not None:
                         target = ["--sink", postgres.new_database()]
                     else:
-                        query = "TRUNCATE runs, threads, syncs" if number else "SELECT 1"
+                        query = "TRUNCATE runs, threads, syncs"  # fails harmlessly when empty
                         psql = shutil.which("psql") or "psql"
                         subprocess.run([psql, args.postgres, "-qc", query], check=False)
                         target = ["--sink", args.postgres]
-                    times[name].append(export(base_url, ids, target, args))
+                    times[name].append(export(base_url, ids, target, args, pythonpath))
                 for name in contenders[1:]:
                     ratios[name].append(times["jsonl"][-1] / times[name][-1])
                 for path in work.glob("runs*"):
@@ -173,6 +222,10 @@ def main() -> None:
             print(f"| jsonl file | {rate:,.0f} | 1.00 | |")
             continue
         ratio = statistics.median(ratios[name])
+        if name not in TARGETS and name.partition(" @")[0] in TARGETS:
+            target = TARGETS[name.partition(" @")[0]]
+            print(f"| {name} sink | {rate:,.0f} | {ratio:.2f} | (>= {target}) |")
+            continue
         if name not in TARGETS:
             print(f"| {name} | {rate:,.0f} | {ratio:.2f} | |")
             continue

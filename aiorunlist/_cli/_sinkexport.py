@@ -9,19 +9,21 @@ whose cursor another writer advanced first is left to that writer (``lost``), no
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import uuid
-from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 
 import anyio
+import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
-from .._fanout import PageStream, ThreadPage, ThreadStart
-from ..sinks import PageWrite, Sink, SinkError
+from .._fanout import PageStream, ThreadStart
+from .._models import Run
+from ..sinks import Sink, SinkError
 from ..sinks._stream import raw_pages_many
 from ..sinks._walk import Walk, plan_walk
 from ._export import FATAL_ERRORS, Export, Order
@@ -33,10 +35,24 @@ __all__ = ["SinkExport"]
 
 #: Thread ids looked up in the sink at once.
 LOOKUP_BATCH = 256
-#: Pages decoded and waiting for the writer at most.
+#: Pages handed to the sink and waiting to be counted at most (beyond the writes in flight).
 WRITE_AHEAD = 8
+#: Allocations between two collections of the youngest objects while exporting (default 700).
+GC_YOUNG_THRESHOLD = 20_000
 
-_Queued = tuple[Walk, PageWrite | None, ThreadPage]
+
+@attrs.define
+class _Done:
+    """A page handed to the sink: what counting it takes once it is stored."""
+
+    thread_id: str
+    count: int
+    last: bool
+    error: Exception | None
+    runs: Sequence[Run] = ()
+
+
+_Queued = tuple[Walk, _Done, "asyncio.Task[bool] | None"]
 
 
 class SinkExport(Export):
@@ -44,8 +60,9 @@ class SinkExport(Export):
 
     After :meth:`run`, besides the figures of :class:`Export`: ``lost`` (threads another
     writer was already exporting) and ``writes`` (transactions committed). Runs are counted
-    once stored. A writer task stores the pages in order, one transaction each, while the
-    next ones are decoded; a page not stored when the export stops is listed again next time.
+    once stored. Each page is handed to the sink as soon as it is decoded (at most
+    ``sink.write_ahead`` writes in flight, stored in order, one transaction each), and counted
+    in order once stored; a page not stored when the export stops is listed again next time.
     """
 
     def __init__(
@@ -78,6 +95,7 @@ class SinkExport(Export):
         #: The sink failed (the export stopped).
         self.sink_error: SinkError | None = None
         self._walks: dict[str, Walk] = {}
+        self._writes: set[asyncio.Task[bool]] = set()
 
     async def _starts(self) -> AsyncGenerator[str | ThreadStart, None]:
         batch: list[str] = []
@@ -104,16 +122,41 @@ class SinkExport(Export):
         return starts
 
     async def _list(self) -> None:
-        """Hand each page to a writer task, so the next page is decoded while one is stored."""
-        send, receive = anyio.create_memory_object_stream[_Queued](WRITE_AHEAD)
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._writer, receive, group.cancel_scope)
-            async with send:
-                await self._pages(send)
+        """Hand each page to the sink as soon as it is decoded (up to ``sink.write_ahead``
+        writes in flight), and count the pages in order as their writes complete."""
+        depth = max(1, self.sink.write_ahead)
+        send, receive = anyio.create_memory_object_stream[_Queued](WRITE_AHEAD + depth)
+        slots = anyio.Semaphore(depth)
+        # What is alive now (modules, classes, the client) outlives the export: set aside while
+        # it lasts, the garbage collector's full collections traverse only what the export
+        # makes, not the whole program (unless the program froze objects itself). And each
+        # page's runs are freed within a moment of their decoding: collecting young objects
+        # every 700 allocations, the default, would mostly traverse the page being decoded.
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._writer, receive, slots, group.cancel_scope)
+                async with send:
+                    await self._pages(send, slots)
+        finally:
+            gc.set_threshold(*thresholds)
+            if freeze:
+                gc.unfreeze()
+            # Writes not counted: cancel those under way, and collect every outcome (a failed
+            # write's error is the export's, raised below; the others are not news).
+            tasks = list(self._writes)
+            for task in tasks:
+                task.cancel()
+            with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
+                await asyncio.gather(*tasks, return_exceptions=True)
         if self.sink_error is not None:
             raise self.sink_error
 
-    async def _pages(self, send: MemoryObjectSendStream[_Queued]) -> None:
+    async def _pages(self, send: MemoryObjectSendStream[_Queued], slots: anyio.Semaphore) -> None:
         starts = self._starts()
         fan_out: AbstractAsyncContextManager[PageStream]
         if self.summary is None:  # nothing needs typed runs: leave them as the server's JSON
@@ -140,43 +183,41 @@ class SinkExport(Export):
                 if walk.lost:
                     continue
                 write = walk.page_write(page)
+                task = None
                 if write is not None:
                     walk.written(write)  # the next page of the thread compares against it
-                await send.send((walk, write, page))
+                    await slots.acquire()
+                    # Handed over now, in order: the sink takes the runs at once (the writes
+                    # still happen one after the other), and they can be freed young, which
+                    # spares the garbage collector traversing them again and again.
+                    task = asyncio.ensure_future(self.sink.write_page(write))
+                    self._writes.add(task)
+                done = _Done(page.thread_id, len(page.raw), page.last, page.error)
+                if self.summary is not None:
+                    done.runs = page.runs
+                del write, page
+                await send.send((walk, done, task))
                 if self.fatal is not None or self.sink_error is not None:
                     return
 
     async def _writer(
-        self, receive: MemoryObjectReceiveStream[_Queued], scope: anyio.CancelScope
+        self,
+        receive: MemoryObjectReceiveStream[_Queued],
+        slots: anyio.Semaphore,
+        scope: anyio.CancelScope,
     ) -> None:
-        """Store the pages in order. Up to ``sink.write_ahead`` writes are handed to the sink
-        before the oldest is settled, so that a sink working in a thread of its own always has
-        the next page waiting (its writes still happen one after the other, in order)."""
-        depth = max(1, self.sink.write_ahead)
-        pending: deque[tuple[Walk, ThreadPage, asyncio.Task[bool] | None]] = deque()
-        try:
-            async with receive:
-                async for walk, write, page in receive:
-                    task = None
-                    if write is not None and not walk.lost:
-                        task = asyncio.ensure_future(self.sink.write_page(write))
-                    pending.append((walk, page, task))
-                    while len(pending) >= depth:
-                        if not await self._settle(*pending.popleft()):
-                            scope.cancel()
-                            return
-            while pending:
-                if not await self._settle(*pending.popleft()):
+        """Count the pages in the order handed over, each once its write completed."""
+        async with receive:
+            async for walk, done, task in receive:
+                settled = await self._settle(walk, done, task)
+                if task is not None:
+                    self._writes.discard(task)
+                    slots.release()
+                if not settled:
                     scope.cancel()
                     return
-        finally:
-            tasks = [task for _, _, task in pending if task is not None]
-            for task in tasks:
-                task.cancel()
-            with anyio.CancelScope(shield=True):  # a write in a thread ends on its own
-                await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _settle(self, walk: Walk, page: ThreadPage, task: asyncio.Task[bool] | None) -> bool:
+    async def _settle(self, walk: Walk, page: _Done, task: asyncio.Task[bool] | None) -> bool:
         """Count a stored page; ``False`` when the sink failed (the export stops)."""
         if task is not None:
             try:
@@ -195,12 +236,12 @@ class SinkExport(Export):
         self._count(page)
         return True
 
-    def _count(self, page: ThreadPage) -> None:
+    def _count(self, page: _Done) -> None:
         summary = self.summary
         if summary is not None:
             for run in page.runs:
                 summary.add(run)
-        self.runs += len(page.raw)
+        self.runs += page.count
         if page.last:
             error = page.error
             if error is not None:

@@ -1,27 +1,34 @@
-"""The SQLite sink: the standard library's sqlite3, in a thread of its own.
+"""The SQLite sink: the standard library's sqlite3, in a writer process (or a thread) of its own.
 
 WAL and a busy timeout let several processes on one host write to one file; every write
 transaction starts with ``BEGIN IMMEDIATE`` so that two writers never deadlock upgrading a
 read lock.
+
+By default the database work happens in a writer process (:mod:`._sqlite_core` run as a
+script): the exporting process only encodes each page's runs once and hands them over, and
+the writer, with an interpreter of its own, never waits for the event loop's thread to let go
+of Python's GIL (a thread would, after every statement). ``writer="thread"`` keeps it in a
+thread of the exporting process instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
+import json
 import os
+import pickle
 import sqlite3
-import threading
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
+from . import _sqlite_core as core
 from ._base import (
-    COLUMNS,
-    OPEN_STATUSES,
-    SCHEMA_VERSION,
     PageWrite,
     Sink,
     SinkError,
@@ -30,215 +37,82 @@ from ._base import (
     ThreadState,
     ThreadStateName,
     Totals,
-    run_row,
+)
+from ._rows import row_params
+from ._sqlite_core import (
+    AUTOCHECKPOINT_PAGES,
+    BUSY_TIMEOUT_MS,
+    CHECKPOINT_INTERVAL,
+    MIGRATIONS,
 )
 
-__all__ = ["MIGRATIONS", "SQLiteSink", "open_sqlite"]
+__all__ = [
+    "AUTOCHECKPOINT_PAGES",
+    "BUSY_TIMEOUT_MS",
+    "CHECKPOINT_INTERVAL",
+    "MIGRATIONS",
+    "SQLiteProcessSink",
+    "SQLiteSink",
+    "SQLiteWriter",
+    "check_settings",
+    "open_sqlite",
+]
 
 T = TypeVar("T")
 
-#: Milliseconds a writer waits for another one's transaction before giving up.
-BUSY_TIMEOUT_MS = 60_000
-#: Seconds between two checkpoints of the WAL into the database, done in a thread of their own.
-CHECKPOINT_INTERVAL = 1.0
-#: WAL pages after which the writer checkpoints itself all the same (a safety net).
-AUTOCHECKPOINT_PAGES = 16_384
+#: Where the SQLite work happens: a process of its own (the default), or a thread.
+SQLiteWriter = Literal["process", "thread"]
 
-_OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
-
-#: Migration n (1-based) brings a database from schema version n-1 to n.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            thread_id TEXT NOT NULL,
-            assistant_id TEXT,
-            status TEXT,
-            model TEXT,
-            created_at INTEGER,
-            started_at INTEGER,
-            completed_at INTEGER,
-            failed_at INTEGER,
-            cancelled_at INTEGER,
-            last_error_code TEXT,
-            incomplete_reason TEXT,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            total_tokens INTEGER,
-            raw TEXT NOT NULL,
-            fetched_at REAL NOT NULL
-        )""",
-        "CREATE INDEX runs_thread_created ON runs (thread_id, created_at)",
-        "CREATE INDEX runs_error_code ON runs (last_error_code) WHERE status = 'failed'",
-        "CREATE INDEX runs_fetched ON runs (fetched_at)",
-        f"CREATE INDEX runs_open ON runs (thread_id, created_at) WHERE status IN ({_OPEN})",
-        """CREATE TABLE threads (
-            thread_id TEXT PRIMARY KEY,
-            state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
-            cursor TEXT,
-            head TEXT,
-            runs INTEGER NOT NULL DEFAULT 0,
-            last_error TEXT,
-            updated_at REAL NOT NULL,
-            writer TEXT
-        )""",
-        "CREATE INDEX threads_state ON threads (state)",
-        """CREATE TABLE syncs (
-            id INTEGER PRIMARY KEY,
-            started_at REAL NOT NULL,
-            finished_at REAL
-        )""",
-    ),
-)
-
-_ROW = f"({', '.join('?' * len(COLUMNS))})"
-_ON_CONFLICT = (
-    " ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-    + " WHERE runs.raw IS NOT excluded.raw"
-)
-
-
-@functools.lru_cache(maxsize=128)
-def _upsert(rows: int) -> str:
-    """One statement upserting ``rows`` runs.
-
-    One statement per page, not ``executemany``: SQLite lets go of the GIL once per statement
-    step, and taking it back each time from a busy event loop costs far more than the insert.
-    """
-    return (
-        f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES {', '.join([_ROW] * rows)}{_ON_CONFLICT}"
-    )
-
-
-_UPSERT = _upsert(1)
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    # Transactions are explicit (BEGIN IMMEDIATE ... COMMIT): autocommit mode otherwise.
-    con = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-    )
-    try:
-        con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal" and path != ":memory:":
-            raise SinkUnavailableError(  # noqa: TRY301 - the connection is closed below
-                f"{path}: SQLite could not switch to WAL mode ({mode})"
-            )
-        # In WAL mode, NORMAL never corrupts and loses no committed transaction to a crash of
-        # the process (only, perhaps, the last ones to a power cut).
-        con.execute("PRAGMA synchronous = NORMAL")
-        # Checkpoints (and the fsyncs they make) happen in the checkpointer's thread, off the
-        # writer's path; the writer does one itself only if the WAL grows very large.
-        con.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
-        con.execute("PRAGMA foreign_keys = ON")
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-def _migrate(
-    con: sqlite3.Connection, path: str, settings: Mapping[str, str] | None, create: bool
-) -> None:
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        if (
-            not create
-            and not con.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'schema_version'"
-            ).fetchone()
-        ):
-            raise SinkUnavailableError(  # noqa: TRY301 - the transaction is rolled back below
-                f"{path} holds no aiorunlist export"
-            )
-        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-        version = row[0] or 0
-        if version > SCHEMA_VERSION:
-            raise SinkSettingsError(  # noqa: TRY301 - the transaction is rolled back below
-                f"{path} has schema version {version}, newer than this aiorunlist's "
-                f"({SCHEMA_VERSION}); upgrade aiorunlist"
-            )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[number - 1]:
-                con.execute(statement)
-        if version < SCHEMA_VERSION:
-            con.execute("DELETE FROM schema_version")
-            con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        if settings is not None:
-            stored = dict(con.execute("SELECT name, value FROM settings").fetchall())
-            check_settings(path, stored, settings)
-            con.executemany(
-                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                sorted(settings.items()),
-            )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+_ERRORS: dict[str, type[SinkError]] = {
+    "unavailable": SinkUnavailableError,
+    "settings": SinkSettingsError,
+}
 
 
 def check_settings(where: str, stored: Mapping[str, str], wanted: Mapping[str, str]) -> None:
     """Refuse an export whose settings differ from those the database was written with."""
-    for name, value in sorted(wanted.items()):
-        old = stored.get(name)
-        if old is not None and old != value:
-            raise SinkSettingsError(
-                f"{where} holds an export made with {name} {old}, not {value}; use the same "
-                "settings, or another database"
-            )
+    try:
+        core.check_settings(where, stored, wanted)
+    except core.OpenError as exc:
+        raise SinkSettingsError(str(exc)) from None
 
 
-class _Checkpointer:
-    """Copies the WAL into the database every :data:`CHECKPOINT_INTERVAL` seconds (``PASSIVE``:
-    it never waits for, nor blocks, a writer), through a connection of its own."""
+def _state(row: core.ThreadRow) -> ThreadState:
+    return ThreadState(*row)  # type: ignore[arg-type] # state is one of the three names
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="aiorunlist-sqlite-checkpoint", daemon=True
-        )
-        self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            con = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:  # the writer checkpoints itself then (AUTOCHECKPOINT_PAGES)
-            return
-        try:
-            while not self._stop.wait(CHECKPOINT_INTERVAL):
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            con.close()
+def _totals(row: tuple[int, list[Any], list[Any], list[Any]]) -> Totals:
+    runs, by_status, by_model, errors = row
+    return Totals(
+        runs=runs,
+        by_status=[tuple(r) for r in by_status],
+        by_model=[tuple(r) for r in by_model],
+        errors_by_code=[tuple(r) for r in errors],
+    )
 
-    def stop(self) -> None:
-        """Stop, and wait for a checkpoint under way to end."""
-        self._stop.set()
-        self._thread.join()
+
+def _expected(write: PageWrite) -> tuple[str | None, str | None, str | None] | None:
+    old = write.expected
+    return None if old is None else (old.cursor, old.head, old.writer)
+
+
+def _values(write: PageWrite, now: float) -> tuple[Any, ...]:
+    return (write.state, write.cursor, write.head, write.last_error, now, write.writer)
+
+
+# --- in a thread ---------------------------------------------------------------------------------
 
 
 class SQLiteSink(Sink):
-    """A sink in one SQLite file (see :func:`aiorunlist.sinks.open_sink`)."""
+    """A sink in one SQLite file, worked on in a thread of this process
+    (see :func:`aiorunlist.sinks.open_sink`)."""
 
     # Writes queue up in the sink's one thread, so they run in the order given.
     write_ahead = 4
 
-    def __init__(
-        self,
-        con: sqlite3.Connection,
-        executor: ThreadPoolExecutor,
-        url: str,
-        checkpointer: _Checkpointer | None = None,
-    ) -> None:
-        self._con = con
+    def __init__(self, db: core.Database, executor: ThreadPoolExecutor, url: str) -> None:
+        self._db = db
         self._executor = executor
-        self._checkpointer = checkpointer
-        self._sync_id: int | None = None
         self._closed = False
         self.url = url
 
@@ -251,224 +125,283 @@ class SQLiteSink(Sink):
         except sqlite3.Error as exc:
             raise SinkError(f"{self.url}: {exc}") from exc
 
-    # --- in the sink's thread --------------------------------------------------------------------
-
-    def _threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
-        con = self._con
-        found: dict[str, ThreadState] = {}
-        for start in range(0, len(thread_ids), 500):
-            chunk = list(thread_ids[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
-            rows = con.execute(
-                "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
-                f"FROM threads WHERE thread_id IN ({marks})",
-                chunk,
-            ).fetchall()
-            done = [row[0] for row in rows if row[1] == "done"]
-            oldest: dict[str, int] = {}
-            if done:
-                oldest = dict(
-                    con.execute(
-                        "SELECT thread_id, min(created_at) FROM runs "
-                        f"WHERE thread_id IN ({', '.join('?' * len(done))}) "
-                        f"AND status IN ({_OPEN}) GROUP BY thread_id",
-                        done,
-                    ).fetchall()
-                )
-            for thread_id, state, cursor, head, runs, last_error, updated_at, writer in rows:
-                refresh_from = None
-                if thread_id in oldest:
-                    before = con.execute(
-                        "SELECT id FROM runs WHERE thread_id = ? AND created_at < ? "
-                        "ORDER BY created_at DESC LIMIT 1",
-                        (thread_id, oldest[thread_id]),
-                    ).fetchone()
-                    refresh_from = "" if before is None else before[0]
-                found[thread_id] = ThreadState(
-                    thread_id,
-                    state,
-                    cursor,
-                    head,
-                    runs,
-                    last_error,
-                    updated_at,
-                    refresh_from,
-                    writer,
-                )
-        return found
-
-    def _write_page(self, write: PageWrite, params: list[Any], count: int, now: float) -> bool:
-        # Four statements, the runs first: each statement hands the GIL back and forth with the
-        # event loop, which costs more than the statement itself. On a lost compare-and-set
-        # (rare) the runs are rolled back with the rest.
-        con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            if count:
-                con.execute(_upsert(count), params)
-            expected = write.expected
-            values = (write.state, write.cursor, write.head, write.last_error, now, write.writer)
-            if expected is None:
-                cursor = con.execute(
-                    "INSERT INTO threads "
-                    "(state, cursor, head, last_error, updated_at, writer, thread_id, runs) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT count(*) FROM runs WHERE thread_id = ?))"
-                    " ON CONFLICT (thread_id) DO NOTHING",
-                    (*values, write.thread_id, write.thread_id),
-                )
-            else:
-                cursor = con.execute(
-                    "UPDATE threads SET state = ?, cursor = ?, head = ?, last_error = ?, "
-                    "updated_at = ?, writer = ?, "
-                    "runs = (SELECT count(*) FROM runs WHERE thread_id = threads.thread_id) "
-                    "WHERE thread_id = ? AND cursor IS ? AND head IS ? AND writer IS ?",
-                    (*values, write.thread_id, expected.cursor, expected.head, expected.writer),
-                )
-            con.execute("COMMIT" if cursor.rowcount == 1 else "ROLLBACK")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
-        return cursor.rowcount == 1
-
-    def _start_sync(self) -> None:
-        cursor = self._con.execute("INSERT INTO syncs (started_at) VALUES (?)", (time.time(),))
-        self._sync_id = cursor.lastrowid
-
-    def _finish_sync(self) -> None:
-        if self._sync_id is not None:
-            self._con.execute(
-                "UPDATE syncs SET finished_at = ? WHERE id = ?", (time.time(), self._sync_id)
-            )
-
-    def _totals(self) -> Totals:
-        con = self._con
-        return Totals(
-            runs=con.execute("SELECT count(*) FROM runs").fetchone()[0],
-            by_status=con.execute(
-                "SELECT coalesce(status, '(none)') AS s, count(*) AS n FROM runs "
-                "GROUP BY s ORDER BY n DESC, s"
-            ).fetchall(),
-            by_model=con.execute(
-                "SELECT coalesce(model, '(none)') AS m, count(*), "
-                "coalesce(sum(total_tokens), 0) AS t FROM runs GROUP BY m ORDER BY t DESC, m"
-            ).fetchall(),
-            errors_by_code=con.execute(
-                "SELECT coalesce(last_error_code, '(no code)') AS c, count(*) AS n FROM runs "
-                "WHERE status = 'failed' GROUP BY c ORDER BY n DESC, c"
-            ).fetchall(),
-        )
-
-    def _close(self) -> None:
-        # The checkpointer first: closing last, the writer's connection checkpoints the rest.
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-        self._con.close()
-
-    def _add_threads(self, thread_ids: Sequence[str], now: float) -> list[str]:
-        con = self._con
-        added: set[str] = set()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            for start in range(0, len(thread_ids), 500):
-                chunk = thread_ids[start : start + 500]
-                rows = con.execute(
-                    "INSERT INTO threads (thread_id, state, updated_at) VALUES "
-                    + ", ".join(["(?, 'pending', ?)"] * len(chunk))
-                    + " ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-                    [value for thread_id in chunk for value in (thread_id, now)],
-                ).fetchall()
-                added.update(row[0] for row in rows)
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
-        return [thread_id for thread_id in dict.fromkeys(thread_ids) if thread_id in added]
-
-    def _list_threads(self, states: list[str], after: str, limit: int) -> list[ThreadState]:
-        rows = self._con.execute(
-            "SELECT thread_id, state, cursor, head, runs, last_error, updated_at, writer "
-            f"FROM threads WHERE state IN ({', '.join('?' * len(states))}) AND thread_id > ? "
-            "ORDER BY thread_id LIMIT ?",
-            (*states, after, limit),
-        ).fetchall()
-        return [ThreadState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], None, r[7]) for r in rows]
-
-    def _thread_counts(self) -> dict[str, int]:
-        return dict(self._con.execute("SELECT state, count(*) FROM threads GROUP BY state"))
-
-    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
-        return await self._call(self._add_threads, list(thread_ids), time.time())
-
-    async def list_threads(
-        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
-    ) -> list[ThreadState]:
-        return await self._call(self._list_threads, list(states), after, limit)
-
-    async def thread_counts(self) -> dict[str, int]:
-        return await self._call(self._thread_counts)
-
-    # --- the API -------------------------------------------------------------------------------
-
     async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
-        return await self._call(self._threads, thread_ids)
+        rows = await self._call(self._db.threads, thread_ids)
+        return {row[0]: _state(row) for row in rows}
 
     async def write_page(self, write: PageWrite) -> bool:
         # The rows are made here: the sink's thread then runs (almost) only SQLite's C code,
         # which lets go of the GIL, instead of contending for it with the event loop.
         now = time.time()
-        thread_id = write.thread_id
-        params = [value for run in write.runs for value in run_row(thread_id, run, now)]
-        return await self._call(self._write_page, write, params, len(write.runs), now)
+        params = row_params(write.thread_id, write.runs, now)
+        return await self._call(
+            self._db.write_page,
+            write.thread_id,
+            params,
+            len(write.runs),
+            _expected(write),
+            _values(write, now),
+        )
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        return await self._call(self._db.add_threads, list(thread_ids), time.time())
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        rows = await self._call(self._db.list_threads, list(states), after, limit)
+        return [_state(row) for row in rows]
+
+    async def thread_counts(self) -> dict[str, int]:
+        return await self._call(self._db.thread_counts)
 
     async def start_sync(self) -> None:
-        await self._call(self._start_sync)
+        await self._call(self._db.start_sync)
 
     async def finish_sync(self) -> None:
-        await self._call(self._finish_sync)
+        await self._call(self._db.finish_sync)
 
     async def totals(self) -> Totals:
-        return await self._call(self._totals)
+        return _totals(await self._call(self._db.totals))
 
     async def aclose(self) -> None:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._close)
+            await loop.run_in_executor(self._executor, self._db.close)
         finally:
             self._closed = True
             self._executor.shutdown(wait=False)
 
 
-def _open(path: str, settings: Mapping[str, str] | None, create: bool) -> sqlite3.Connection:
-    if not create and not os.path.exists(path):
-        raise SinkUnavailableError(f"{path}: no such database file")
-    try:
-        con = _connect(path)
-    except sqlite3.Error as exc:
-        raise SinkUnavailableError(f"cannot open the SQLite database {path}: {exc}") from None
-    try:
-        _migrate(con, path, settings, create)
-    except sqlite3.DatabaseError as exc:
-        con.close()
-        raise SinkUnavailableError(f"cannot use the SQLite database {path}: {exc}") from None
-    except BaseException:
-        con.close()
-        raise
-    return con
+# --- in a writer process -------------------------------------------------------------------------
+
+#: Runs the writer: the module's file is run by path, its directory first on ``sys.path`` (for
+#: ``_rows``), so that the writer imports neither aiorunlist's package (it starts in a few
+#: milliseconds) nor anything in the working directory.
+_BOOT = (
+    "import os, runpy, sys; path = sys.argv.pop(1); sys.path[0] = os.path.dirname(path); "
+    "runpy.run_path(path, run_name='__main__')"
+)
+
+
+_CORE_FILE = str(Path(core.__file__).resolve())
+
+
+class _WriterDidNotStart(SinkError):
+    pass
+
+
+class SQLiteProcessSink(Sink):
+    """A sink in one SQLite file, worked on by a writer process of its own (the default; see
+    :func:`aiorunlist.sinks.open_sink`).
+
+    Requests are handed over in the order made and answered in that order. The writer dies
+    with this process (it never writes for an export that was killed); if it dies first,
+    every request waiting and every later one fails with :class:`SinkError`.
+    """
+
+    write_ahead = 8
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self._process = process
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._lock = asyncio.Lock()
+        self._failure: SinkError | None = None
+        self._closed = False
+        self.url = url
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(
+        cls, path: str, url: str, settings: Mapping[str, str] | None, create: bool
+    ) -> SQLiteProcessSink:
+        """Start the writer, and wait for it to open (create, migrate) the database."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BOOT,
+            _CORE_FILE,
+            path,
+            json.dumps(None if settings is None else dict(settings)),
+            "1" if create else "0",
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        sink = cls(process, url)
+        try:
+            await sink._request(("open",), send=False)
+        except BaseException as exc:
+            await sink._stop()
+            if exc is sink._failure:  # it could not even start
+                raise _WriterDidNotStart(str(exc)) from None
+            raise
+        return sink
+
+    async def _read(self) -> None:
+        """Answer the requests waiting, in order, until the writer's output ends."""
+        stdout = self._process.stdout
+        assert stdout is not None  # noqa: S101 - started with a pipe
+        try:
+            while True:
+                try:
+                    head = await stdout.readexactly(4)
+                    body = await stdout.readexactly(int.from_bytes(head, "big"))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                answer = pickle.loads(body)  # noqa: S301 - our own writer, see _sqlite_core
+                if not self._waiting:
+                    continue
+                future = self._waiting.popleft()
+                if future.done():  # its caller was cancelled
+                    continue
+                if answer[0] == "ok":
+                    future.set_result(answer[1])
+                else:
+                    _, kind, message = answer
+                    if kind == "sqlite":
+                        message = f"{self.url}: {message}"
+                    future.set_exception(_ERRORS.get(kind, SinkError)(message))
+        finally:
+            if not self._closed or self._waiting:
+                await self._died()
+
+    async def _died(self) -> None:
+        """The writer's output ended: fail every request waiting, and every later one."""
+        code = await self._process.wait()
+        stderr = b""
+        if self._process.stderr is not None:
+            with contextlib.suppress(Exception):
+                stderr = await asyncio.wait_for(self._process.stderr.read(4000), 5)
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        detail = f": {lines[-1]}" if lines else ""
+        self._failure = SinkError(
+            f"{self.url}: the SQLite writer process exited unexpectedly (exit code {code})"
+            f"{detail}; run the same command again to resume"
+        )
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(self._failure)
+
+    async def _request(self, request: tuple[Any, ...], *, send: bool = True) -> Any:
+        if self._closed:
+            raise SinkError("the sink is closed")
+        if self._failure is not None:
+            raise SinkError(str(self._failure))
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        try:
+            if send:
+                stdin = self._process.stdin
+                assert stdin is not None  # noqa: S101 - started with a pipe
+                stdin.write(core.frame(request))  # in the order asked, before any await
+                del request
+                try:
+                    async with self._lock:
+                        await stdin.drain()
+                except (ConnectionError, RuntimeError):
+                    pass  # the writer is gone: the reader fails the future
+            return await future
+        except BaseException:
+            future.cancel()  # its answer is dropped when it comes
+            raise
+
+    async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
+        rows = await self._request(("threads", list(thread_ids)))
+        return {row[0]: _state(row) for row in rows}
+
+    async def write_page(self, write: PageWrite) -> bool:
+        # The rows are made here, the writer only runs SQLite: it has the most to do.
+        now = time.time()
+        request = (
+            "write_page",
+            write.thread_id,
+            row_params(write.thread_id, write.runs, now),
+            len(write.runs),
+            _expected(write),
+            _values(write, now),
+        )
+        del write  # the runs may be freed while the writer works (fewer objects for the GC)
+        stored: bool = await self._request(request)
+        return stored
+
+    async def add_threads(self, thread_ids: Sequence[str]) -> list[str]:
+        added: list[str] = await self._request(("add_threads", list(thread_ids), time.time()))
+        return added
+
+    async def list_threads(
+        self, states: Collection[ThreadStateName], *, after: str = "", limit: int = 1000
+    ) -> list[ThreadState]:
+        rows = await self._request(("list_threads", list(states), after, limit))
+        return [_state(row) for row in rows]
+
+    async def thread_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = await self._request(("thread_counts",))
+        return counts
+
+    async def start_sync(self) -> None:
+        await self._request(("start_sync",))
+
+    async def finish_sync(self) -> None:
+        await self._request(("finish_sync",))
+
+    async def totals(self) -> Totals:
+        return _totals(await self._request(("totals",)))
+
+    async def _stop(self) -> None:
+        """Let the writer finish and close the database; kill it if it does not."""
+        self._closed = True
+        process = self._process
+        if process.stdin is not None:
+            with contextlib.suppress(Exception):
+                if process.returncode is None:
+                    process.stdin.write(core.frame(("close",)))
+                process.stdin.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), BUSY_TIMEOUT_MS / 1000 + 10)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
+        finally:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._reader), 5)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        await self._stop()
 
 
 async def open_sqlite(
-    path: str, url: str, settings: Mapping[str, str] | None, *, create: bool = True
-) -> SQLiteSink:
-    """Open (creating and migrating as needed) the SQLite database at ``path``."""
+    path: str,
+    url: str,
+    settings: Mapping[str, str] | None,
+    *,
+    create: bool = True,
+    writer: SQLiteWriter = "process",
+) -> Sink:
+    """Open (creating and migrating as needed) the SQLite database at ``path``, worked on by a
+    writer process (``writer="process"``, where this Python can start one) or a thread."""
+    if writer not in ("process", "thread"):
+        raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
+    if writer == "process" and sys.executable:
+        # A thread instead when this event loop cannot start processes, or this Python
+        # cannot run the writer (e.g. it finds orjson only on a path added at run time).
+        with contextlib.suppress(NotImplementedError, OSError, _WriterDidNotStart):
+            return await SQLiteProcessSink.start(path, url, settings, create)
     executor = ThreadPoolExecutor(1, thread_name_prefix="aiorunlist-sqlite")
     loop = asyncio.get_running_loop()
     try:
-        con = await loop.run_in_executor(executor, _open, path, settings, create)
+        db = await loop.run_in_executor(executor, core.Database, path, settings, create)
+    except core.OpenError as exc:
+        executor.shutdown(wait=False)
+        raise _ERRORS[exc.kind](str(exc)) from None
     except BaseException:
         executor.shutdown(wait=False)
         raise
-    return SQLiteSink(con, executor, url, _Checkpointer(path))
+    return SQLiteSink(db, executor, url)
