@@ -211,7 +211,9 @@ async def test_clients_share_one_rate_limit(
     # limit and never stall (a stalled fleet, as once after a surprise 429, sends ~nothing).
     share, per_100 = await shared_rate(redis_server, k, headers=headers, rate=150)
     assert share >= 0.4, f"{k} clients used {share:.0%} of the limit"
-    assert per_100 <= 3, f"{k} clients met {per_100:.1f} 429s per 100 requests"
+    # Each client on its own meets 20-55 429s per 100 here (benchmarks/fleet_rate.py); shared,
+    # about 0.3 on an idle machine, a few when the loaded machine holds a client up.
+    assert per_100 <= 10, f"{k} clients met {per_100:.1f} 429s per 100 requests"
 
 
 # --- the shared retry budget ---------------------------------------------------------------
