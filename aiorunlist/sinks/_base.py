@@ -237,3 +237,9 @@ class Sink(abc.ABC):
     async def thread_counts(self) -> dict[str, int]:
         """How many threads the sink holds in each state (``pending``, ``done``, ``failed``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot count threads")
+
+    async def stored_settings(self) -> dict[str, str]:
+        """The export settings the database holds (``order``, ``page_size``...): those given
+        when it was first opened with settings, whatever this sink was opened with; empty
+        when it was never given any."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read its settings")

@@ -369,6 +369,12 @@ class PostgresSink(Sink):
 
         return await self._retrying(fetch)
 
+    async def stored_settings(self) -> dict[str, str]:
+        async def fetch(con: asyncpg.Connection, _again: bool) -> dict[str, str]:
+            return {r[0]: r[1] for r in await con.fetch("SELECT name, value FROM settings")}
+
+        return await self._retrying(fetch)
+
     async def aclose(self) -> None:
         self._closed = True
         for slot, con in enumerate(self._cons):

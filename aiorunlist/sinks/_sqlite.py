@@ -409,6 +409,12 @@ class SQLiteSink(Sink):
     async def thread_counts(self) -> dict[str, int]:
         return await self._call(self._thread_counts)
 
+    def _stored_settings(self) -> dict[str, str]:
+        return dict(self._con.execute("SELECT name, value FROM settings").fetchall())
+
+    async def stored_settings(self) -> dict[str, str]:
+        return await self._call(self._stored_settings)
+
     # --- the API -------------------------------------------------------------------------------
 
     async def threads(self, thread_ids: Sequence[str]) -> dict[str, ThreadState]:
