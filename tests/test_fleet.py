@@ -190,6 +190,41 @@ def test_other_settings_are_refused_with_exit_code_2(
     assert not (tmp_path / "n.db").exists()  # refused before anything was created
 
 
+def settings_in_redis(rds: RedisServer, export: str = EXPORT) -> dict[str, str]:
+    client = redis.Redis.from_url(rds.url, decode_responses=True)
+    try:
+        stored: Any = client.hgetall(f"aiorunlist:export:{{{export}}}")
+        return dict(stored)
+    finally:
+        client.close()
+
+
+def test_the_sinks_settings_decide_before_redis_is_written(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """A database that holds an export decides a new export's settings: other ones are
+    refused with nothing written to Redis (the name stays usable), and an ``enqueue
+    --requeue`` after Redis came back empty takes them from the database."""
+    tids = live.seed(3, 3)
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
+    other = invoke(
+        [*fleet_args("enqueue", redis_server, sqlite_url, export="other"), "--page-size", "20"]
+        + tids
+    )
+    assert other.exit_code == 2
+    assert settings_in_redis(redis_server, "other") == {}
+    assert "5, not 20" in other.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    counts = enqueue(redis_server, sqlite_url, "--requeue")  # no settings given
+    assert counts["requeued"] == 3
+    stored = settings_in_redis(redis_server)
+    assert (stored["order"], stored["page_size"], stored["slice_pages"]) == ("desc", "5", "3")
+
+
 def test_a_small_export_completes_with_every_run_once(
     live: LiveServer, redis_server: RedisServer, sink_url: str
 ) -> None:

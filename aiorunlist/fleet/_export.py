@@ -15,10 +15,18 @@ queued or running, and otherwise goes on from there itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -165,6 +173,38 @@ async def export_settings(
     :raises SinkSettingsError: the export has other settings, or (``create`` false) does not
         exist in Redis.
     """
+    settings, _ = await _export_settings(
+        redis,
+        export,
+        sink_url,
+        order=order,
+        page_size=page_size,
+        slice_pages=slice_pages,
+        create=create,
+    )
+    return settings
+
+
+def _from_map(stored: Mapping[str, str], sink: str) -> ExportSettings:
+    return ExportSettings(
+        "asc" if stored.get("order") == "asc" else "desc",
+        int(stored.get("page_size", "100")),
+        int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
+        sink,
+    )
+
+
+async def _export_settings(
+    redis: aioredis.Redis,
+    export: str,
+    sink_url: str,
+    *,
+    order: Literal["asc", "desc"] | None = None,
+    page_size: int | None = None,
+    slice_pages: int | None = None,
+    create: bool = False,
+) -> tuple[ExportSettings, bool]:
+    """:func:`export_settings`, and whether this call created the export in Redis."""
     _check(order, page_size, slice_pages)
     key = settings_key(export)
     sink = masked_url(sink_url)
@@ -185,12 +225,10 @@ async def export_settings(
             pipe.hgetall(key)
             answers = await pipe.execute()
         stored = _decode_map(answers[-1])
-    settings = ExportSettings(
-        "asc" if stored.get("order") == "asc" else "desc",
-        int(stored.get("page_size", "100")),
-        int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
-        stored.get("sink", ""),
-    )
+        created = all(answers[:-1])
+    else:
+        created = False
+    settings = _from_map(stored, stored.get("sink", ""))
     given: dict[str, object] = {
         "order": order,
         "page size": page_size,
@@ -209,7 +247,42 @@ async def export_settings(
                 f"export {export!r} was created with {name} {have[name]}, not {asked}: use "
                 "the same settings, or another export name"
             )
-    return settings
+    return settings, created
+
+
+def _adopt(
+    where: str,
+    held: Mapping[str, str],
+    order: Literal["asc", "desc"] | None,
+    page_size: int | None,
+    slice_pages: int | None,
+) -> tuple[Literal["asc", "desc"] | None, int | None, int | None]:
+    """The settings of a new export (or one Redis lost) whose sink already holds an export's:
+    those not given are taken from it; those given must be its."""
+    if not held:
+        return order, page_size, slice_pages
+    sink = _from_map(held, where)
+    given: dict[str, tuple[object, object, str]] = {
+        "order": (order, sink.order, "order"),
+        "page_size": (page_size, sink.page_size, "page size"),
+        "slice_pages": (slice_pages, sink.slice_pages, "slice pages"),
+    }
+    for name, (asked, have, text) in given.items():
+        if name in held and asked is not None and asked != have:
+            raise SinkSettingsError(
+                f"{where} holds an export made with {text} {have}, not {asked}: use the same "
+                "settings (or leave them out: they are taken from the database), or another "
+                "database"
+            )
+    return (
+        order if order is not None else sink.order if "order" in held else None,
+        page_size if page_size is not None else sink.page_size if "page_size" in held else None,
+        slice_pages
+        if slice_pages is not None
+        else sink.slice_pages
+        if "slice_pages" in held
+        else None,
+    )
 
 
 @attrs.frozen
@@ -286,9 +359,23 @@ async def enqueue(
     :raises ValueError: a bad export name, setting or thread id (before anything is written).
     """
     check_export_name(export)
+    _check(order, page_size, slice_pages)
+    if isinstance(thread_ids, (str, bytes)):
+        raise TypeError("thread_ids must be an iterable of thread ids, not one string")
+    if isinstance(thread_ids, Collection):  # all of them before anything is written
+        for thread_id in thread_ids:
+            _check_thread_id(thread_id)
     redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
     try:
-        settings = await export_settings(
+        if not await redis.exists(settings_key(export)):
+            # A new export, or one Redis lost: a database that holds an export already
+            # decides its settings (checked before anything is written to Redis).
+            async with await open_sink(sink_url) as probe:
+                held = await probe.stored_settings()
+            order, page_size, slice_pages = _adopt(
+                masked_url(sink_url), held, order, page_size, slice_pages
+            )
+        settings, created = await _export_settings(
             redis,
             export,
             sink_url,
@@ -297,10 +384,17 @@ async def enqueue(
             slice_pages=slice_pages,
             create=True,
         )
+        try:
+            sink = await open_sink(sink_url, settings=settings.for_sink())
+        except BaseException:
+            if created:  # refused (or unreachable): leave no export behind
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await redis.delete(settings_key(export))
+            raise
     finally:
         await redis.aclose()
     added = known = done = requeued = 0
-    async with await open_sink(sink_url, settings=settings.for_sink()) as sink:
+    async with sink:
         queue = open_queue(export, redis_url)
         async with queue:
             async for batch in _batches(thread_ids, BATCH):
