@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -208,8 +209,12 @@ def test_the_sinks_settings_decide_before_redis_is_written(
     tids = live.seed(3, 3)
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
     other = invoke(
-        [*fleet_args("enqueue", redis_server, sqlite_url, export="other"), "--page-size", "20"]
-        + tids
+        [
+            *fleet_args("enqueue", redis_server, sqlite_url, export="other"),
+            "--page-size",
+            "20",
+            *tids,
+        ]
     )
     assert other.exit_code == 2
     assert settings_in_redis(redis_server, "other") == {}
@@ -287,6 +292,52 @@ def test_sigterm_hands_back_the_rest_and_another_worker_finishes(
     unfinished = {slice_id(tid, cursor) for tid, state, cursor in states if state != "done"}
     assert unfinished
     assert queued_ids(redis_server) == unfinished
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_starting_or_a_second_one_never_kills_a_worker(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """A SIGTERM while the worker starts (here: opening a database that does not answer)
+    stops it with exit code 0, not killed by the signal; so does a second SIGTERM (or
+    Ctrl-C) after the first, mid-page. Nothing is lost: a last worker finishes."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(30)
+        silent = f"postgresql://u@127.0.0.1:{listener.getsockname()[1]}/db"
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            client.hset(
+                "aiorunlist:export:{stuck}",
+                mapping={"order": "desc", "page_size": "100", "slice_pages": "10", "sink": silent},
+            )
+        finally:
+            client.close()
+        stuck = start_worker(live, redis_server, silent, export="stuck")
+        connection, _ = listener.accept()  # the worker is opening its database
+        with connection:
+            stuck.send_signal(signal.SIGTERM)
+            code, err = finish(stuck, timeout=15)
+    assert code == 0, err
+    tids = live.seed(8, 30)
+    live.do(lambda: setattr(live.server, "latency", 0.2))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    worker = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 5:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # the pages in flight take 0.2 s
+    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGINT)
+    code, err = finish(worker, timeout=20)
+    assert code == 0, err
     live.do(lambda: setattr(live.server, "latency", 0.0))
     code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
     assert code == 0, err

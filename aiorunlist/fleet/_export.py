@@ -581,8 +581,9 @@ async def run_worker(
     workers: int = 1,
 ) -> WorkerResult:
     """Work on the export's queue in this process until stopped: SIGTERM or SIGINT (the
-    current pages are stored, the rest of each slice handed back), a fatal stop of the fleet
-    (a 401, an exhausted quota: ``stopped`` says which), or, with ``burst``, an empty queue.
+    current pages are stored, the rest of each slice handed back; a signal while the worker
+    starts stops it before it takes any work), a fatal stop of the fleet (a 401, an exhausted
+    quota: ``stopped`` says which), or, with ``burst``, an empty queue.
 
     One client (made by ``client`` from the fleet's :class:`RedisTrafficControl`), one
     traffic control and one sink serve every slice of the process.
@@ -593,29 +594,136 @@ async def run_worker(
         with other settings (before any work is taken).
     :raises ImportError: streaq is not installed (Python 3.11+).
     """
+    return await work(
+        export,
+        redis_url,
+        sink_url,
+        concurrency=concurrency,
+        burst=burst,
+        lease=lease,
+        client=client,
+        workers=workers,
+    )
+
+
+class _Signals:
+    """SIGTERM / SIGINT for the whole life of a worker: the first one stops it (before it
+    starts, or its queue), and the receiver stays open, so that another one changes nothing
+    (the current pages are still stored)."""
+
+    def __init__(self, before: Callable[[], bool] | None) -> None:
+        self.received = anyio.Event()
+        self.queue: Queue | None = None
+        self.scopes: set[anyio.CancelScope] = set()
+        if before is not None and before():
+            self.received.set()
+
+    async def watch(self, signals: AsyncIterator[signal.Signals]) -> None:
+        async for signum in signals:
+            if not self.received.is_set():
+                logger.info("%s: finishing the current pages, then handing back", signum.name)
+            self.received.set()
+            self.stop()
+
+    def stop(self) -> None:
+        if self.queue is not None:
+            self.queue.stop()
+        for scope in self.scopes:
+            scope.cancel()
+
+    def stopped(self) -> bool:
+        return self.received.is_set()
+
+
+async def work(
+    export: str,
+    redis_url: str,
+    sink_url: str,
+    *,
+    concurrency: int = 16,
+    burst: bool = False,
+    lease: float = 30.0,
+    client: Callable[[RedisTrafficControl], Client] | None = None,
+    workers: int = 1,
+    signalled_before: Callable[[], bool] | None = None,
+) -> WorkerResult:
+    """:func:`run_worker`; ``signalled_before`` says whether a signal came before this was
+    called (the command line's own handler, while the program was starting)."""
     check_export_name(export)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
     if not isinstance(lease, (int, float)) or not 1 <= lease < float("inf"):
         raise ValueError(f"lease must be a number of seconds >= 1, got {lease!r}")
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        settings = await export_settings(redis, export, sink_url)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
+            signals = _Signals(signalled_before)
+            async with anyio.create_task_group() as group:
+                group.start_soon(signals.watch, receiver)
+                try:
+                    result = await _work(
+                        signals,
+                        export,
+                        redis_url,
+                        sink_url,
+                        WorkerOptions(concurrency, burst, client, workers),
+                        float(lease),
+                    )
+                finally:
+                    group.cancel_scope.cancel()
     finally:
-        await redis.aclose()
-    async with await open_sink(sink_url, settings=settings.for_sink()):
-        pass  # other settings, or unreachable: refused before any work is taken
-    options = WorkerOptions(concurrency, burst, client, workers)
+        # The handlers from before, not the default ones the receiver leaves (a signal
+        # while the program winds down would kill it).
+        for number, handler in handlers.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError, TypeError, OSError):
+                    signal.signal(number, handler)
+    return result
+
+
+async def _work(  # noqa: PLR0917 - private
+    signals: _Signals,
+    export: str,
+    redis_url: str,
+    sink_url: str,
+    options: WorkerOptions,
+    lease: float,
+) -> WorkerResult:
+    nothing = WorkerResult(0, 0, 0, None)
+    with anyio.CancelScope() as starting:
+        signals.scopes.add(starting)
+        if signals.stopped():
+            return nothing
+        redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+        try:
+            settings = await export_settings(redis, export, sink_url)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await redis.aclose()
+        async with await open_sink(sink_url, settings=settings.for_sink()):
+            pass  # other settings, or unreachable: refused before any work is taken
+    signals.scopes.discard(starting)
+    if signals.stopped():
+        return nothing
     slices = pages = runs = 0
     lost_since: float | None = None
     while True:
-        queue = open_queue(export, redis_url, lease=float(lease), concurrency=concurrency)
+        queue = open_queue(export, redis_url, lease=lease, concurrency=options.concurrency)
+        signals.queue = queue
+        if signals.stopped():
+            return WorkerResult(slices, pages, runs, None)
         try:
             await queue.work(settings, sink_url, options)
         except Exception as exc:
             # Redis lost (killed, restarted, cut off): the sink holds every page stored, the
             # queue comes back with Redis (or with enqueue --requeue). Start again until it
             # answers, for REDIS_PATIENCE seconds.
+            if signals.stopped() and redis_lost(exc):
+                # Stopped while Redis is gone: nothing can be handed back, nothing is lost
+                # (the slices held come back to a worker once their lease runs out).
+                return WorkerResult(
+                    slices + queue.slices, pages + queue.pages, runs + queue.runs, None
+                )
             if queue.stopping or not redis_lost(exc):
                 raise
             now = time.monotonic()
@@ -628,10 +736,8 @@ async def run_worker(
                 " ".join(str(leaf(exc)).split()) or type(leaf(exc)).__name__,
                 REDIS_RETRY,
             )
-            if await _wait_unless_signalled(REDIS_RETRY):
-                return WorkerResult(
-                    slices + queue.slices, pages + queue.pages, runs + queue.runs, None
-                )
+            with anyio.move_on_after(REDIS_RETRY):
+                await signals.received.wait()
             continue
         finally:
             slices, pages, runs = slices + queue.slices, pages + queue.pages, runs + queue.runs
@@ -660,15 +766,6 @@ def redis_lost(exc: BaseException) -> bool:
         return all(redis_lost(e) for e in inner)
     names = {c.__module__.partition(".")[0] for c in type(exc).__mro__}
     return bool(names & {"coredis", "redis"}) or isinstance(exc, (OSError, TimeoutError))
-
-
-async def _wait_unless_signalled(seconds: float) -> bool:
-    """Sleep ``seconds``; ``True`` (at once) on SIGTERM or SIGINT."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        with anyio.move_on_after(seconds):
-            async for _ in signals:
-                return True
-    return False
 
 
 async def resume(export: str, redis_url: str) -> bool:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import socket
 import time
 import uuid
@@ -27,7 +26,7 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 import orjson
-from anyio import CancelScope, CapacityLimiter, open_signal_receiver
+from anyio import CancelScope, CapacityLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from streaq import Worker
 from streaq.types import Entries, StreamMessage, Streaq, StreaqRetry
@@ -72,18 +71,16 @@ async def _nothing() -> AsyncGenerator[None, None]:
 
 
 class _StreaqWorker(Worker[Any]):
-    """streaq's worker, stopped by :class:`Queue`: a signal asks the slices to finish their page
-    and hand the rest back, instead of streaq's own handling; reads block for at most a
+    """streaq's worker, stopped by :class:`Queue` (a signal asks the slices to finish their
+    page and hand the rest back, instead of streaq's own handling); reads block for at most a
     second, so that a dead worker's slices are taken over soon after their lease ran out."""
 
     fleet: Queue
 
     async def signal_handler(self, scope: CancelScope) -> None:
-        with open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                logger.info("%s: finishing the current pages, then handing back", signum.name)
-                self.fleet.stop()
-                return
+        """Nothing: the worker's signals are received for its whole life by
+        :func:`aiorunlist.fleet.run_worker`, which stops the queue (a receiver of streaq's own
+        would take them over, and leave them unhandled once it closed)."""
 
     async def producer(
         self,
