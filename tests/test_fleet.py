@@ -184,6 +184,13 @@ def test_other_settings_are_refused_with_exit_code_2(
     )
     assert unreachable.exit_code == 2
     assert "cannot use Redis" in unreachable.stderr
+    # Status of an export Redis does not know (a typo), or with another database: no figures
+    # of something else, and --check does not pass.
+    for export, sink, says in (("test-exprot", sqlite_url, "no export"), (EXPORT, other, "sink")):
+        for flag in ("--json", "--check"):
+            looked = invoke(fleet_args("status", redis_server, sink, flag, export=export))
+            assert looked.exit_code == 2, looked.stdout
+            assert says in looked.stderr
     with pytest.raises(ValueError, match="export name"):
         check_export_name("a:b")
     bad_id = invoke([*fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}"), ""])

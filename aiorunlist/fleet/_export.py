@@ -482,26 +482,19 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
     """Threads done / pending / failed and runs (from the sink), the queue, the fleet's pace,
     pause and stop, and its live workers (from Redis).
 
+    :raises SinkSettingsError: Redis holds no export ``export``, or it was created with
+        another sink.
     :raises SinkUnavailableError: the sink cannot be opened (or holds no export).
     :raises redis.exceptions.RedisError: Redis cannot be reached.
     """
     check_export_name(export)
-    async with await open_sink(sink_url, create=False) as sink:
-        counts = await sink.thread_counts()
-        runs = (await sink.totals()).runs
     redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
     try:
-        stored = {
-            _text(k): _text(v) for k, v in (await redis.hgetall(settings_key(export))).items()
-        }
-        settings = None
-        if stored:
-            settings = ExportSettings(
-                "asc" if stored.get("order") == "asc" else "desc",
-                int(stored.get("page_size", "100")),
-                int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
-                stored.get("sink", ""),
-            )
+        # The export's, and this database its: else the figures would be another's.
+        settings = await export_settings(redis, export, sink_url)
+        async with await open_sink(sink_url, create=False) as sink:
+            counts = await sink.thread_counts()
+            runs = (await sink.totals()).runs
         control = f"aiorunlist:fleet:{{{export}}}"
         refill, pause, fatal = await redis.hmget(control, ["refill", "pause", "fatal"])
         seconds, micros = await redis.time()
