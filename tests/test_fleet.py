@@ -196,6 +196,20 @@ def test_other_settings_are_refused_with_exit_code_2(
     bad_id = invoke([*fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}"), ""])
     assert bad_id.exit_code == 2
     assert not (tmp_path / "n.db").exists()  # refused before anything was created
+    # In a file, after more than a batch of good ones: the line named, nothing created.
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"thread_{i}\n" for i in range(600)) + "# the last one\n..\n")
+    bad_line = invoke(
+        [
+            *fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}", export="n"),
+            "--threads-from",
+            str(ids),
+        ]
+    )
+    assert bad_line.exit_code == 2
+    assert f"{ids} line 602: " in bad_line.stderr
+    assert not (tmp_path / "n.db").exists()
+    assert settings_in_redis(redis_server, "n") == {}
 
 
 def settings_in_redis(rds: RedisServer, export: str = EXPORT) -> dict[str, str]:
@@ -482,6 +496,22 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
         assert code == 0, err
         assert "starts again" in err
     assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.anyio
+async def test_enqueue_checks_a_list_of_ids_before_writing(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from aiorunlist.fleet import enqueue as add
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ids = [f"thread_{i}" for i in range(600)] + [".."]
+    with pytest.raises(ValueError, match="not a thread id"):
+        await add(EXPORT, redis_server.url, url, ids)
+    with pytest.raises(TypeError, match="not one string"):
+        await add(EXPORT, redis_server.url, url, "thread_1")
+    assert not (tmp_path / "runs.db").exists()
+    assert settings_in_redis(redis_server) == {}
 
 
 @pytest.mark.anyio

@@ -199,7 +199,17 @@ def enqueue_command(
                 source = open(threads_from, "rb")  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise CLIError(f"cannot read {threads_from}: {exc.strerror or exc}") from None
-    ids = ThreadIds(list(thread_ids), source, source_name=threads_from or "<stdin>")
+    name = threads_from or "<stdin>"
+    ids = ThreadIds(list(thread_ids), source, source_name=name, check=check_thread_id)
+    if source is not None and not ids.blocking:
+        # A file: every id checked before anything is created (a pipe: each as it is read).
+        try:
+            asyncio.run(_read_all(ThreadIds([], source, source_name=name, check=check_thread_id)))
+            source.seek(0)
+        except BaseException:
+            if source is not sys.stdin.buffer:
+                source.close()
+            raise
 
     async def stream() -> AsyncIterator[str]:
         async for thread_id in ids:
@@ -237,6 +247,11 @@ def enqueue_command(
             line += f", requeued {result.requeued}"
         click.echo(line)
     return 0
+
+
+async def _read_all(ids: ThreadIds) -> None:
+    async for _ in ids:
+        pass
 
 
 @fleet_group.command("worker", short_help="Work on an export's queue.")
