@@ -23,7 +23,9 @@ import redis
 
 from aiorunlist.fleet import check_export_name
 from aiorunlist.fleet._export import slice_id
+from aiorunlist.sinks._base import mask_url
 from tests.conftest import API_KEY
+from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer
 from tests.test_cli import PYTHON, LiveServer, invoke, subprocess_env
 from tests.test_sinks import assert_all_stored, query
@@ -249,6 +251,32 @@ def test_the_sinks_settings_decide_before_redis_is_written(
     assert counts["requeued"] == 3
     stored = settings_in_redis(redis_server)
     assert (stored["order"], stored["page_size"], stored["slice_pages"]) == ("desc", "5", "3")
+
+
+def test_a_password_in_the_sink_url_is_never_shown_nor_part_of_its_identity(
+    live: LiveServer, redis_server: RedisServer, postgres_server: PostgresServer
+) -> None:
+    """``?password=`` (or ``passfile=``) in a PostgreSQL URL: stored and shown masked, and a
+    rotated (or removed) password still names the export's database."""
+    url = postgres_server.new_database()
+    tids = live.seed(2, 3)
+    enqueue(redis_server, f"{url}?password=s3cret-one&application_name=x", *tids)
+    assert "s3cret" not in json.dumps(settings_in_redis(redis_server))
+    for rotated in (f"{url}?application_name=x&password=s3cret-two", f"{url}?application_name=x"):
+        looked = invoke(fleet_args("status", redis_server, rotated, "--json"))
+        assert looked.exit_code == 0, looked.stderr
+        assert "s3cret" not in looked.stdout
+        assert json.loads(looked.stdout)["settings"]["sink"].endswith(
+            "?password=***&application_name=x"
+        )
+    other = f"{postgres_server.new_database()}?passfile=/s3cret/pgpass&password=s3cret-three"
+    refused = invoke([*fleet_args("enqueue", redis_server, other), *tids])
+    assert refused.exit_code == 2
+    assert "s3cret" not in refused.stderr
+    assert "passfile=***&password=***" in refused.stderr
+    assert mask_url("postgresql://u:pw@h/db?sslpassword=k#f") == (
+        "postgresql://u:***@h/db?sslpassword=***#f"
+    )
 
 
 def test_a_small_export_completes_with_every_run_once(

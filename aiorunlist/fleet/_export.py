@@ -34,6 +34,7 @@ import attrs
 import redis.asyncio as aioredis
 
 from ..sinks import Sink, SinkSettingsError, open_sink
+from ..sinks._base import SECRET_PARAMETERS, mask_url
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -75,12 +76,26 @@ def _decode_map(raw: Any) -> dict[str, str]:
 
 
 def masked_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    """``url`` with its secrets (a password, ``password=`` and such parameters) replaced by
+    ``***``."""
+    return mask_url(url)
+
+
+def same_sink(one: str, other: str) -> bool:
+    """Whether two sink URLs name the same database, whatever their passwords (a password
+    may change, or move to a password file or the environment)."""
+    return _identity(one) == _identity(other)
+
+
+def _identity(url: str) -> str:
+    scheme, sep, rest = mask_url(url).partition("://")
+    base, question, query = rest.partition("?")
+    base = base.replace(":***@", "@", 1)
+    if question:
+        kept = [p for p in query.split("&") if p.partition("=")[0].lower() not in SECRET_PARAMETERS]
+        if kept:
+            base += "?" + "&".join(kept)
+    return f"{scheme}{sep}{base}"
 
 
 #: Seconds of one bucket of the fleet's figures, and buckets ``fleet status`` averages over.
@@ -228,7 +243,7 @@ async def _export_settings(
         created = all(answers[:-1])
     else:
         created = False
-    settings = _from_map(stored, stored.get("sink", ""))
+    settings = _from_map(stored, masked_url(stored.get("sink", "")))
     given: dict[str, object] = {
         "order": order,
         "page size": page_size,
@@ -241,6 +256,8 @@ async def _export_settings(
         "slice pages": settings.slice_pages,
         "sink": settings.sink,
     }
+    if same_sink(sink, settings.sink):
+        del given["sink"]
     for name, asked in given.items():
         if asked is not None and asked != have[name]:
             raise SinkSettingsError(
