@@ -500,7 +500,8 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
     live: LiveServer, redis_server: RedisServer, sqlite_url: str
 ) -> None:
     """Redis SIGKILLed mid-export and started again from its append-only file: the workers
-    start again once it answers, and the export completes with every run once."""
+    start again once it answers (leaving nothing unclosed behind them), and the export
+    completes with every run once."""
     redis_server.kill()
     redis_server.start("--appendonly", "yes")
     tids = live.seed(20, 25)
@@ -523,6 +524,9 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
         code, err = finish(process)
         assert code == 0, err
         assert "starts again" in err
+        # Every start that Redis cut short closed what it opened.
+        assert "ResourceWarning" not in err, err
+        assert "Exception ignored" not in err, err
     assert_all_stored(live, sqlite_url, tids)
 
 

@@ -362,6 +362,12 @@ def _worker(
     workers: int,
 ) -> int:
     _fleet()  # its absence: one line, exit code 2
+    # streaq's Redis client (coredis) leaves the in-memory buffers of a connection that
+    # could not be made unclosed: nothing but memory, freed at once, yet under -W error or
+    # -X dev every start while Redis is away would print a screenful of them.
+    warnings.filterwarnings(
+        "ignore", message=r"Unclosed <MemoryObject(Send|Receive)Stream", category=ResourceWarning
+    )
     if not api_key:
         raise CLIError("no API key: pass --api-key KEY or set the OPENAI_API_KEY variable")
     from .. import Client  # noqa: PLC0415

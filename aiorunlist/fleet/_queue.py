@@ -29,8 +29,10 @@ import orjson
 from anyio import CancelScope, CapacityLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from streaq import Worker
+from streaq.constants import REDIS_GROUP
 from streaq.types import Entries, StreamMessage, Streaq, StreaqRetry
 from streaq.utils import now_ms
+from streaq.worker import _worker_context
 
 from .._client import Client
 from ..exceptions import APIConnectionError
@@ -71,16 +73,12 @@ async def _nothing() -> AsyncGenerator[None, None]:
 
 
 class _StreaqWorker(Worker[Any]):
-    """streaq's worker, stopped by :class:`Queue` (a signal asks the slices to finish their
-    page and hand the rest back, instead of streaq's own handling); reads block for at most a
+    """streaq's worker, stopped by :class:`Queue`: it receives no signal itself (the worker's
+    are received for its whole life by :func:`aiorunlist.fleet.run_worker`, which stops the
+    queue: the slices finish their page and hand the rest back); reads block for at most a
     second, so that a dead worker's slices are taken over soon after their lease ran out."""
 
     fleet: Queue
-
-    async def signal_handler(self, scope: CancelScope) -> None:
-        """Nothing: the worker's signals are received for its whole life by
-        :func:`aiorunlist.fleet.run_worker`, which stops the queue (a receiver of streaq's own
-        would take them over, and leave them unhandled once it closed)."""
 
     async def producer(
         self,
@@ -94,6 +92,29 @@ class _StreaqWorker(Worker[Any]):
                 own.cancel()
             await super().producer(queue, limiter, scope)
 
+    async def run_async(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """streaq's, for a queue without cron jobs, whose stream of messages (and every clone
+        of it) is closed however the worker ends: when Redis is lost as it starts, its tasks
+        are cancelled before they ran, and would leave them open."""
+        async with self, self.lifespan as context:
+            _worker_context.set(context)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                Streaq(pipe).create_groups(self.stream_key, REDIS_GROUP, *self.priorities)
+            send, receive = anyio.create_memory_object_stream[StreamMessage](
+                max_buffer_size=self.prefetch
+            )
+            with send, receive:
+                async with anyio.create_task_group() as group:
+                    renew = CancelScope(shield=True)
+                    group.start_soon(self.renew_idle_timeouts, renew)
+                    limiter = await group.start(
+                        self.run_consumers, receive, renew, group.cancel_scope
+                    )
+                    group.start_soon(self.schedule_delayed_tasks)
+                    group.start_soon(self.producer, send, limiter, group.cancel_scope)
+                    task_status.started()
+                    self._running = True
+
     async def run_consumers(
         self,
         receive: MemoryObjectReceiveStream[StreamMessage],
@@ -102,12 +123,18 @@ class _StreaqWorker(Worker[Any]):
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        limiter = CapacityLimiter(self.concurrency)
+        clones = [receive.clone() for _ in range(self.concurrency)]
         try:
-            await super().run_consumers(
-                receive, renew_scope, produce_scope, task_status=task_status
-            )
+            async with anyio.create_task_group() as group:
+                for clone in clones:
+                    group.start_soon(self.consumer, clone, limiter, produce_scope)
+                task_status.started(limiter)
         finally:
-            receive.close()  # the consumers had clones of it
+            renew_scope.cancel()  # the leases are renewed until every slice ended
+            for clone in clones:  # a consumer cancelled before it ran never closed its own
+                clone.close()
+            receive.close()
         produce_scope.cancel()  # every slice ended: stop the rest of the worker
 
     async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
