@@ -393,6 +393,39 @@ def test_a_sigterm_while_starting_or_a_second_one_never_kills_a_worker(
     assert_all_stored(live, sqlite_url, tids)
 
 
+def test_a_slice_that_loses_to_a_writer_that_stops_midway_is_taken_up_again(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """While a slice waits for its first page, another writer (a sync_thread of the user's)
+    stores that page and stops: the slice loses the compare-and-set, and the thread is
+    still finished (not left pending with nothing queued)."""
+    from aiorunlist.sinks import open_sink, sync_thread
+    from aiorunlist.testing import Fault
+    from tests.conftest import fast_client
+
+    (tid,) = live.seed(1, 30)
+    enqueue(redis_server, sqlite_url, tid, "--page-size", "5")
+    live.do(lambda: live.server.add_fault(Fault(delay=2.0, thread_id=tid)))
+    worker = start_worker(live, redis_server, sqlite_url, "--burst", "--lease", "1")
+    deadline = time.monotonic() + 30
+    while not live.server.requests:  # the slice's first request, held 2 s
+        assert time.monotonic() < deadline, "the worker sent nothing"
+        time.sleep(0.05)
+
+    async def other_writer() -> None:
+        async with (
+            fast_client(live.url) as client,
+            await open_sink(sqlite_url, settings={"order": "desc", "page_size": "5"}) as sink,
+        ):
+            result = await sync_thread(client, sink, tid, page_size=5, max_pages=1)
+            assert (result.pages, result.more) == (1, True)
+
+    anyio.run(other_writer)
+    code, err = finish(worker)
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, [tid])
+
+
 @pytest.mark.slow
 def test_a_401_stops_every_worker_and_status_check_says_why(
     live: LiveServer, redis_server: RedisServer, sqlite_url: str

@@ -383,7 +383,17 @@ class Queue:
         if result.pages:
             with contextlib.suppress(Exception):  # figures only: never worth failing a slice
                 await self._count(result.pages, result.runs)
-        if result.lost or result.state in ("done", "failed"):
+        if result.lost:
+            # Another writer got there first: a slice of this fleet (which hands on by
+            # itself), or one that may stop midway (an export of the command line, a
+            # sync_thread of the user's). Look again a lease later from where the sink then
+            # stands: the slice's id keeps it single, and it returns at once if the thread's
+            # slice is queued by then.
+            state = (await sink.threads([thread_id])).get(thread_id)
+            if state is not None and state.state != "done":
+                await self.publish([(thread_id, state.cursor)], delay=self.lease)
+            return
+        if result.state in ("done", "failed"):
             return
         delay = 0.0
         if result.error is not None:
