@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,9 @@ import redis
 
 from aiorunlist.fleet import check_export_name
 from aiorunlist.fleet._export import slice_id
+from aiorunlist.sinks._base import mask_url
 from tests.conftest import API_KEY
+from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer
 from tests.test_cli import PYTHON, LiveServer, invoke, subprocess_env
 from tests.test_sinks import assert_all_stored, query
@@ -183,11 +186,97 @@ def test_other_settings_are_refused_with_exit_code_2(
     )
     assert unreachable.exit_code == 2
     assert "cannot use Redis" in unreachable.stderr
+    # Status of an export Redis does not know (a typo), or with another database: no figures
+    # of something else, and --check does not pass.
+    for export, sink, says in (("test-exprot", sqlite_url, "no export"), (EXPORT, other, "sink")):
+        for flag in ("--json", "--check"):
+            looked = invoke(fleet_args("status", redis_server, sink, flag, export=export))
+            assert looked.exit_code == 2, looked.stdout
+            assert says in looked.stderr
     with pytest.raises(ValueError, match="export name"):
         check_export_name("a:b")
     bad_id = invoke([*fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}"), ""])
     assert bad_id.exit_code == 2
     assert not (tmp_path / "n.db").exists()  # refused before anything was created
+    # In a file, after more than a batch of good ones: the line named, nothing created.
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"thread_{i}\n" for i in range(600)) + "# the last one\n..\n")
+    bad_line = invoke(
+        [
+            *fleet_args("enqueue", redis_server, f"sqlite:///{tmp_path / 'n.db'}", export="n"),
+            "--threads-from",
+            str(ids),
+        ]
+    )
+    assert bad_line.exit_code == 2
+    assert f"{ids} line 602: " in bad_line.stderr
+    assert not (tmp_path / "n.db").exists()
+    assert settings_in_redis(redis_server, "n") == {}
+
+
+def settings_in_redis(rds: RedisServer, export: str = EXPORT) -> dict[str, str]:
+    client = redis.Redis.from_url(rds.url, decode_responses=True)
+    try:
+        stored: Any = client.hgetall(f"aiorunlist:export:{{{export}}}")
+        return dict(stored)
+    finally:
+        client.close()
+
+
+def test_the_sinks_settings_decide_before_redis_is_written(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """A database that holds an export decides a new export's settings: other ones are
+    refused with nothing written to Redis (the name stays usable), and an ``enqueue
+    --requeue`` after Redis came back empty takes them from the database."""
+    tids = live.seed(3, 3)
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
+    other = invoke(
+        [
+            *fleet_args("enqueue", redis_server, sqlite_url, export="other"),
+            "--page-size",
+            "20",
+            *tids,
+        ]
+    )
+    assert other.exit_code == 2
+    assert settings_in_redis(redis_server, "other") == {}
+    assert "5, not 20" in other.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    counts = enqueue(redis_server, sqlite_url, "--requeue")  # no settings given
+    assert counts["requeued"] == 3
+    stored = settings_in_redis(redis_server)
+    assert (stored["order"], stored["page_size"], stored["slice_pages"]) == ("desc", "5", "3")
+
+
+def test_a_password_in_the_sink_url_is_never_shown_nor_part_of_its_identity(
+    live: LiveServer, redis_server: RedisServer, postgres_server: PostgresServer
+) -> None:
+    """``?password=`` (or ``passfile=``) in a PostgreSQL URL: stored and shown masked, and a
+    rotated (or removed) password still names the export's database."""
+    url = postgres_server.new_database()
+    tids = live.seed(2, 3)
+    enqueue(redis_server, f"{url}?password=s3cret-one&application_name=x", *tids)
+    assert "s3cret" not in json.dumps(settings_in_redis(redis_server))
+    for rotated in (f"{url}?application_name=x&password=s3cret-two", f"{url}?application_name=x"):
+        looked = invoke(fleet_args("status", redis_server, rotated, "--json"))
+        assert looked.exit_code == 0, looked.stderr
+        assert "s3cret" not in looked.stdout
+        assert json.loads(looked.stdout)["settings"]["sink"].endswith(
+            "?password=***&application_name=x"
+        )
+    other = f"{postgres_server.new_database()}?passfile=/s3cret/pgpass&password=s3cret-three"
+    refused = invoke([*fleet_args("enqueue", redis_server, other), *tids])
+    assert refused.exit_code == 2
+    assert "s3cret" not in refused.stderr
+    assert "passfile=***&password=***" in refused.stderr
+    assert mask_url("postgresql://u:pw@h/db?sslpassword=k#f") == (
+        "postgresql://u:***@h/db?sslpassword=***#f"
+    )
 
 
 def test_a_small_export_completes_with_every_run_once(
@@ -256,6 +345,85 @@ def test_sigterm_hands_back_the_rest_and_another_worker_finishes(
     code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
     assert code == 0, err
     assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_starting_or_a_second_one_never_kills_a_worker(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """A SIGTERM while the worker starts (here: opening a database that does not answer)
+    stops it with exit code 0, not killed by the signal; so does a second SIGTERM (or
+    Ctrl-C) after the first, mid-page. Nothing is lost: a last worker finishes."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(30)
+        silent = f"postgresql://u@127.0.0.1:{listener.getsockname()[1]}/db"
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            client.hset(
+                "aiorunlist:export:{stuck}",
+                mapping={"order": "desc", "page_size": "100", "slice_pages": "10", "sink": silent},
+            )
+        finally:
+            client.close()
+        stuck = start_worker(live, redis_server, silent, export="stuck")
+        connection, _ = listener.accept()  # the worker is opening its database
+        with connection:
+            stuck.send_signal(signal.SIGTERM)
+            code, err = finish(stuck, timeout=15)
+    assert code == 0, err
+    tids = live.seed(8, 30)
+    live.do(lambda: setattr(live.server, "latency", 0.2))
+    enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
+    worker = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
+    deadline = time.monotonic() + 30
+    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 5:
+        assert time.monotonic() < deadline, "the worker stored nothing"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # the pages in flight take 0.2 s
+    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGINT)
+    code, err = finish(worker, timeout=20)
+    assert code == 0, err
+    live.do(lambda: setattr(live.server, "latency", 0.0))
+    code, err = finish(start_worker(live, redis_server, sqlite_url, "--burst"))
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, tids)
+
+
+def test_a_slice_that_loses_to_a_writer_that_stops_midway_is_taken_up_again(
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+) -> None:
+    """While a slice waits for its first page, another writer (a sync_thread of the user's)
+    stores that page and stops: the slice loses the compare-and-set, and the thread is
+    still finished (not left pending with nothing queued)."""
+    from aiorunlist.sinks import open_sink, sync_thread
+    from aiorunlist.testing import Fault
+    from tests.conftest import fast_client
+
+    (tid,) = live.seed(1, 30)
+    enqueue(redis_server, sqlite_url, tid, "--page-size", "5")
+    live.do(lambda: live.server.add_fault(Fault(delay=2.0, thread_id=tid)))
+    worker = start_worker(live, redis_server, sqlite_url, "--burst", "--lease", "1")
+    deadline = time.monotonic() + 30
+    while not live.server.requests:  # the slice's first request, held 2 s
+        assert time.monotonic() < deadline, "the worker sent nothing"
+        time.sleep(0.05)
+
+    async def other_writer() -> None:
+        async with (
+            fast_client(live.url) as client,
+            await open_sink(sqlite_url, settings={"order": "desc", "page_size": "5"}) as sink,
+        ):
+            result = await sync_thread(client, sink, tid, page_size=5, max_pages=1)
+            assert (result.pages, result.more) == (1, True)
+
+    anyio.run(other_writer)
+    code, err = finish(worker)
+    assert code == 0, err
+    assert_all_stored(live, sqlite_url, [tid])
 
 
 @pytest.mark.slow
@@ -365,7 +533,8 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
     live: LiveServer, redis_server: RedisServer, sqlite_url: str
 ) -> None:
     """Redis SIGKILLed mid-export and started again from its append-only file: the workers
-    start again once it answers, and the export completes with every run once."""
+    start again once it answers (leaving nothing unclosed behind them), and the export
+    completes with every run once."""
     redis_server.kill()
     redis_server.start("--appendonly", "yes")
     tids = live.seed(20, 25)
@@ -388,7 +557,26 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
         code, err = finish(process)
         assert code == 0, err
         assert "starts again" in err
+        # Every start that Redis cut short closed what it opened.
+        assert "ResourceWarning" not in err, err
+        assert "Exception ignored" not in err, err
     assert_all_stored(live, sqlite_url, tids)
+
+
+@pytest.mark.anyio
+async def test_enqueue_checks_a_list_of_ids_before_writing(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from aiorunlist.fleet import enqueue as add
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ids = [f"thread_{i}" for i in range(600)] + [".."]
+    with pytest.raises(ValueError, match="not a thread id"):
+        await add(EXPORT, redis_server.url, url, ids)
+    with pytest.raises(TypeError, match="not one string"):
+        await add(EXPORT, redis_server.url, url, "thread_1")
+    assert not (tmp_path / "runs.db").exists()
+    assert settings_in_redis(redis_server) == {}
 
 
 @pytest.mark.anyio

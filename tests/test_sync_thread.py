@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiorunlist.sinks import Sink, open_sink, sync_thread
+from aiorunlist.sinks import Sink, SinkSettingsError, open_sink, sync_thread
 from aiorunlist.testing import FakeServer, Fault, MockTransport
 from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
 from tests.test_sinks import query as _query
@@ -206,3 +206,42 @@ def test_slices_and_interruptions_store_every_run_once(
     stored = [row[0] for row in _query(url, "SELECT id FROM runs")]
     assert sorted(stored) == sorted(server.expected_ids(thread_id))
     assert _query(url, "SELECT state, runs FROM threads") == [("done", runs)]
+
+
+async def test_another_order_or_page_size_than_the_sinks_is_refused(
+    fake: FakeServer, sink_url: str
+) -> None:
+    """The cursor a desc slice stored is meaningless in asc: listing on from it would end the
+    thread with most runs missing. Refused before any request, whatever the sink was opened
+    with; a sink that holds no settings is refused too."""
+    (thread_id,) = fake.seed(1, 30)
+    async with (
+        fast_client(fake.base_url) as client,
+        await open_sink(sink_url, settings=SETTINGS) as sink,
+    ):
+        first = await sync_thread(client, sink, thread_id, page_size=10, max_pages=1)
+        assert first.more
+        sent = len(fake.requests)
+        for kwargs in ({"order": "asc", "page_size": 10}, {"page_size": 5}):
+            with pytest.raises(SinkSettingsError, match=r"order|page_size"):
+                await sync_thread(client, sink, thread_id, **kwargs)
+        assert len(fake.requests) == sent
+    # Opened without settings: those stored are the ones checked.
+    async with fast_client(fake.base_url) as client, await open_sink(sink_url) as sink:
+        assert (await sink.stored_settings())["order"] == "desc"
+        with pytest.raises(SinkSettingsError, match="not asc"):
+            await sync_thread(client, sink, thread_id, order="asc", page_size=10)
+        done = await sync_thread(client, sink, thread_id, page_size=10)
+        assert done.state == "done"
+    assert sorted(await stored_ids(sink_url, thread_id)) == sorted(fake.expected_ids(thread_id))
+
+
+async def test_a_sink_without_settings_is_refused(fake: FakeServer, tmp_path: object) -> None:
+    (thread_id,) = fake.seed(1, 3)
+    async with (
+        fast_client(fake.base_url) as client,
+        await open_sink(f"sqlite:///{tmp_path}/runs.db") as sink,
+    ):
+        with pytest.raises(SinkSettingsError, match="holds no export settings"):
+            await sync_thread(client, sink, thread_id)
+    assert fake.requests == []

@@ -7,9 +7,11 @@ when a fleet command runs, and its absence is one line with exit code 2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
@@ -197,7 +199,17 @@ def enqueue_command(
                 source = open(threads_from, "rb")  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise CLIError(f"cannot read {threads_from}: {exc.strerror or exc}") from None
-    ids = ThreadIds(list(thread_ids), source, source_name=threads_from or "<stdin>")
+    name = threads_from or "<stdin>"
+    ids = ThreadIds(list(thread_ids), source, source_name=name, check=check_thread_id)
+    if source is not None and not ids.blocking:
+        # A file: every id checked before anything is created (a pipe: each as it is read).
+        try:
+            asyncio.run(_read_all(ThreadIds([], source, source_name=name, check=check_thread_id)))
+            source.seek(0)
+        except BaseException:
+            if source is not sys.stdin.buffer:
+                source.close()
+            raise
 
     async def stream() -> AsyncIterator[str]:
         async for thread_id in ids:
@@ -235,6 +247,11 @@ def enqueue_command(
             line += f", requeued {result.requeued}"
         click.echo(line)
     return 0
+
+
+async def _read_all(ids: ThreadIds) -> None:
+    async for _ in ids:
+        pass
 
 
 @fleet_group.command("worker", short_help="Work on an export's queue.")
@@ -295,7 +312,62 @@ def worker_command(
     rejected API key, an exhausted quota), 2 bad input, other settings, or Redis or the
     database unreachable.
     """
-    fleet = _fleet()
+    # From here on a SIGTERM or Ctrl-C stops the worker cleanly, even while it is starting.
+    with _signals_noted() as signalled:
+        return _worker(
+            signalled,
+            export=export,
+            redis_url=redis_url,
+            sink=sink,
+            concurrency=concurrency,
+            burst=burst,
+            lease=lease,
+            base_url=base_url,
+            api_key=api_key,
+            max_retries=max_retries,
+            workers=workers,
+        )
+
+
+@contextlib.contextmanager
+def _signals_noted() -> Iterator[Callable[[], bool]]:
+    """Note SIGTERM and SIGINT instead of dying of them, until the worker receives them
+    itself; the handlers before are put back after."""
+    noted: list[int] = []
+    previous: dict[int, Any] = {}
+    try:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, lambda signum, _: noted.append(signum))
+    except ValueError:  # not the main thread (the command run by a test, in a thread)
+        pass
+    try:
+        yield lambda: bool(noted)
+    finally:
+        for again, handler in previous.items():
+            signal.signal(again, handler)
+
+
+def _worker(
+    signalled: Callable[[], bool],
+    *,
+    export: str,
+    redis_url: str,
+    sink: str,
+    concurrency: int,
+    burst: bool,
+    lease: float,
+    base_url: str | None,
+    api_key: str | None,
+    max_retries: int,
+    workers: int,
+) -> int:
+    _fleet()  # its absence: one line, exit code 2
+    # streaq's Redis client (coredis) leaves the in-memory buffers of a connection that
+    # could not be made unclosed: nothing but memory, freed at once, yet under -W error or
+    # -X dev every start while Redis is away would print a screenful of them.
+    warnings.filterwarnings(
+        "ignore", message=r"Unclosed <MemoryObject(Send|Receive)Stream", category=ResourceWarning
+    )
     if not api_key:
         raise CLIError("no API key: pass --api-key KEY or set the OPENAI_API_KEY variable")
     from .. import Client  # noqa: PLC0415
@@ -313,8 +385,10 @@ def worker_command(
     for warning in caught:
         _say(f"aiorunlist: warning: {' '.join(str(warning.message).split())}")
 
+    from aiorunlist.fleet._export import work  # noqa: PLC0415 - with the fleet, above
+
     result = _run(
-        fleet.run_worker(
+        work(
             export,
             redis_url,
             sink,
@@ -323,6 +397,7 @@ def worker_command(
             lease=lease,
             client=make_client,
             workers=workers,
+            signalled_before=signalled,
         ),
         redis_url,
     )

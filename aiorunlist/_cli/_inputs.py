@@ -85,8 +85,12 @@ class ThreadIds:
         *,
         source_name: str = "<stdin>",
         blocking: bool | None = None,
+        check: Callable[[str], object] | None = None,
     ) -> None:
         self.arguments = list(arguments)
+        #: Called with each id of the file: a ``ValueError`` or ``TypeError`` it raises is
+        #: a :class:`CLIError` naming the line.
+        self.check = check
         self.source = source
         self.source_name = source_name
         self.blocking = (
@@ -163,6 +167,11 @@ class ThreadIds:
         text = _TRAILING_COMMENT.sub("", text).strip()
         if not text or text.startswith("#"):
             return None
+        if self.check is not None:
+            try:
+                self.check(text)
+            except (TypeError, ValueError) as exc:
+                raise CLIError(f"{self.source_name} line {number}: {exc}") from None
         return text
 
     def _fresh(self, thread_id: str) -> bool:

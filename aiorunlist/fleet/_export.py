@@ -15,10 +15,18 @@ queued or running, and otherwise goes on from there itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -26,6 +34,7 @@ import attrs
 import redis.asyncio as aioredis
 
 from ..sinks import Sink, SinkSettingsError, open_sink
+from ..sinks._base import SECRET_PARAMETERS, mask_url
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -67,12 +76,26 @@ def _decode_map(raw: Any) -> dict[str, str]:
 
 
 def masked_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    """``url`` with its secrets (a password, ``password=`` and such parameters) replaced by
+    ``***``."""
+    return mask_url(url)
+
+
+def same_sink(one: str, other: str) -> bool:
+    """Whether two sink URLs name the same database, whatever their passwords (a password
+    may change, or move to a password file or the environment)."""
+    return _identity(one) == _identity(other)
+
+
+def _identity(url: str) -> str:
+    scheme, sep, rest = mask_url(url).partition("://")
+    base, question, query = rest.partition("?")
+    base = base.replace(":***@", "@", 1)
+    if question:
+        kept = [p for p in query.split("&") if p.partition("=")[0].lower() not in SECRET_PARAMETERS]
+        if kept:
+            base += "?" + "&".join(kept)
+    return f"{scheme}{sep}{base}"
 
 
 #: Seconds of one bucket of the fleet's figures, and buckets ``fleet status`` averages over.
@@ -165,6 +188,38 @@ async def export_settings(
     :raises SinkSettingsError: the export has other settings, or (``create`` false) does not
         exist in Redis.
     """
+    settings, _ = await _export_settings(
+        redis,
+        export,
+        sink_url,
+        order=order,
+        page_size=page_size,
+        slice_pages=slice_pages,
+        create=create,
+    )
+    return settings
+
+
+def _from_map(stored: Mapping[str, str], sink: str) -> ExportSettings:
+    return ExportSettings(
+        "asc" if stored.get("order") == "asc" else "desc",
+        int(stored.get("page_size", "100")),
+        int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
+        sink,
+    )
+
+
+async def _export_settings(
+    redis: aioredis.Redis,
+    export: str,
+    sink_url: str,
+    *,
+    order: Literal["asc", "desc"] | None = None,
+    page_size: int | None = None,
+    slice_pages: int | None = None,
+    create: bool = False,
+) -> tuple[ExportSettings, bool]:
+    """:func:`export_settings`, and whether this call created the export in Redis."""
     _check(order, page_size, slice_pages)
     key = settings_key(export)
     sink = masked_url(sink_url)
@@ -185,12 +240,10 @@ async def export_settings(
             pipe.hgetall(key)
             answers = await pipe.execute()
         stored = _decode_map(answers[-1])
-    settings = ExportSettings(
-        "asc" if stored.get("order") == "asc" else "desc",
-        int(stored.get("page_size", "100")),
-        int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
-        stored.get("sink", ""),
-    )
+        created = all(answers[:-1])
+    else:
+        created = False
+    settings = _from_map(stored, masked_url(stored.get("sink", "")))
     given: dict[str, object] = {
         "order": order,
         "page size": page_size,
@@ -203,13 +256,50 @@ async def export_settings(
         "slice pages": settings.slice_pages,
         "sink": settings.sink,
     }
+    if same_sink(sink, settings.sink):
+        del given["sink"]
     for name, asked in given.items():
         if asked is not None and asked != have[name]:
             raise SinkSettingsError(
                 f"export {export!r} was created with {name} {have[name]}, not {asked}: use "
                 "the same settings, or another export name"
             )
-    return settings
+    return settings, created
+
+
+def _adopt(
+    where: str,
+    held: Mapping[str, str],
+    order: Literal["asc", "desc"] | None,
+    page_size: int | None,
+    slice_pages: int | None,
+) -> tuple[Literal["asc", "desc"] | None, int | None, int | None]:
+    """The settings of a new export (or one Redis lost) whose sink already holds an export's:
+    those not given are taken from it; those given must be its."""
+    if not held:
+        return order, page_size, slice_pages
+    sink = _from_map(held, where)
+    given: dict[str, tuple[object, object, str]] = {
+        "order": (order, sink.order, "order"),
+        "page_size": (page_size, sink.page_size, "page size"),
+        "slice_pages": (slice_pages, sink.slice_pages, "slice pages"),
+    }
+    for name, (asked, have, text) in given.items():
+        if name in held and asked is not None and asked != have:
+            raise SinkSettingsError(
+                f"{where} holds an export made with {text} {have}, not {asked}: use the same "
+                "settings (or leave them out: they are taken from the database), or another "
+                "database"
+            )
+    return (
+        order if order is not None else sink.order if "order" in held else None,
+        page_size if page_size is not None else sink.page_size if "page_size" in held else None,
+        slice_pages
+        if slice_pages is not None
+        else sink.slice_pages
+        if "slice_pages" in held
+        else None,
+    )
 
 
 @attrs.frozen
@@ -286,9 +376,23 @@ async def enqueue(
     :raises ValueError: a bad export name, setting or thread id (before anything is written).
     """
     check_export_name(export)
+    _check(order, page_size, slice_pages)
+    if isinstance(thread_ids, (str, bytes)):
+        raise TypeError("thread_ids must be an iterable of thread ids, not one string")
+    if isinstance(thread_ids, Collection):  # all of them before anything is written
+        for thread_id in thread_ids:
+            _check_thread_id(thread_id)
     redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
     try:
-        settings = await export_settings(
+        if not await redis.exists(settings_key(export)):
+            # A new export, or one Redis lost: a database that holds an export already
+            # decides its settings (checked before anything is written to Redis).
+            async with await open_sink(sink_url) as probe:
+                held = await probe.stored_settings()
+            order, page_size, slice_pages = _adopt(
+                masked_url(sink_url), held, order, page_size, slice_pages
+            )
+        settings, created = await _export_settings(
             redis,
             export,
             sink_url,
@@ -297,10 +401,17 @@ async def enqueue(
             slice_pages=slice_pages,
             create=True,
         )
+        try:
+            sink = await open_sink(sink_url, settings=settings.for_sink())
+        except BaseException:
+            if created:  # refused (or unreachable): leave no export behind
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await redis.delete(settings_key(export))
+            raise
     finally:
         await redis.aclose()
     added = known = done = requeued = 0
-    async with await open_sink(sink_url, settings=settings.for_sink()) as sink:
+    async with sink:
         queue = open_queue(export, redis_url)
         async with queue:
             async for batch in _batches(thread_ids, BATCH):
@@ -388,26 +499,19 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
     """Threads done / pending / failed and runs (from the sink), the queue, the fleet's pace,
     pause and stop, and its live workers (from Redis).
 
+    :raises SinkSettingsError: Redis holds no export ``export``, or it was created with
+        another sink.
     :raises SinkUnavailableError: the sink cannot be opened (or holds no export).
     :raises redis.exceptions.RedisError: Redis cannot be reached.
     """
     check_export_name(export)
-    async with await open_sink(sink_url, create=False) as sink:
-        counts = await sink.thread_counts()
-        runs = (await sink.totals()).runs
     redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
     try:
-        stored = {
-            _text(k): _text(v) for k, v in (await redis.hgetall(settings_key(export))).items()
-        }
-        settings = None
-        if stored:
-            settings = ExportSettings(
-                "asc" if stored.get("order") == "asc" else "desc",
-                int(stored.get("page_size", "100")),
-                int(stored.get("slice_pages", str(DEFAULT_SLICE_PAGES))),
-                stored.get("sink", ""),
-            )
+        # The export's, and this database its: else the figures would be another's.
+        settings = await export_settings(redis, export, sink_url)
+        async with await open_sink(sink_url, create=False) as sink:
+            counts = await sink.thread_counts()
+            runs = (await sink.totals()).runs
         control = f"aiorunlist:fleet:{{{export}}}"
         refill, pause, fatal = await redis.hmget(control, ["refill", "pause", "fatal"])
         seconds, micros = await redis.time()
@@ -487,8 +591,9 @@ async def run_worker(
     workers: int = 1,
 ) -> WorkerResult:
     """Work on the export's queue in this process until stopped: SIGTERM or SIGINT (the
-    current pages are stored, the rest of each slice handed back), a fatal stop of the fleet
-    (a 401, an exhausted quota: ``stopped`` says which), or, with ``burst``, an empty queue.
+    current pages are stored, the rest of each slice handed back; a signal while the worker
+    starts stops it before it takes any work), a fatal stop of the fleet (a 401, an exhausted
+    quota: ``stopped`` says which), or, with ``burst``, an empty queue.
 
     One client (made by ``client`` from the fleet's :class:`RedisTrafficControl`), one
     traffic control and one sink serve every slice of the process.
@@ -499,29 +604,136 @@ async def run_worker(
         with other settings (before any work is taken).
     :raises ImportError: streaq is not installed (Python 3.11+).
     """
+    return await work(
+        export,
+        redis_url,
+        sink_url,
+        concurrency=concurrency,
+        burst=burst,
+        lease=lease,
+        client=client,
+        workers=workers,
+    )
+
+
+class _Signals:
+    """SIGTERM / SIGINT for the whole life of a worker: the first one stops it (before it
+    starts, or its queue), and the receiver stays open, so that another one changes nothing
+    (the current pages are still stored)."""
+
+    def __init__(self, before: Callable[[], bool] | None) -> None:
+        self.received = anyio.Event()
+        self.queue: Queue | None = None
+        self.scopes: set[anyio.CancelScope] = set()
+        if before is not None and before():
+            self.received.set()
+
+    async def watch(self, signals: AsyncIterator[signal.Signals]) -> None:
+        async for signum in signals:
+            if not self.received.is_set():
+                logger.info("%s: finishing the current pages, then handing back", signum.name)
+            self.received.set()
+            self.stop()
+
+    def stop(self) -> None:
+        if self.queue is not None:
+            self.queue.stop()
+        for scope in self.scopes:
+            scope.cancel()
+
+    def stopped(self) -> bool:
+        return self.received.is_set()
+
+
+async def work(
+    export: str,
+    redis_url: str,
+    sink_url: str,
+    *,
+    concurrency: int = 16,
+    burst: bool = False,
+    lease: float = 30.0,
+    client: Callable[[RedisTrafficControl], Client] | None = None,
+    workers: int = 1,
+    signalled_before: Callable[[], bool] | None = None,
+) -> WorkerResult:
+    """:func:`run_worker`; ``signalled_before`` says whether a signal came before this was
+    called (the command line's own handler, while the program was starting)."""
     check_export_name(export)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
     if not isinstance(lease, (int, float)) or not 1 <= lease < float("inf"):
         raise ValueError(f"lease must be a number of seconds >= 1, got {lease!r}")
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        settings = await export_settings(redis, export, sink_url)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as receiver:
+            signals = _Signals(signalled_before)
+            async with anyio.create_task_group() as group:
+                group.start_soon(signals.watch, receiver)
+                try:
+                    result = await _work(
+                        signals,
+                        export,
+                        redis_url,
+                        sink_url,
+                        WorkerOptions(concurrency, burst, client, workers),
+                        float(lease),
+                    )
+                finally:
+                    group.cancel_scope.cancel()
     finally:
-        await redis.aclose()
-    async with await open_sink(sink_url, settings=settings.for_sink()):
-        pass  # other settings, or unreachable: refused before any work is taken
-    options = WorkerOptions(concurrency, burst, client, workers)
+        # The handlers from before, not the default ones the receiver leaves (a signal
+        # while the program winds down would kill it).
+        for number, handler in handlers.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError, TypeError, OSError):
+                    signal.signal(number, handler)
+    return result
+
+
+async def _work(  # noqa: PLR0917 - private
+    signals: _Signals,
+    export: str,
+    redis_url: str,
+    sink_url: str,
+    options: WorkerOptions,
+    lease: float,
+) -> WorkerResult:
+    nothing = WorkerResult(0, 0, 0, None)
+    with anyio.CancelScope() as starting:
+        signals.scopes.add(starting)
+        if signals.stopped():
+            return nothing
+        redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+        try:
+            settings = await export_settings(redis, export, sink_url)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await redis.aclose()
+        async with await open_sink(sink_url, settings=settings.for_sink()):
+            pass  # other settings, or unreachable: refused before any work is taken
+    signals.scopes.discard(starting)
+    if signals.stopped():
+        return nothing
     slices = pages = runs = 0
     lost_since: float | None = None
     while True:
-        queue = open_queue(export, redis_url, lease=float(lease), concurrency=concurrency)
+        queue = open_queue(export, redis_url, lease=lease, concurrency=options.concurrency)
+        signals.queue = queue
+        if signals.stopped():
+            return WorkerResult(slices, pages, runs, None)
         try:
             await queue.work(settings, sink_url, options)
         except Exception as exc:
             # Redis lost (killed, restarted, cut off): the sink holds every page stored, the
             # queue comes back with Redis (or with enqueue --requeue). Start again until it
             # answers, for REDIS_PATIENCE seconds.
+            if signals.stopped() and redis_lost(exc):
+                # Stopped while Redis is gone: nothing can be handed back, nothing is lost
+                # (the slices held come back to a worker once their lease runs out).
+                return WorkerResult(
+                    slices + queue.slices, pages + queue.pages, runs + queue.runs, None
+                )
             if queue.stopping or not redis_lost(exc):
                 raise
             now = time.monotonic()
@@ -534,10 +746,8 @@ async def run_worker(
                 " ".join(str(leaf(exc)).split()) or type(leaf(exc)).__name__,
                 REDIS_RETRY,
             )
-            if await _wait_unless_signalled(REDIS_RETRY):
-                return WorkerResult(
-                    slices + queue.slices, pages + queue.pages, runs + queue.runs, None
-                )
+            with anyio.move_on_after(REDIS_RETRY):
+                await signals.received.wait()
             continue
         finally:
             slices, pages, runs = slices + queue.slices, pages + queue.pages, runs + queue.runs
@@ -566,15 +776,6 @@ def redis_lost(exc: BaseException) -> bool:
         return all(redis_lost(e) for e in inner)
     names = {c.__module__.partition(".")[0] for c in type(exc).__mro__}
     return bool(names & {"coredis", "redis"}) or isinstance(exc, (OSError, TimeoutError))
-
-
-async def _wait_unless_signalled(seconds: float) -> bool:
-    """Sleep ``seconds``; ``True`` (at once) on SIGTERM or SIGINT."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        with anyio.move_on_after(seconds):
-            async for _ in signals:
-                return True
-    return False
 
 
 async def resume(export: str, redis_url: str) -> bool:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import socket
 import time
 import uuid
@@ -27,11 +26,13 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 import orjson
-from anyio import CancelScope, CapacityLimiter, open_signal_receiver
+from anyio import CancelScope, CapacityLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from streaq import Worker
+from streaq.constants import REDIS_GROUP
 from streaq.types import Entries, StreamMessage, Streaq, StreaqRetry
 from streaq.utils import now_ms
+from streaq.worker import _worker_context
 
 from .._client import Client
 from ..exceptions import APIConnectionError
@@ -72,18 +73,12 @@ async def _nothing() -> AsyncGenerator[None, None]:
 
 
 class _StreaqWorker(Worker[Any]):
-    """streaq's worker, stopped by :class:`Queue`: a signal asks the slices to finish their page
-    and hand the rest back, instead of streaq's own handling; reads block for at most a
+    """streaq's worker, stopped by :class:`Queue`: it receives no signal itself (the worker's
+    are received for its whole life by :func:`aiorunlist.fleet.run_worker`, which stops the
+    queue: the slices finish their page and hand the rest back); reads block for at most a
     second, so that a dead worker's slices are taken over soon after their lease ran out."""
 
     fleet: Queue
-
-    async def signal_handler(self, scope: CancelScope) -> None:
-        with open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                logger.info("%s: finishing the current pages, then handing back", signum.name)
-                self.fleet.stop()
-                return
 
     async def producer(
         self,
@@ -97,6 +92,29 @@ class _StreaqWorker(Worker[Any]):
                 own.cancel()
             await super().producer(queue, limiter, scope)
 
+    async def run_async(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """streaq's, for a queue without cron jobs, whose stream of messages (and every clone
+        of it) is closed however the worker ends: when Redis is lost as it starts, its tasks
+        are cancelled before they ran, and would leave them open."""
+        async with self, self.lifespan as context:
+            _worker_context.set(context)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                Streaq(pipe).create_groups(self.stream_key, REDIS_GROUP, *self.priorities)
+            send, receive = anyio.create_memory_object_stream[StreamMessage](
+                max_buffer_size=self.prefetch
+            )
+            with send, receive:
+                async with anyio.create_task_group() as group:
+                    renew = CancelScope(shield=True)
+                    group.start_soon(self.renew_idle_timeouts, renew)
+                    limiter = await group.start(
+                        self.run_consumers, receive, renew, group.cancel_scope
+                    )
+                    group.start_soon(self.schedule_delayed_tasks)
+                    group.start_soon(self.producer, send, limiter, group.cancel_scope)
+                    task_status.started()
+                    self._running = True
+
     async def run_consumers(
         self,
         receive: MemoryObjectReceiveStream[StreamMessage],
@@ -105,12 +123,18 @@ class _StreaqWorker(Worker[Any]):
         *,
         task_status: Any = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        limiter = CapacityLimiter(self.concurrency)
+        clones = [receive.clone() for _ in range(self.concurrency)]
         try:
-            await super().run_consumers(
-                receive, renew_scope, produce_scope, task_status=task_status
-            )
+            async with anyio.create_task_group() as group:
+                for clone in clones:
+                    group.start_soon(self.consumer, clone, limiter, produce_scope)
+                task_status.started(limiter)
         finally:
-            receive.close()  # the consumers had clones of it
+            renew_scope.cancel()  # the leases are renewed until every slice ended
+            for clone in clones:  # a consumer cancelled before it ran never closed its own
+                clone.close()
+            receive.close()
         produce_scope.cancel()  # every slice ended: stop the rest of the worker
 
     async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
@@ -359,7 +383,17 @@ class Queue:
         if result.pages:
             with contextlib.suppress(Exception):  # figures only: never worth failing a slice
                 await self._count(result.pages, result.runs)
-        if result.lost or result.state in ("done", "failed"):
+        if result.lost:
+            # Another writer got there first: a slice of this fleet (which hands on by
+            # itself), or one that may stop midway (an export of the command line, a
+            # sync_thread of the user's). Look again a lease later from where the sink then
+            # stands: the slice's id keeps it single, and it returns at once if the thread's
+            # slice is queued by then.
+            state = (await sink.threads([thread_id])).get(thread_id)
+            if state is not None and state.state != "done":
+                await self.publish([(thread_id, state.cursor)], delay=self.lease)
+            return
+        if result.state in ("done", "failed"):
             return
         delay = 0.0
         if result.error is not None:

@@ -16,6 +16,7 @@ __all__ = [
     "COLUMNS",
     "OPEN_STATUSES",
     "SCHEMA_VERSION",
+    "SECRET_PARAMETERS",
     "PageWrite",
     "Sink",
     "SinkError",
@@ -23,10 +24,35 @@ __all__ = [
     "SinkUnavailableError",
     "ThreadState",
     "Totals",
+    "mask_url",
     "run_row",
 ]
 
 ThreadStateName = Literal["pending", "done", "failed"]
+
+
+#: Query parameters of a database URL that hold a secret (libpq's and asyncpg's names).
+SECRET_PARAMETERS = frozenset({"password", "passfile", "sslpassword", "sslkey"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its secrets replaced by ``***``: the password of its user, and the
+    values of ``password=``, ``passfile=``, ``sslpassword=``, ``sslkey=`` parameters."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    base, question, query = rest.partition("?")
+    userinfo, at, host = base.rpartition("@")
+    if at and ":" in userinfo:
+        base = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    if question:
+        query, hash_, fragment = query.partition("#")
+        params = [
+            f"{p.partition('=')[0]}=***" if p.partition("=")[0].lower() in SECRET_PARAMETERS else p
+            for p in query.split("&")
+        ]
+        base += question + "&".join(params) + hash_ + fragment
+    return f"{scheme}{sep}{base}"
 
 
 class SinkError(RunListError):
@@ -170,3 +196,9 @@ class Sink(abc.ABC):
     async def thread_counts(self) -> dict[str, int]:
         """How many threads the sink holds in each state (``pending``, ``done``, ``failed``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot count threads")
+
+    async def stored_settings(self) -> dict[str, str]:
+        """The export settings the database holds (``order``, ``page_size``...): those given
+        when it was first opened with settings, whatever this sink was opened with; empty
+        when it was never given any."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read its settings")

@@ -27,6 +27,7 @@ from ._base import (
     ThreadState,
     ThreadStateName,
     Totals,
+    mask_url,
     run_row,
 )
 from ._sqlite import check_settings
@@ -158,13 +159,8 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _masked(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    """``url`` with its password (and secret parameters), if any, replaced by ``***``."""
+    return mask_url(url)
 
 
 class PostgresSink(Sink):
@@ -366,6 +362,12 @@ class PostgresSink(Sink):
         async def fetch(con: asyncpg.Connection, _again: bool) -> dict[str, int]:
             rows = await con.fetch("SELECT state, count(*) FROM threads GROUP BY state")
             return {row[0]: row[1] for row in rows}
+
+        return await self._retrying(fetch)
+
+    async def stored_settings(self) -> dict[str, str]:
+        async def fetch(con: asyncpg.Connection, _again: bool) -> dict[str, str]:
+            return {r[0]: r[1] for r in await con.fetch("SELECT name, value FROM settings")}
 
         return await self._retrying(fetch)
 

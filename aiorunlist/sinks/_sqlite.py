@@ -155,6 +155,9 @@ class SQLiteSink(Sink):
     async def thread_counts(self) -> dict[str, int]:
         return await self._call(self._db.thread_counts)
 
+    async def stored_settings(self) -> dict[str, str]:
+        return await self._call(self._db.stored_settings)
+
     async def start_sync(self) -> None:
         await self._call(self._db.start_sync)
 
@@ -342,6 +345,10 @@ class SQLiteProcessSink(Sink):
     async def thread_counts(self) -> dict[str, int]:
         counts: dict[str, int] = await self._request(("thread_counts",))
         return counts
+
+    async def stored_settings(self) -> dict[str, str]:
+        stored: dict[str, str] = await self._request(("stored_settings",))
+        return stored
 
     async def start_sync(self) -> None:
         await self._request(("start_sync",))

@@ -412,6 +412,10 @@ class Database:
         """Threads held in each state."""
         return dict(self.con.execute("SELECT state, count(*) FROM threads GROUP BY state"))
 
+    def stored_settings(self) -> dict[str, str]:
+        """The export settings the database holds."""
+        return dict(self.con.execute("SELECT name, value FROM settings").fetchall())
+
     def start_sync(self) -> None:
         """Record that an export starts now."""
         cursor = self.con.execute("INSERT INTO syncs (started_at) VALUES (?)", (time.time(),))

@@ -20,7 +20,7 @@ import attrs
 from .._client import Client
 from .._protocol import check_list_args, check_page_size
 from ..exceptions import AuthenticationError, QuotaExceededError, RunListError
-from ._base import Sink, ThreadState, ThreadStateName
+from ._base import Sink, SinkSettingsError, ThreadState, ThreadStateName
 from ._stream import raw_pages_many
 from ._walk import plan_walk
 
@@ -87,6 +87,32 @@ def _concerns_thread(error: Exception) -> bool:
     return not (isinstance(error, RunListError) and error.retryable)
 
 
+async def check_sink_settings(sink: Sink, order: str, page_size: int) -> None:
+    """Refuse to list into ``sink`` in another order or page size than its export's.
+
+    A thread's stored cursor is a run in the export's order: listing on from it in the other
+    order would reach the thread's end with most of its runs never listed.
+    """
+    try:
+        stored = await sink.stored_settings()
+    except NotImplementedError:  # a sink of its own kind: it keeps its own settings
+        return
+    wanted = {"order": order, "page_size": str(page_size)}
+    if "order" not in stored:
+        raise SinkSettingsError(
+            f"{sink.url} holds no export settings: open it with "
+            f"open_sink(url, settings={wanted!r}) (the order and page size to sync with)"
+        )
+    for name, value in wanted.items():
+        have = stored.get(name)
+        if have is not None and have != value:
+            shown = repr(have) if name == "order" else have
+            raise SinkSettingsError(
+                f"{sink.url} holds an export made with {name} {have}, not {value}: pass "
+                f"{name}={shown}, or use another database"
+            )
+
+
 def writer_name(prefix: str = "sync") -> str:
     """A writer name no other writer uses: ``prefix:host:pid:random``."""
     return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -115,8 +141,9 @@ async def sync_thread(
     per slice of ``max_pages`` pages, enqueueing the next slice while ``more`` is true.
 
     :param client: the client to list with (its traffic control and retries apply).
-    :param sink: an open sink (:func:`aiorunlist.sinks.open_sink`), opened with the same
-        ``order`` and ``page_size`` as its settings.
+    :param sink: an open sink (:func:`aiorunlist.sinks.open_sink`) whose export settings
+        (stored when it was first opened with ``settings``) have this ``order`` and
+        ``page_size``.
     :param order: ``"desc"`` or ``"asc"``, as the sink's export was made.
     :param page_size: runs per page (1-100).
     :param max_pages: store at most this many pages, then return with ``more`` true
@@ -127,6 +154,9 @@ async def sync_thread(
     :param stop_when: checked after each stored page: when it returns true, the call returns
         at once with ``more`` true (e.g. a worker shutting down).
     :raises ValueError: a bad thread id, order, page size or ``max_pages`` (nothing sent).
+    :raises aiorunlist.sinks.SinkSettingsError: the sink's export was made with another
+        ``order`` or ``page_size``, or the sink holds no settings (open it with them); nothing
+        is sent.
     :raises aiorunlist.sinks.SinkError: the sink failed (the page in hand is not stored).
     """
     check_list_args(thread_id, order=order)
@@ -135,6 +165,7 @@ async def sync_thread(
         isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1
     ):
         raise ValueError(f"max_pages must be an integer >= 1 or None, got {max_pages!r}")
+    await check_sink_settings(sink, order, page_size)
     if writer is None:
         writer = writer_name()
     if state is None:
