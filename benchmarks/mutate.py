@@ -60,7 +60,7 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
         " has 19 digits from byte 1"
     ),
     (_P, 295, "0", "-1"): "re's search treats a negative start as 0",
-    (_P, 569, "True", "False"): (
+    (_P, 582, "True", "False"): (
         "the URL is build_url's, already percent-encoded: yarl keeps valid escapes on re-quoting"
     ),
     (_P, 298, "return False", "return None"): "_exact_needed() is only ever used as a condition",
@@ -77,7 +77,7 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
         "with retryable=None the error computes its own default, which never retries a quota"
         " error either"
     ),
-    (_P, 546, "index < len(items)", "index <= len(items)"): (
+    (_P, 559, "index < len(items)", "index <= len(items)"): (
         "failing_index returns len(items) only when no run fails alone, and which_run is only"
         " called after one did"
     ),
