@@ -14,6 +14,7 @@ import aiorunlist
 from aiorunlist._control import Pacer, RetryBudget
 from aiorunlist.testing import FakeServer, MockTransport
 from tests.postgres import PostgresServer, find_binaries
+from tests.redis_server import RedisServer
 
 API_KEY = "sk-test-key-0123456789"
 
@@ -152,3 +153,17 @@ def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'runs.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.new_database()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free loopback port (the test is skipped without one)."""
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

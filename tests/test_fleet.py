@@ -34,19 +34,6 @@ EXPORT = "test-export"
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
 def live() -> Iterator[LiveServer]:
     with LiveServer() as server:
         yield server

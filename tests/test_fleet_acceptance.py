@@ -49,19 +49,6 @@ needs_fleet = pytest.mark.skipif(
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
 def aof_redis() -> Iterator[RedisServer]:
     try:
         server = RedisServer(aof=True)

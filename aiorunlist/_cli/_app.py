@@ -27,7 +27,7 @@ from ._export import Export
 from ._failures import failure_lines
 from ._fleet import fleet_group
 from ._inputs import CLIError, ThreadIds
-from ._options import api_key_option, base_url_option, sink_option
+from ._options import api_key_option, base_url_option, max_retries_option, sink_option
 from ._output import FORMATS, Summary, Writer, format_count
 from ._progress import LogWarnings, Progress
 from ._serve import FAKE_KEY, run_demo, serve_fake
@@ -303,13 +303,7 @@ def _cut_back(file: BinaryIO, output: str, journal: Journal) -> int:
 )
 @base_url_option
 @api_key_option
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Retries of one page request on connection errors, timeouts, 408, 409, 429 and 5xx.",
-)
+@max_retries_option
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),

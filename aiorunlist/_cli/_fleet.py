@@ -21,7 +21,13 @@ from .._protocol import check_thread_id
 from ..exceptions import RunListError
 from ..sinks import SinkError
 from ._inputs import CLIError, ThreadIds
-from ._options import api_key_option, base_url_option, redis_option, sink_option
+from ._options import (
+    api_key_option,
+    base_url_option,
+    max_retries_option,
+    redis_option,
+    sink_option,
+)
 
 if TYPE_CHECKING:
     from .. import Client
@@ -277,13 +283,7 @@ async def _read_all(ids: ThreadIds) -> None:
 )
 @base_url_option
 @api_key_option
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Retries of one page request on connection errors, timeouts, 408, 409, 429 and 5xx.",
-)
+@max_retries_option
 @click.option(
     "--workers",
     type=click.IntRange(min=1),

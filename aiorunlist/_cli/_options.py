@@ -48,3 +48,11 @@ redis_option = click.option(
     required=True,
     help="The fleet's Redis, e.g. redis://127.0.0.1:6379/0.",
 )
+
+max_retries_option = click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Retries of one page request on connection errors, timeouts, 408, 409, 429 and 5xx.",
+)
