@@ -85,8 +85,8 @@ async def test_a_url_that_is_not_redis_is_refused() -> None:
 
 
 class Watched(RedisTrafficControl):
-    """A control that notes (monotonic, the fake server's clock) when it let a request go
-    and when it had told Redis of a 429."""
+    """A control that notes (monotonic, the fake server's clock) when it was asked for a
+    request it let go, and when it had told Redis of a 429."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,9 +94,12 @@ class Watched(RedisTrafficControl):
         self.throttled: list[float] = []
 
     async def reserve(self) -> float:
+        # Noted as of when the ask began: an ask answered by Redis before a 429 was recorded
+        # may resume after the recording task does, on a loaded machine.
+        asked = time.monotonic()
         wait = await super().reserve()
         if wait <= 0:
-            self.granted.append(time.monotonic())
+            self.granted.append(asked)
         return wait
 
     async def record(
