@@ -1042,6 +1042,40 @@ def shared_rate(
         }
 
 
+#: Seconds after the pause reached Redis within which a request granted just before it may
+#: still arrive (sent in the same step as its grant's answer, then loopback and the server's
+#: own event loop).
+KNOWN_SLACK = 0.005
+
+
+def _pause_field(redis_url: str, export: str) -> bytes | None:
+    import redis  # noqa: PLC0415 - the fleet extra
+
+    with redis.Redis.from_url(redis_url) as client:
+        value: bytes | None = client.hget(f"aiorunlist:fleet:{{{export}}}", "pause")
+        return value
+
+
+def _pause_recorded(
+    redis_url: str, export: str, seconds: float, before: bytes | None, timeout: float = 5.0
+) -> float | None:
+    """When the fleet's next pause of ``seconds`` reached Redis (the field changed from
+    ``before``), on this machine's monotonic clock (the fake server's); ``None``: never."""
+    import redis  # noqa: PLC0415 - the fleet extra
+
+    key = f"aiorunlist:fleet:{{{export}}}"
+    with redis.Redis.from_url(redis_url) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = client.hget(key, "pause")
+            if value is not None and value != before:
+                # Redis's clock is the wall clock: map it onto the monotonic one.
+                offset = time.time() - time.monotonic()
+                return float(value) - seconds - offset
+            time.sleep(0.001)
+        return None
+
+
 def shared_pause(
     redis_url: str,
     directory: Path,
@@ -1073,7 +1107,9 @@ def shared_pause(
             s.f.start_worker(burst=True)
         wait_until(lambda: len(s.listing()) > 50, 60)
         time.sleep(after)
+        before = _pause_field(redis_url, EXPORT)
         s.server.call(lambda: fake.add_fault(Fault(status=429, headers={"retry-after-ms": "500"})))
+        known = _pause_recorded(redis_url, EXPORT, 0.5, before)
         done, _ = s.wait_finished(timeout)
         s.f.stop_all()
         requests = s.listing()
@@ -1083,10 +1119,16 @@ def shared_pause(
         if not hit:
             out["error"] = "the 429 was never sent"
             return out
-        t = hit[0].received_at
+        # From when the 429 left the server: a client cannot answer it before that.
+        t = hit[0].answered_at or hit[0].received_at
         inside = sorted(r.received_at - t for r in requests if t < r.received_at <= t + 0.45)
         before = sum(1 for r in requests if t - 0.45 <= r.received_at < t)
         later = [r.received_at - t for r in requests if r.received_at > t]
+        if known is not None:
+            # The fleet knew of the pause from ``known`` on (Redis's clock): a request that
+            # arrived before that was sent before any worker could have known.
+            out["recorded_after_ms"] = round(1000 * (known - t), 1)
+            out["arrived_once_known"] = sum(1 for d in inside if t + d > known + KNOWN_SLACK)
         out.update(
             within_450ms=len(inside),
             in_the_450ms_before=before,
