@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import redis
 
 from aiorunlist._cli._serve import build_threads
 from aiorunlist.fleet._control import PROBE_INTERVAL
@@ -1049,8 +1050,6 @@ KNOWN_SLACK = 0.005
 
 
 def _pause_field(redis_url: str, export: str) -> bytes | None:
-    import redis  # noqa: PLC0415 - the fleet extra
-
     with redis.Redis.from_url(redis_url) as client:
         value: bytes | None = client.hget(f"aiorunlist:fleet:{{{export}}}", "pause")
         return value
@@ -1061,8 +1060,6 @@ def _pause_recorded(
 ) -> float | None:
     """When the fleet's next pause of ``seconds`` reached Redis (the field changed from
     ``before``), on this machine's monotonic clock (the fake server's); ``None``: never."""
-    import redis  # noqa: PLC0415 - the fleet extra
-
     key = f"aiorunlist:fleet:{{{export}}}"
     with redis.Redis.from_url(redis_url) as client:
         deadline = time.monotonic() + timeout
