@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -1171,6 +1172,34 @@ def outage(
         }
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that exited and were waited
+    for, with those of their own waited-for children (a worker's SQLite writer process)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _own_cpu() -> float:
+    """CPU seconds (user + system) of this process: the fake server's thread, mostly."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a running process so far, from ``/proc`` (``None``
+    where it cannot be read)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_1000(cpu: float | None, requests: int) -> float | None:
+    return None if cpu is None or not requests else round(1000 * cpu / requests, 2)
+
+
 def scaling(
     redis_url: str,
     directory: Path,
@@ -1181,9 +1210,15 @@ def scaling(
     seconds: float = 8.0,
     sink_url: str | None = None,
     timeout: float = 300.0,
+    redis_pid: int | None = None,
 ) -> dict[str, Any]:
     """K burst workers against a server ``latency`` away with no limit: requests answered per
-    second over the busy middle of the export."""
+    second over the busy middle of the export, and the CPU seconds per 1,000 requests the
+    workers spent (with their SQLite writer processes; exact, from the kernel's accounting of
+    the waited-for workers), the fake server (this process) and redis-server (``redis_pid``).
+
+    CPU per request depends far less on what else the machine runs than throughput does.
+    """
     fake = FakeServer(api_key=None, latency=latency)
     n_threads = int(k * concurrency / latency * seconds / 2)  # about two pages each
     with Scenario(
@@ -1197,13 +1232,24 @@ def scaling(
         server=fake,
     ) as s:
         s.enqueue()
+        # Every child waited for from here to stop_all() is a worker (the enqueue command
+        # was waited for above; redis-server runs on).
+        children, own = _children_cpu(), _own_cpu()
+        redis_before = None if redis_pid is None else process_cpu(redis_pid)
         started = time.monotonic()
         for _ in range(k):
             s.f.start_worker(burst=True)
         done, _ = s.wait_finished(timeout)
         elapsed = time.monotonic() - started
         s.f.stop_all()
-        ok = [r.received_at for r in s.listing() if r.status == 200]
+        workers_cpu = _children_cpu() - children
+        server_cpu = _own_cpu() - own
+        redis_after = None if redis_pid is None else process_cpu(redis_pid)
+        redis_cpu = (
+            None if redis_before is None or redis_after is None else redis_after - redis_before
+        )
+        listing = s.listing()
+        ok = [r.received_at for r in listing if r.status == 200]
         check = s.check()
         return {
             "k": k,
@@ -1211,6 +1257,11 @@ def scaling(
             "seconds": round(elapsed, 1),
             "requests_per_second": round(_window_rate(ok), 1),
             "ideal": round(k * concurrency / latency, 1),
+            "requests": len(listing),
+            "worker_cpu_seconds": round(workers_cpu, 3),
+            "worker_cpu_per_1000": _per_1000(workers_cpu, len(listing)),
+            "server_cpu_per_1000": _per_1000(server_cpu, len(listing)),
+            "redis_cpu_per_1000": _per_1000(redis_cpu, len(listing)),
             "check": check,
             **check.figures(),
             "logs": s.f.logs() if not check.ok or not done else "",
