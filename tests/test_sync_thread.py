@@ -245,3 +245,32 @@ async def test_a_sink_without_settings_is_refused(fake: FakeServer, tmp_path: ob
         with pytest.raises(SinkSettingsError, match="holds no export settings"):
             await sync_thread(client, sink, thread_id)
     assert fake.requests == []
+
+
+async def test_the_sinks_settings_are_read_once_per_sink(
+    fake: FakeServer, sink_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet runs a slice per thread: the settings a sink holds (they never change once
+    stored) are read from the database for its first slice only, and still checked."""
+    thread_ids = fake.seed(3, 12)
+    async with (
+        fast_client(fake.base_url) as client,
+        await open_sink(sink_url, settings=SETTINGS) as sink,
+    ):
+        reads = 0
+        real = sink.stored_settings
+
+        async def counted() -> dict[str, str]:
+            nonlocal reads
+            reads += 1
+            return await real()
+
+        monkeypatch.setattr(sink, "stored_settings", counted)
+        for thread_id in thread_ids:
+            result = await sync_thread(client, sink, thread_id, page_size=10)
+            assert result.state == "done"
+        assert reads == 1
+        sent = len(fake.requests)
+        with pytest.raises(SinkSettingsError, match="not asc"):
+            await sync_thread(client, sink, thread_ids[0], order="asc", page_size=10)
+        assert len(fake.requests) == sent

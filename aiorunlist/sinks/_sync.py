@@ -8,10 +8,12 @@ compare-and-set stops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Literal
 
@@ -87,12 +89,22 @@ def _concerns_thread(error: Exception) -> bool:
     return not (isinstance(error, RunListError) and error.retryable)
 
 
+#: The (order, page size) each open sink was found to hold: a stored setting never changes
+#: (it is stored once, when first given), so a sink is read once, not once per job.
+_CHECKED: weakref.WeakKeyDictionary[Sink, tuple[str, int]] = weakref.WeakKeyDictionary()
+
+
 async def check_sink_settings(sink: Sink, order: str, page_size: int) -> None:
     """Refuse to list into ``sink`` in another order or page size than its export's.
 
     A thread's stored cursor is a run in the export's order: listing on from it in the other
     order would reach the thread's end with most of its runs never listed.
     """
+    try:
+        if _CHECKED.get(sink) == (order, page_size):
+            return
+    except TypeError:  # a sink that cannot be weakly referenced: read every time
+        pass
     try:
         stored = await sink.stored_settings()
     except NotImplementedError:  # a sink of its own kind: it keeps its own settings
@@ -111,6 +123,9 @@ async def check_sink_settings(sink: Sink, order: str, page_size: int) -> None:
                 f"{sink.url} holds an export made with {name} {have}, not {value}: pass "
                 f"{name}={shown}, or use another database"
             )
+    if all(name in stored for name in wanted):  # both stored: they stay as they are
+        with contextlib.suppress(TypeError):
+            _CHECKED[sink] = (order, page_size)
 
 
 def writer_name(prefix: str = "sync") -> str:
