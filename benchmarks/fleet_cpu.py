@@ -32,6 +32,7 @@ FIGURES = (
     "worker_cpu_per_1000",
     "server_cpu_per_1000",
     "redis_cpu_per_1000",
+    "redis_commands_per_request",
 )
 
 
@@ -93,8 +94,8 @@ def main() -> int:
                 )
     print()
     print(f"medians of {args.rounds} rounds, x{args.concurrency}:")
-    print("| tree | K | req/s | workers CPU s/1000 req | server | redis |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| tree | K | req/s | workers CPU s/1000 req | server | redis | Redis commands/req |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for (name, k), runs in results.items():
         medians = [
             statistics.median(r[key] for r in runs if r[key] is not None)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import redis
 
 from aiorunlist._cli._serve import build_threads
 from aiorunlist.fleet._control import PROBE_INTERVAL
@@ -1196,6 +1197,25 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class RedisCommands:
+    """Counts the commands a Redis server runs (those a script runs included), through a
+    connection of its own: :meth:`since` is the count since the first call."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, single_connection_client=True)
+        self._start = self._now()
+
+    def _now(self) -> int:
+        return int(self._client.info("stats")["total_commands_processed"])
+
+    def since(self) -> int:
+        """Commands run since this counter was made (without its own)."""
+        try:
+            return self._now() - self._start - 1
+        finally:
+            self._client.close()
+
+
 def _per_1000(cpu: float | None, requests: int) -> float | None:
     return None if cpu is None or not requests else round(1000 * cpu / requests, 2)
 
@@ -1236,6 +1256,7 @@ def scaling(
         # was waited for above; redis-server runs on).
         children, own = _children_cpu(), _own_cpu()
         redis_before = None if redis_pid is None else process_cpu(redis_pid)
+        commands = RedisCommands(redis_url)
         started = time.monotonic()
         for _ in range(k):
             s.f.start_worker(burst=True)
@@ -1243,6 +1264,7 @@ def scaling(
         elapsed = time.monotonic() - started
         s.f.stop_all()
         workers_cpu = _children_cpu() - children
+        commands_run = commands.since()
         server_cpu = _own_cpu() - own
         redis_after = None if redis_pid is None else process_cpu(redis_pid)
         redis_cpu = (
@@ -1262,6 +1284,8 @@ def scaling(
             "worker_cpu_per_1000": _per_1000(workers_cpu, len(listing)),
             "server_cpu_per_1000": _per_1000(server_cpu, len(listing)),
             "redis_cpu_per_1000": _per_1000(redis_cpu, len(listing)),
+            # Commands Redis ran (those its scripts ran included) per request.
+            "redis_commands_per_request": round(commands_run / max(1, len(listing)), 2),
             "check": check,
             **check.figures(),
             "logs": s.f.logs() if not check.ok or not done else "",

@@ -137,6 +137,56 @@ class _StreaqWorker(Worker[Any]):
             receive.close()
         produce_scope.cancel()  # every slice ended: stop the rest of the worker
 
+    async def finish_task(  # noqa: PLR0917 - streaq's signature
+        self,
+        msg: StreamMessage,
+        finish: bool,
+        schedule: int | None,
+        return_value: Any,
+        start_time: int,
+        finish_time: int,
+        created_time: int,
+        fn_name: str,
+        success: bool,
+        silent: bool,
+        ttl: timedelta | int | None,
+        triggers: str | None,
+        lock_key: str | None,
+        tries: int,
+        otherwise: str | None,
+    ) -> None:
+        """streaq's, in one transaction without what no slice uses: a slice that ended keeps
+        no result (``ttl=0``), announces none (nobody waits for one) and has no dependents
+        (a continuation is queued by the slice itself). Anything else is streaq's own."""
+        if not (finish and success and ttl == 0 and not (triggers or lock_key or otherwise)):
+            await super().finish_task(
+                msg,
+                finish,
+                schedule,
+                return_value,
+                start_time,
+                finish_time,
+                created_time,
+                fn_name,
+                success,
+                silent,
+                ttl,
+                triggers,
+                lock_key,
+                tries,
+                otherwise,
+            )
+            return
+        task_id = msg.task_id
+        stream_key = self.stream_key + msg.priority
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream_key, REDIS_GROUP, [msg.message_id])
+            pipe.xdel(stream_key, [msg.message_id])
+            pipe.srem(self._running_set, [task_id])
+            pipe.delete([self._retry_key + task_id, self.task_key + task_id])
+            pipe.srem(self._abort_key, [task_id])
+        self.counters["completed"] += 1
+
     async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
         if block:
             return await self.redis.xreadgroup(
