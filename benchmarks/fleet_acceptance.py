@@ -197,7 +197,8 @@ def check_scaling(quick: bool, sinks: Callable[[], str | None] = lambda: None) -
             # CPU seconds per 1,000 requests: of the workers (with their SQLite writers), of
             # the fake server and of redis-server. Steadier than req/s on a busy machine.
             figures[f"x{concurrency} K={k} CPU s/1000 req"] = (
-                f"workers {f['worker_cpu_per_1000']}, server {f['server_cpu_per_1000']}, "
+                f"workers {f['worker_cpu_per_1000']} ({f['worker_listing_cpu_per_1000']} "
+                f"without their start), server {f['server_cpu_per_1000']}, "
                 f"redis {f['redis_cpu_per_1000']}"
             )
             why += [f"x{concurrency} K={k}: {w}" for w in _sink_verdict(f)]

@@ -1236,6 +1236,8 @@ def scaling(
     second over the busy middle of the export, and the CPU seconds per 1,000 requests the
     workers spent (with their SQLite writer processes; exact, from the kernel's accounting of
     the waited-for workers), the fake server (this process) and redis-server (``redis_pid``).
+    ``worker_listing_cpu_per_1000`` leaves out what a worker spends whatever it lists (a burst
+    worker that finds nothing to do, run afterwards), which weighs on short runs.
 
     CPU per request depends far less on what else the machine runs than throughput does.
     """
@@ -1273,6 +1275,12 @@ def scaling(
         listing = s.listing()
         ok = [r.received_at for r in listing if r.status == 200]
         check = s.check()
+        # What a worker costs whatever it lists (starting: imports, the sink's writer, Redis;
+        # stopping): one more burst worker, finding nothing left to do.
+        before_idle = _children_cpu()
+        idle = s.f.start_worker(burst=True)
+        idle.process.wait(timeout=60)
+        start_cpu = _children_cpu() - before_idle
         return {
             "k": k,
             "finished": done,
@@ -1281,7 +1289,12 @@ def scaling(
             "ideal": round(k * concurrency / latency, 1),
             "requests": len(listing),
             "worker_cpu_seconds": round(workers_cpu, 3),
+            "worker_start_cpu_seconds": round(start_cpu, 3),
             "worker_cpu_per_1000": _per_1000(workers_cpu, len(listing)),
+            # The same without what each worker spends whatever it lists.
+            "worker_listing_cpu_per_1000": _per_1000(
+                max(0.0, workers_cpu - k * start_cpu), len(listing)
+            ),
             "server_cpu_per_1000": _per_1000(server_cpu, len(listing)),
             "redis_cpu_per_1000": _per_1000(redis_cpu, len(listing)),
             # Commands Redis ran (those its scripts ran included) per request.

@@ -273,6 +273,8 @@ def test_more_workers_finish_the_same_export(redis_server: RedisServer, tmp_path
     # The CPU figures are measured: every worker (and its writer) spent some, and so did Redis.
     assert figures["requests"] > 0, explain(figures)
     assert figures["worker_cpu_per_1000"] > 0, explain(figures)
+    assert figures["worker_start_cpu_seconds"] > 0, explain(figures)
+    assert figures["worker_listing_cpu_per_1000"] < figures["worker_cpu_per_1000"], explain(figures)
     assert figures["redis_cpu_per_1000"] is not None, explain(figures)
 
 
