@@ -189,12 +189,20 @@ def check_scaling(quick: bool, sinks: Callable[[], str | None] = lambda: None) -
                     concurrency=c,
                     seconds=4 if quick else 8,
                     sink_url=sinks(),
+                    redis_pid=None if redis.process is None else redis.process.pid,
                 )
                 return True, "", f
 
             _, _, f = _with_redis(False, body)
             rates[k] = f["requests_per_second"]
             figures[f"x{concurrency} K={k} req/s"] = f"{rates[k]} (ideal {f['ideal']})"
+            # CPU seconds per 1,000 requests: of the workers (with their SQLite writers), of
+            # the fake server and of redis-server. Steadier than req/s on a busy machine.
+            figures[f"x{concurrency} K={k} CPU s/1000 req"] = (
+                f"workers {f['worker_cpu_per_1000']} ({f['worker_listing_cpu_per_1000']} "
+                f"without their start), server {f['server_cpu_per_1000']}, "
+                f"redis {f['redis_cpu_per_1000']}"
+            )
             why += [f"x{concurrency} K={k}: {w}" for w in _sink_verdict(f)]
         ratio = rates[4] / rates[1] if rates[1] else 0.0
         figures[f"x{concurrency} ratio"] = round(ratio, 2)

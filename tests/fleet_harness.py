@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -1210,6 +1211,53 @@ def outage(
         }
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that exited and were waited
+    for, with those of their own waited-for children (a worker's SQLite writer process)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _own_cpu() -> float:
+    """CPU seconds (user + system) of this process: the fake server's thread, mostly."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a running process so far, from ``/proc`` (``None``
+    where it cannot be read)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RedisCommands:
+    """Counts the commands a Redis server runs (those a script runs included), through a
+    connection of its own: :meth:`since` is the count since the first call."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, single_connection_client=True)
+        self._start = self._now()
+
+    def _now(self) -> int:
+        return int(self._client.info("stats")["total_commands_processed"])
+
+    def since(self) -> int:
+        """Commands run since this counter was made (without its own)."""
+        try:
+            return self._now() - self._start - 1
+        finally:
+            self._client.close()
+
+
+def _per_1000(cpu: float | None, requests: int) -> float | None:
+    return None if cpu is None or not requests else round(1000 * cpu / requests, 2)
+
+
 def scaling(
     redis_url: str,
     directory: Path,
@@ -1220,9 +1268,17 @@ def scaling(
     seconds: float = 8.0,
     sink_url: str | None = None,
     timeout: float = 300.0,
+    redis_pid: int | None = None,
 ) -> dict[str, Any]:
     """K burst workers against a server ``latency`` away with no limit: requests answered per
-    second over the busy middle of the export."""
+    second over the busy middle of the export, and the CPU seconds per 1,000 requests the
+    workers spent (with their SQLite writer processes; exact, from the kernel's accounting of
+    the waited-for workers), the fake server (this process) and redis-server (``redis_pid``).
+    ``worker_listing_cpu_per_1000`` leaves out what a worker spends whatever it lists (a burst
+    worker that finds nothing to do, run afterwards), which weighs on short runs.
+
+    CPU per request depends far less on what else the machine runs than throughput does.
+    """
     fake = FakeServer(api_key=None, latency=latency)
     n_threads = int(k * concurrency / latency * seconds / 2)  # about two pages each
     with Scenario(
@@ -1236,20 +1292,51 @@ def scaling(
         server=fake,
     ) as s:
         s.enqueue()
+        # Every child waited for from here to stop_all() is a worker (the enqueue command
+        # was waited for above; redis-server runs on).
+        children, own = _children_cpu(), _own_cpu()
+        redis_before = None if redis_pid is None else process_cpu(redis_pid)
+        commands = RedisCommands(redis_url)
         started = time.monotonic()
         for _ in range(k):
             s.f.start_worker(burst=True)
         done, _ = s.wait_finished(timeout)
         elapsed = time.monotonic() - started
         s.f.stop_all()
-        ok = [r.received_at for r in s.listing() if r.status == 200]
+        workers_cpu = _children_cpu() - children
+        commands_run = commands.since()
+        server_cpu = _own_cpu() - own
+        redis_after = None if redis_pid is None else process_cpu(redis_pid)
+        redis_cpu = (
+            None if redis_before is None or redis_after is None else redis_after - redis_before
+        )
+        listing = s.listing()
+        ok = [r.received_at for r in listing if r.status == 200]
         check = s.check()
+        # What a worker costs whatever it lists (starting: imports, the sink's writer, Redis;
+        # stopping): one more burst worker, finding nothing left to do.
+        before_idle = _children_cpu()
+        idle = s.f.start_worker(burst=True)
+        idle.process.wait(timeout=60)
+        start_cpu = _children_cpu() - before_idle
         return {
             "k": k,
             "finished": done,
             "seconds": round(elapsed, 1),
             "requests_per_second": round(_window_rate(ok), 1),
             "ideal": round(k * concurrency / latency, 1),
+            "requests": len(listing),
+            "worker_cpu_seconds": round(workers_cpu, 3),
+            "worker_start_cpu_seconds": round(start_cpu, 3),
+            "worker_cpu_per_1000": _per_1000(workers_cpu, len(listing)),
+            # The same without what each worker spends whatever it lists.
+            "worker_listing_cpu_per_1000": _per_1000(
+                max(0.0, workers_cpu - k * start_cpu), len(listing)
+            ),
+            "server_cpu_per_1000": _per_1000(server_cpu, len(listing)),
+            "redis_cpu_per_1000": _per_1000(redis_cpu, len(listing)),
+            # Commands Redis ran (those its scripts ran included) per request.
+            "redis_commands_per_request": round(commands_run / max(1, len(listing)), 2),
             "check": check,
             **check.figures(),
             "logs": s.f.logs() if not check.ok or not done else "",

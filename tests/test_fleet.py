@@ -610,6 +610,17 @@ async def test_the_worker_in_process_finishes_a_burst_and_reports(
         assert (state.settings.page_size, state.settings.slice_pages) == (4, 1)
         assert server.pending_faults == []
         assert not await resume(EXPORT, redis_server.url)
+    # Every slice ended: nothing of one is left in Redis (its data, its tries, a result), and
+    # the stream holds no entry.
+    rds = redis.Redis.from_url(redis_server.url)
+    try:
+        prefix = f"streaq:aiorunlist:{EXPORT}"
+        left = sorted(k.decode() for k in rds.scan_iter(match=f"{prefix}:task:*"))
+        assert left == []
+        assert rds.scard(f"{prefix}:index:running") == 0
+        assert rds.xlen(f"{prefix}:queues:normal") == 0
+    finally:
+        rds.close()
         again = await add(EXPORT, redis_server.url, url, tids)
         assert (again.added, again.done) == (0, 8)
 

@@ -259,9 +259,24 @@ def test_an_outage_stays_within_the_shared_budget(
 
 @needs_fleet
 def test_more_workers_finish_the_same_export(redis_server: RedisServer, tmp_path: Path) -> None:
-    figures = h.scaling(redis_server.url, tmp_path, k=2, concurrency=8, latency=0.05, seconds=2)
+    assert redis_server.process is not None
+    figures = h.scaling(
+        redis_server.url,
+        tmp_path,
+        k=2,
+        concurrency=8,
+        latency=0.05,
+        seconds=2,
+        redis_pid=redis_server.process.pid,
+    )
     assert figures["finished"], explain(figures)
     assert figures["check"].ok, explain(figures)
+    # The CPU figures are measured: every worker (and its writer) spent some, and so did Redis.
+    assert figures["requests"] > 0, explain(figures)
+    assert figures["worker_cpu_per_1000"] > 0, explain(figures)
+    assert figures["worker_start_cpu_seconds"] > 0, explain(figures)
+    assert figures["worker_listing_cpu_per_1000"] < figures["worker_cpu_per_1000"], explain(figures)
+    assert figures["redis_cpu_per_1000"] is not None, explain(figures)
 
 
 @needs_fleet

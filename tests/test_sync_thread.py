@@ -14,8 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aiorunlist import Request
+from aiorunlist.exceptions import APIResponseValidationError
 from aiorunlist.sinks import Sink, SinkSettingsError, open_sink, sync_thread
-from aiorunlist.testing import FakeServer, Fault, MockTransport
+from aiorunlist.testing import FakeServer, Fault, MockResponse, MockTransport
 from tests.conftest import API_KEY, SOCKETLESS_URL, fast_client
 from tests.test_sinks import query as _query
 
@@ -245,3 +247,72 @@ async def test_a_sink_without_settings_is_refused(fake: FakeServer, tmp_path: ob
         with pytest.raises(SinkSettingsError, match="holds no export settings"):
             await sync_thread(client, sink, thread_id)
     assert fake.requests == []
+
+
+async def test_the_sinks_settings_are_read_once_per_sink(
+    fake: FakeServer, sink_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet runs a slice per thread: the settings a sink holds (they never change once
+    stored) are read from the database for its first slice only, and still checked."""
+    thread_ids = fake.seed(3, 12)
+    async with (
+        fast_client(fake.base_url) as client,
+        await open_sink(sink_url, settings=SETTINGS) as sink,
+    ):
+        reads = 0
+        real = sink.stored_settings
+
+        async def counted() -> dict[str, str]:
+            nonlocal reads
+            reads += 1
+            return await real()
+
+        monkeypatch.setattr(sink, "stored_settings", counted)
+        for thread_id in thread_ids:
+            result = await sync_thread(client, sink, thread_id, page_size=10)
+            assert result.state == "done"
+        assert reads == 1
+        sent = len(fake.requests)
+        with pytest.raises(SinkSettingsError, match="not asc"):
+            await sync_thread(client, sink, thread_ids[0], order="asc", page_size=10)
+        assert len(fake.requests) == sent
+
+
+async def test_a_run_without_an_id_fails_the_thread(
+    tmp_path: object,
+) -> None:
+    """A page whose run has no string id fails its thread (stored as failed, with why); the
+    pages before it are kept."""
+    page_one = {
+        "object": "list",
+        "data": [{"id": "run_b"}, {"id": "run_a"}],
+        "first_id": "run_b",
+        "last_id": "run_a",
+        "has_more": True,
+    }
+    page_two = {
+        "object": "list",
+        "data": [{"id": 7}],
+        "first_id": None,
+        "last_id": None,
+        "has_more": False,
+    }
+
+    def handler(request: Request) -> MockResponse:
+        return MockResponse(200, body=page_two if "after=" in request.url else page_one)
+
+    url = f"sqlite:///{tmp_path}/runs.db"
+    transport = MockTransport(handler)
+    async with (
+        fast_client(SOCKETLESS_URL, transport=transport) as client,
+        await open_sink(url, settings={"order": "desc", "page_size": "2"}) as sink,
+    ):
+        result = await sync_thread(client, sink, "thread_1", page_size=2)
+        assert (result.state, result.pages, result.runs) == ("failed", 2, 2)
+        assert isinstance(result.error, APIResponseValidationError)
+        assert "string 'id'" in str(result.error)
+        assert not result.retry_later
+    rows = await query(url, "SELECT thread_id, state, last_error FROM threads ORDER BY 1")
+    assert [row[:2] for row in rows] == [("thread_1", "failed")]
+    assert "string 'id'" in rows[0][2]
+    assert await stored_ids(url, "thread_1") == ["run_b", "run_a"]

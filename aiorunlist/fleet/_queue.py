@@ -137,6 +137,56 @@ class _StreaqWorker(Worker[Any]):
             receive.close()
         produce_scope.cancel()  # every slice ended: stop the rest of the worker
 
+    async def finish_task(  # noqa: PLR0917 - streaq's signature
+        self,
+        msg: StreamMessage,
+        finish: bool,
+        schedule: int | None,
+        return_value: Any,
+        start_time: int,
+        finish_time: int,
+        created_time: int,
+        fn_name: str,
+        success: bool,
+        silent: bool,
+        ttl: timedelta | int | None,
+        triggers: str | None,
+        lock_key: str | None,
+        tries: int,
+        otherwise: str | None,
+    ) -> None:
+        """streaq's, in one transaction without what no slice uses: a slice that ended keeps
+        no result (``ttl=0``), announces none (nobody waits for one) and has no dependents
+        (a continuation is queued by the slice itself). Anything else is streaq's own."""
+        if not (finish and success and ttl == 0 and not (triggers or lock_key or otherwise)):
+            await super().finish_task(
+                msg,
+                finish,
+                schedule,
+                return_value,
+                start_time,
+                finish_time,
+                created_time,
+                fn_name,
+                success,
+                silent,
+                ttl,
+                triggers,
+                lock_key,
+                tries,
+                otherwise,
+            )
+            return
+        task_id = msg.task_id
+        stream_key = self.stream_key + msg.priority
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream_key, REDIS_GROUP, [msg.message_id])
+            pipe.xdel(stream_key, [msg.message_id])
+            pipe.srem(self._running_set, [task_id])
+            pipe.delete([self._retry_key + task_id, self.task_key + task_id])
+            pipe.srem(self._abort_key, [task_id])
+        self.counters["completed"] += 1
+
     async def _read_streams_legacy(self, count: int, block: bool = False) -> Entries:
         if block:
             return await self.redis.xreadgroup(
@@ -198,6 +248,11 @@ class Queue:
         self._control: RedisTrafficControl | None = None
         #: Slices run, pages stored and runs in them, by this worker.
         self.slices = self.pages = self.runs = 0
+        #: Pages and runs stored and not yet added to the fleet's figures (added by the
+        #: watcher twice a second and when the worker ends: one round trip, not one a slice).
+        self._uncounted = (0, 0)
+        #: The name this worker's slices store their pages under, each with its number.
+        self._writer = writer_name(self.export)
 
     async def __aenter__(self) -> Queue:
         await self.worker.__aenter__()
@@ -275,6 +330,7 @@ class Queue:
         with anyio.move_on_after(2), contextlib.suppress(Exception):
             async with self.worker:
                 await self.worker.redis.delete([f"{self.worker.prefix}:health:{self.worker.id}"])
+                await self._count()
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[None, None]:
@@ -305,6 +361,9 @@ class Queue:
                 group.start_soon(self.cut_after, GRACE)
             if not self.worker._initialized:
                 continue
+            # Figures only: never worth stopping for; not cut by the worker's end either.
+            with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
+                await self._count()
             try:
                 fatal = await self.worker.redis.hget(key, "fatal")
                 if fatal:
@@ -368,7 +427,7 @@ class Queue:
                     order=settings.order,
                     page_size=settings.page_size,
                     max_pages=settings.slice_pages,
-                    writer=writer_name(self.export),
+                    writer=f"{self._writer}:{self.slices}",
                     state=state,
                     stop_when=lambda: self.stopping,
                 )
@@ -380,9 +439,8 @@ class Queue:
             return
         self.pages += result.pages
         self.runs += result.runs
-        if result.pages:
-            with contextlib.suppress(Exception):  # figures only: never worth failing a slice
-                await self._count(result.pages, result.runs)
+        pages, runs = self._uncounted
+        self._uncounted = (pages + result.pages, runs + result.runs)
         if result.lost:
             # Another writer got there first: a slice of this fleet (which hands on by
             # itself), or one that may stop midway (an export of the command line, a
@@ -406,8 +464,13 @@ class Queue:
         now = ThreadState(thread_id, result.state or "pending", result.cursor)
         await self._hand_on(thread_id, cursor, now, delay)
 
-    async def _count(self, pages: int, runs: int) -> None:
-        """Add to the fleet's figures of the current ten seconds (``fleet status``'s rate)."""
+    async def _count(self) -> None:
+        """Add the pages and runs stored since the last call to the fleet's figures of the
+        current ten seconds (``fleet status``'s rate)."""
+        pages, runs = self._uncounted
+        if not pages:
+            return
+        self._uncounted = (0, 0)
         key = progress_key(self.export, int(time.time()) // PROGRESS_BUCKET)
         async with self.worker.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(key, "pages", pages)

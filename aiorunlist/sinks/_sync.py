@@ -8,20 +8,22 @@ compare-and-set stops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from typing import Literal
 
 import attrs
 
 from .._client import Client
-from .._protocol import check_list_args, check_page_size
+from .._fanout import ThreadPage, ThreadStart
+from .._protocol import check_list_args, check_page_size, shape_error
 from ..exceptions import AuthenticationError, QuotaExceededError, RunListError
 from ._base import Sink, SinkSettingsError, ThreadState, ThreadStateName
-from ._stream import raw_pages_many
 from ._walk import plan_walk
 
 __all__ = ["SyncResult", "is_fatal", "sync_thread"]
@@ -87,12 +89,22 @@ def _concerns_thread(error: Exception) -> bool:
     return not (isinstance(error, RunListError) and error.retryable)
 
 
+#: The (order, page size) each open sink was found to hold: a stored setting never changes
+#: (it is stored once, when first given), so a sink is read once, not once per job.
+_CHECKED: weakref.WeakKeyDictionary[Sink, tuple[str, int]] = weakref.WeakKeyDictionary()
+
+
 async def check_sink_settings(sink: Sink, order: str, page_size: int) -> None:
     """Refuse to list into ``sink`` in another order or page size than its export's.
 
     A thread's stored cursor is a run in the export's order: listing on from it in the other
     order would reach the thread's end with most of its runs never listed.
     """
+    try:
+        if _CHECKED.get(sink) == (order, page_size):
+            return
+    except TypeError:  # a sink that cannot be weakly referenced: read every time
+        pass
     try:
         stored = await sink.stored_settings()
     except NotImplementedError:  # a sink of its own kind: it keeps its own settings
@@ -111,6 +123,49 @@ async def check_sink_settings(sink: Sink, order: str, page_size: int) -> None:
                 f"{sink.url} holds an export made with {name} {have}, not {value}: pass "
                 f"{name}={shown}, or use another database"
             )
+    if all(name in stored for name in wanted):  # both stored: they stay as they are
+        with contextlib.suppress(TypeError):
+            _CHECKED[sink] = (order, page_size)
+
+
+async def _thread_pages(
+    client: Client, start: str | ThreadStart, *, order: str, page_size: int
+) -> AsyncGenerator[ThreadPage, None]:
+    """The pages of one thread, raw runs only, as :func:`raw_pages_many` hands them out for
+    one thread (a failure ends the thread with a page that carries it), fetched and checked
+    in the caller's task: no fan-out's tasks and hand-overs for a single thread."""
+    if isinstance(start, ThreadStart):
+        thread_id, after, before = start.thread_id, start.after, start.before
+    else:
+        thread_id, after, before = start, None, None
+    pages = None
+    try:
+        check_list_args(thread_id, order=order, after=after, before=before)
+        pages = client._walk(
+            thread_id, order=order, page_size=page_size, after=after, before=before
+        )
+        while True:
+            try:
+                raw, items, more = await pages.__anext__()
+            except StopAsyncIteration:
+                return
+            for run in items:
+                if not isinstance(run, dict) or not isinstance(run.get("id"), str):
+                    cause = TypeError(f"a run without a string 'id': {str(run)[:100]}")
+                    status, request_id = (
+                        (200, None) if raw is None else (raw.status, raw.request_id)
+                    )
+                    error = shape_error(thread_id, status, request_id, cause)
+                    error.__cause__ = cause
+                    raise error  # noqa: TRY301 - ends the thread like any failure below
+            yield ThreadPage(thread_id, (), not more, raw=items)
+            if not more:
+                return
+    except Exception as exc:  # the thread's listing failed: its last page says why
+        yield ThreadPage(thread_id, (), True, exc)
+    finally:
+        if pages is not None:
+            await pages.aclose()
 
 
 def writer_name(prefix: str = "sync") -> str:
@@ -174,9 +229,8 @@ async def sync_thread(
     pages = runs = 0
     more = lost = False
     error: Exception | None = None
-    async with raw_pages_many(
-        client, [start], concurrency=1, order=order, page_size=page_size
-    ) as stream:
+    stream = _thread_pages(client, start, order=order, page_size=page_size)
+    try:
         async for page in stream:
             if page.error is not None and not _concerns_thread(page.error):
                 error, more = page.error, True
@@ -197,6 +251,8 @@ async def sync_thread(
             ):
                 more = True
                 break
+    finally:
+        await stream.aclose()
     stored = walk.expected
     return SyncResult(
         thread_id,
