@@ -348,21 +348,32 @@ def test_the_shared_budget_follows_the_rules_of_one_client(
     call to Redis."""
     model = RetryBudget(capacity)
     waiting = [0, 0]  # tokens of each client's successes not booked yet
+    # What each client knows of an outage (its own take found the budget spent): it then
+    # books a success at once, the outage's end.
+    drained = [False, False]
+
+    def book(i: int) -> None:
+        model.available = min(model.capacity, model.available + waiting[i])
+        waiting[i] = 0
 
     async def run() -> None:
         name = f"budget-{uuid.uuid4().hex}"
         ctls = [RedisTrafficControl(redis_server.url, name, budget=capacity) for _ in range(2)]
         try:
             for n, (op, value) in enumerate(ops):
-                control = ctls[n % 2]
-                if op != "ok":  # a call to Redis: this client's successes go first
-                    model.available = min(model.capacity, model.available + waiting[n % 2])
-                    waiting[n % 2] = 0
+                i = n % 2
+                control = ctls[i]
+                if op != "ok" or drained[i]:  # a call to Redis: this client's successes first
+                    book(i)
                 if op == "take":
                     expected = model.acquire(connection_failure=value)
+                    drained[i] = drained[i] or expected is None
                     assert await control.take_retry(connection_failure=value) == expected
                 elif op == "ok":
-                    waiting[n % 2] += value if value > 0 else model.success_refill
+                    waiting[i] += value if value > 0 else model.success_refill
+                    if drained[i]:
+                        book(i)
+                        drained[i] = False
                     await control.record(200, {}, ok=True, spent=value)
                 else:
                     model.available = min(model.capacity, model.available + value)

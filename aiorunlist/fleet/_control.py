@@ -528,6 +528,8 @@ class RedisTrafficControl(TrafficControl):
             )
             waiting = self._take_pending()  # booked first: they came before this one
             if await self._run(self._record, [_TTL, waiting[0] + 1, *waiting[1:], *answer]):
+                if ok:
+                    self._drained = False  # a success ends the outage
                 return
         assert self.fallback is not None  # noqa: S101 - _run fell back
         await self.fallback.record(status, headers, ok=ok, spent=spent)
