@@ -1000,11 +1000,15 @@ def shared_rate(
     burst: int = 30,
     worker_args: Sequence[str] = (),
     sink_url: str | None = None,
+    control: str = "shared",
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """K burst workers x ``concurrency`` against a server limited to ``rate``/s (burst
     ``burst``), about ``seconds`` of work (one page per thread). Share of the limit over the
-    busy middle (10th to 90th percentile of the successes), and 429s per 100 requests."""
+    busy middle (10th to 90th percentile of the successes), and 429s per 100 requests.
+
+    ``control``: the workers' ``--control``, ``"shared"`` (the fleet's, in Redis) or
+    ``"local"`` (each worker its own: the figure without the shared control)."""
 
     fake = FakeServer(api_key=None, rate_limit=RateLimit(rate, burst=burst))
     n_threads = int(rate * seconds)
@@ -1015,7 +1019,7 @@ def shared_rate(
         n_threads=n_threads,
         max_runs=4,
         concurrency=concurrency,
-        worker_args=worker_args,
+        worker_args=[*worker_args, "--control", control],
         server=fake,
     ) as s:
         s.enqueue()
@@ -1031,9 +1035,11 @@ def shared_rate(
         check = s.check()
         return {
             "k": k,
+            "control": control,
             "finished": done,
             "seconds": round(elapsed, 1),
             "requests": len(requests),
+            "throttled": throttled,
             "share": _window_rate(ok) / rate,
             "per_100": 100 * throttled / len(requests) if requests else 0.0,
             "check": check,

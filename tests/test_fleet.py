@@ -414,21 +414,26 @@ def test_a_slice_that_loses_to_a_writer_that_stops_midway_is_taken_up_again(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("control", ["shared", "local"])
 def test_a_401_stops_every_worker_and_status_check_says_why(
-    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, control: str
 ) -> None:
     """One worker with a rejected key stops the whole fleet: the good worker stops taking
-    work too (exit 1, the reason named, never the key), and ``status --check`` exits 1."""
+    work too (exit 1, the reason named, never the key), and ``status --check`` exits 1. So
+    it does when each worker has its own traffic control (``--control local``): the stop
+    goes through Redis all the same."""
     tids = live.seed(40, 30)
     live.do(lambda: setattr(live.server, "latency", 0.05))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
-    good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
+    good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", "--control", control)
     deadline = time.monotonic() + 30
     while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 20:
         assert time.monotonic() < deadline, "the worker stored nothing"
         time.sleep(0.1)
     bad_key = "sk-rejected-key-0123456789"
-    bad = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", key=bad_key)
+    bad = start_worker(
+        live, redis_server, sqlite_url, "--concurrency", "4", "--control", control, key=bad_key
+    )
     code, err = finish(bad, timeout=20)
     assert code == 1, err
     stopped = time.monotonic()
@@ -562,6 +567,26 @@ async def test_enqueue_checks_a_list_of_ids_before_writing(
         await add(EXPORT, redis_server.url, url, ids)
     with pytest.raises(TypeError, match="not one string"):
         await add(EXPORT, redis_server.url, url, "thread_1")
+    assert not (tmp_path / "runs.db").exists()
+    assert settings_in_redis(redis_server) == {}
+
+
+@pytest.mark.anyio
+async def test_a_worker_with_bad_options_is_refused_before_anything(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from aiorunlist.fleet import run_worker
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"control": "both"}, "control must be 'shared' or 'local', got 'both'"),
+        ({"concurrency": 0}, "concurrency must be an integer >= 1"),
+        ({"workers": 0}, "workers must be an integer >= 1"),
+        ({"lease": 0.5}, "lease must be a number of seconds >= 1"),
+    ]
+    for options, message in bad:
+        with pytest.raises(ValueError, match=message):
+            await run_worker(EXPORT, redis_server.url, url, **options)
     assert not (tmp_path / "runs.db").exists()
     assert settings_in_redis(redis_server) == {}
 

@@ -30,8 +30,7 @@ from ._options import (
 )
 
 if TYPE_CHECKING:
-    from .. import Client
-    from ..fleet import RedisTrafficControl
+    from .. import Client, TrafficControl
 
 __all__ = ["fleet_group"]
 
@@ -291,6 +290,15 @@ async def _read_all(ids: ThreadIds) -> None:
     show_default=True,
     help="How many workers the fleet has: each takes this share of the rate if Redis is lost.",
 )
+@click.option(
+    "--control",
+    type=click.Choice(["shared", "local"]),
+    default="shared",
+    show_default=True,
+    help="The traffic control: shared by the fleet through Redis (one pace, pause and retry "
+    "budget for every worker), or local, for comparison; each worker paces and pauses alone "
+    "(a fatal answer still stops the fleet).",
+)
 def worker_command(
     *,
     export: str,
@@ -303,6 +311,7 @@ def worker_command(
     api_key: str | None,
     max_retries: int,
     workers: int,
+    control: Literal["shared", "local"],
 ) -> int:
     """Take slices of the export NAME's threads from the queue and store them in the
     database, until stopped (SIGTERM / Ctrl-C: the current pages are stored, the rest handed
@@ -314,19 +323,25 @@ def worker_command(
     """
     # From here on a SIGTERM or Ctrl-C stops the worker cleanly, even while it is starting.
     with _signals_noted() as signalled:
-        return _worker(
-            signalled,
-            export=export,
-            redis_url=redis_url,
-            sink=sink,
-            concurrency=concurrency,
-            burst=burst,
-            lease=lease,
-            base_url=base_url,
-            api_key=api_key,
-            max_retries=max_retries,
-            workers=workers,
+        fleet = _fleet()  # its absence: one line, exit code 2
+        make_client = _client_maker(api_key, base_url, max_retries)
+        options = fleet.WorkerOptions(
+            concurrency, burst, make_client, workers=workers, control=control
         )
+        from aiorunlist.fleet._export import work  # noqa: PLC0415 - with the fleet, above
+
+        result = _run(
+            work(export, redis_url, sink, options, lease=lease, signalled_before=signalled),
+            redis_url,
+        )
+    _say(
+        f"aiorunlist: worker stopped: {result.slices} slices, {result.pages} pages, "
+        f"{result.runs} runs"
+    )
+    if result.stopped is not None:
+        _say(f"aiorunlist: error: the fleet is stopped: {result.stopped}")
+        return EXIT_FAILED
+    return 0
 
 
 @contextlib.contextmanager
@@ -347,21 +362,11 @@ def _signals_noted() -> Iterator[Callable[[], bool]]:
             signal.signal(again, handler)
 
 
-def _worker(
-    signalled: Callable[[], bool],
-    *,
-    export: str,
-    redis_url: str,
-    sink: str,
-    concurrency: int,
-    burst: bool,
-    lease: float,
-    base_url: str | None,
-    api_key: str | None,
-    max_retries: int,
-    workers: int,
-) -> int:
-    _fleet()  # its absence: one line, exit code 2
+def _client_maker(
+    api_key: str | None, base_url: str | None, max_retries: int
+) -> Callable[[TrafficControl], Client]:
+    """What makes the worker's one client, its key and URL checked (bad ones: one line, exit
+    code 2, the key never shown)."""
     # streaq's Redis client (coredis) leaves the in-memory buffers of a connection that
     # could not be made unclosed: nothing but memory, freed at once, yet under -W error or
     # -X dev every start while Redis is away would print a screenful of them.
@@ -372,7 +377,7 @@ def _worker(
         raise CLIError("no API key: pass --api-key KEY or set the OPENAI_API_KEY variable")
     from .. import Client  # noqa: PLC0415
 
-    def make_client(control: RedisTrafficControl) -> Client:
+    def make_client(control: TrafficControl) -> Client:
         return Client(api_key, base_url=base_url or None, max_retries=max_retries, control=control)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -384,31 +389,7 @@ def _worker(
             raise CLIError(text) from None
     for warning in caught:
         _say(f"aiorunlist: warning: {' '.join(str(warning.message).split())}")
-
-    from aiorunlist.fleet._export import work  # noqa: PLC0415 - with the fleet, above
-
-    result = _run(
-        work(
-            export,
-            redis_url,
-            sink,
-            concurrency=concurrency,
-            burst=burst,
-            lease=lease,
-            client=make_client,
-            workers=workers,
-            signalled_before=signalled,
-        ),
-        redis_url,
-    )
-    _say(
-        f"aiorunlist: worker stopped: {result.slices} slices, {result.pages} pages, "
-        f"{result.runs} runs"
-    )
-    if result.stopped is not None:
-        _say(f"aiorunlist: error: the fleet is stopped: {result.stopped}")
-        return EXIT_FAILED
-    return 0
+    return make_client
 
 
 @fleet_group.command("status", short_help="Where an export stands.")

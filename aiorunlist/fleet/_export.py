@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ._queue import Queue
 
 __all__ = [
+    "CONTROLS",
     "DEFAULT_SLICE_PAGES",
     "EnqueueResult",
     "ExportSettings",
@@ -553,6 +554,10 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
     )
 
 
+#: The traffic controls a worker can use: the fleet's, shared through Redis, or its own.
+CONTROLS = ("shared", "local")
+
+
 @attrs.frozen
 class WorkerOptions:
     """How a worker lists (see :func:`run_worker`)."""
@@ -561,11 +566,30 @@ class WorkerOptions:
     concurrency: int = 16
     #: Return once the export's queue is empty.
     burst: bool = False
-    #: Makes the worker's one client, given the fleet's shared traffic control (default:
-    #: ``Client(control=control)``, its key from ``OPENAI_API_KEY``).
+    #: Makes the worker's one client, given its traffic control (default:
+    #: ``Client(control=control)``, its key from ``OPENAI_API_KEY``): the fleet's
+    #: :class:`RedisTrafficControl`, or with ``control="local"`` a
+    #: :class:`~aiorunlist.LocalTrafficControl` (annotate its parameter
+    #: :class:`~aiorunlist.TrafficControl` to take both).
     client: Callable[[RedisTrafficControl], Client] | None = None
     #: How many workers the fleet has (each one's share of the rate if Redis is lost).
     workers: int = 1
+    #: ``"shared"``: the fleet's traffic control in Redis (one pace, pause and retry budget
+    #: for every worker). ``"local"``: this worker's own ``LocalTrafficControl`` with the
+    #: same settings, for comparison: it paces and pauses alone (a fatal answer still stops
+    #: the fleet through Redis).
+    control: Literal["shared", "local"] = "shared"
+
+    def check(self) -> None:
+        """``ValueError`` for a setting out of range (before anything is sent)."""
+        concurrency = self.concurrency
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        workers = self.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"control must be 'shared' or 'local', got {self.control!r}")
 
 
 @attrs.frozen
@@ -589,31 +613,30 @@ async def run_worker(
     lease: float = 30.0,
     client: Callable[[RedisTrafficControl], Client] | None = None,
     workers: int = 1,
+    control: Literal["shared", "local"] = "shared",
 ) -> WorkerResult:
     """Work on the export's queue in this process until stopped: SIGTERM or SIGINT (the
     current pages are stored, the rest of each slice handed back; a signal while the worker
     starts stops it before it takes any work), a fatal stop of the fleet (a 401, an exhausted
     quota: ``stopped`` says which), or, with ``burst``, an empty queue.
 
-    One client (made by ``client`` from the fleet's :class:`RedisTrafficControl`), one
-    traffic control and one sink serve every slice of the process.
+    One client (made by ``client`` from the worker's traffic control), one traffic control and
+    one sink serve every slice of the process.
 
     :param lease: seconds a slice stays with a worker that stopped answering before another
         worker takes it over (every worker of an export should use the same).
+    :param control: ``"shared"`` (the default): the fleet's :class:`RedisTrafficControl`, one
+        pace, pause and retry budget for every worker. ``"local"``: for comparison, this
+        worker's own :class:`~aiorunlist.LocalTrafficControl` with the same settings: each
+        worker paces and pauses alone (``client`` is then given the local control; a fatal
+        answer still stops the whole fleet, through Redis).
     :raises SinkSettingsError: the export does not exist in Redis, or the sink holds an export
         with other settings (before any work is taken).
+    :raises ValueError: a setting out of range (before anything is sent).
     :raises ImportError: streaq is not installed (Python 3.11+).
     """
-    return await work(
-        export,
-        redis_url,
-        sink_url,
-        concurrency=concurrency,
-        burst=burst,
-        lease=lease,
-        client=client,
-        workers=workers,
-    )
+    options = WorkerOptions(concurrency, burst, client, workers, control)
+    return await work(export, redis_url, sink_url, options, lease=lease)
 
 
 class _Signals:
@@ -649,19 +672,17 @@ async def work(
     export: str,
     redis_url: str,
     sink_url: str,
+    options: WorkerOptions | None = None,
     *,
-    concurrency: int = 16,
-    burst: bool = False,
     lease: float = 30.0,
-    client: Callable[[RedisTrafficControl], Client] | None = None,
-    workers: int = 1,
     signalled_before: Callable[[], bool] | None = None,
 ) -> WorkerResult:
-    """:func:`run_worker`; ``signalled_before`` says whether a signal came before this was
-    called (the command line's own handler, while the program was starting)."""
+    """:func:`run_worker` with its ``options``; ``signalled_before`` says whether a signal
+    came before this was called (the command line's own handler, while the program was
+    starting)."""
     check_export_name(export)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    options = WorkerOptions() if options is None else options
+    options.check()
     if not isinstance(lease, (int, float)) or not 1 <= lease < float("inf"):
         raise ValueError(f"lease must be a number of seconds >= 1, got {lease!r}")
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
@@ -676,7 +697,7 @@ async def work(
                         export,
                         redis_url,
                         sink_url,
-                        WorkerOptions(concurrency, burst, client, workers),
+                        options,
                         float(lease),
                     )
                 finally:
