@@ -4,6 +4,8 @@ real subprocesses (SIGTERM, exit codes, several at once)."""
 
 from __future__ import annotations
 
+import builtins
+import gc
 import json
 import signal
 import socket
@@ -722,3 +724,112 @@ def test_the_burst_count_is_one_transaction(redis_server: RedisServer) -> None:
         client.close()
     at = commands.index("XLEN")
     assert commands[at - 1 : at + 3] == ["MULTI", "XLEN", "ZCARD", "EXEC"]
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def _database_refused() -> None:
+    """What asyncpg raises when PostgreSQL is not there: a connection refused (an OSError)."""
+    import asyncpg
+
+    await asyncpg.connect(
+        f"postgresql://exporter@127.0.0.1:{_free_loopback_port()}/runs", timeout=5
+    )
+
+
+def _caught(function: Any) -> BaseException:
+    try:
+        anyio.run(function)
+    except BaseException as exc:
+        return exc
+    pytest.fail("no error")
+
+
+# streaq's Redis client leaves the memory streams of a connection it could not make unclosed.
+@pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_only_errors_from_redis_count_as_redis_lost(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Regression: every OSError or TimeoutError was taken for Redis lost, so a database that
+    refused a connection (asyncpg's is an OSError) was reported as "Redis cannot be used" and
+    the worker kept starting again for a minute. Only an error of a Redis client, or one
+    raised while talking to Redis, now is; a killed redis-server still is."""
+    import sqlite3
+
+    from aiorunlist.fleet import open_queue
+    from aiorunlist.fleet._export import origin, redis_lost
+
+    database = _caught(_database_refused)
+    assert isinstance(database, OSError)
+    assert origin(database) == "database"
+    assert not redis_lost(database)
+
+    (tmp_path / "runs.db").write_bytes(b"not a database at all, " * 100)
+
+    async def read_garbage() -> None:
+        con = sqlite3.connect(tmp_path / "runs.db")
+        try:
+            con.execute("SELECT * FROM threads")
+        finally:
+            con.close()
+
+    garbage = _caught(read_garbage)
+    assert isinstance(garbage, sqlite3.DatabaseError)
+    assert (origin(garbage), redis_lost(garbage)) == ("database", False)
+
+    async def ping() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url, socket_connect_timeout=2)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    async def count() -> None:  # through the queue's own client (streaq's)
+        async with open_queue(EXPORT, redis_server.url) as queue:
+            await queue.left()
+
+    redis_server.kill()
+    for function in (ping, count):
+        gone = _caught(function)
+        assert redis_lost(gone), repr(gone)
+
+    # A group counts as Redis lost only if every error in it does (the queue needs 3.11+).
+    group: Any = vars(builtins)["ExceptionGroup"]
+    assert not redis_lost(group("both", [_caught(ping), database]))
+    assert redis_lost(group("redis", [_caught(ping), _caught(count)]))
+    # An OSError of no one's in particular is not Redis's either.
+    assert not redis_lost(OSError("disk full"))
+    del gone, group
+    gc.collect()  # the client's leftovers, under this test's filters
+
+
+def test_a_database_error_is_not_reported_as_redis(redis_server: RedisServer) -> None:
+    """Regression: the command line said "cannot use Redis at ..." for any OSError, a
+    database's too. It now names the database (its password masked)."""
+    from aiorunlist._cli._fleet import _run
+    from aiorunlist._cli._inputs import CLIError
+
+    sink = "postgresql://exporter:hunter2secret@127.0.0.1:5/runs"
+    with pytest.raises(CLIError) as raised:
+        _run(_database_refused(), redis_server.url, sink)
+    message = str(raised.value)
+    assert message.startswith("cannot use the database postgresql://exporter:***@127.0.0.1:5/runs")
+    assert "Redis" not in message
+    assert "hunter2secret" not in message
+
+    async def ping() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url, socket_connect_timeout=2)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    redis_server.kill()
+    with pytest.raises(CLIError, match=r"cannot use Redis at redis://127\.0\.0\.1:"):
+        _run(ping(), redis_server.url, sink)

@@ -20,6 +20,7 @@ import orjson
 from .._protocol import check_thread_id
 from ..exceptions import RunListError
 from ..sinks import SinkError
+from ..sinks._base import mask_url
 from ._inputs import CLIError, ThreadIds
 from ._options import (
     api_key_option,
@@ -56,30 +57,15 @@ def _fleet() -> Any:
     return fleet
 
 
-def _unreachable() -> tuple[type[BaseException], ...]:
-    """Errors that mean Redis cannot be used (redis-py's and streaq's client's)."""
-    import redis.exceptions  # noqa: PLC0415 - the fleet extra, loaded when used
-
-    errors: list[type[BaseException]] = [redis.exceptions.RedisError, OSError, TimeoutError]
-    try:
-        import coredis.exceptions  # noqa: PLC0415 - streaq's Redis client, when installed
-
-        errors.append(coredis.exceptions.RedisError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 def _leaf(exc: BaseException) -> BaseException:
     while inner := getattr(exc, "exceptions", None):
         exc = inner[0]
     return exc
 
 
-def _run(coro: Awaitable[T], redis_url: str) -> T:
+def _run(coro: Awaitable[T], redis_url: str, sink_url: str | None = None) -> T:
     """Run ``coro``; every problem with the input, the settings, Redis or the sink is one
-    line and exit code 2."""
-    unreachable = _unreachable()
+    line and exit code 2, naming which of them failed."""
 
     async def main() -> T:
         return await coro
@@ -94,11 +80,18 @@ def _run(coro: Awaitable[T], redis_url: str) -> T:
             raise _leaf(exc) from None  # a task group's: what went wrong, not the group
     except (ValueError, TypeError, ImportError, SinkError) as exc:
         raise CLIError(" ".join(str(exc).split())) from None
-    except unreachable as exc:
-        where = redis_url.rsplit("@", 1)[-1]
-        raise CLIError(
-            f"cannot use Redis at {where}: {' '.join(str(exc).split()) or type(exc).__name__}"
-        ) from None
+    except Exception as exc:
+        from aiorunlist.fleet._export import origin  # noqa: PLC0415 - the fleet extra
+
+        where = origin(exc)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if where == "redis":
+            raise CLIError(f"cannot use Redis at {redis_url.rsplit('@', 1)[-1]}: {text}") from None
+        if where == "database" and sink_url is not None:
+            raise CLIError(f"cannot use the database {mask_url(sink_url)}: {text}") from None
+        if isinstance(exc, (OSError, TimeoutError)):
+            raise CLIError(f"{type(exc).__name__}: {text}") from None
+        raise
 
 
 @click.group("fleet", short_help="Export with a fleet of workers sharing Redis and a database.")
@@ -234,6 +227,7 @@ def enqueue_command(
                 include_failed=include_failed,
             ),
             redis_url,
+            sink,
         )
     finally:
         if source is not None and source is not sys.stdin.buffer:
@@ -333,6 +327,7 @@ def worker_command(
         result = _run(
             work(export, redis_url, sink, options, lease=lease, signalled_before=signalled),
             redis_url,
+            sink,
         )
     _say(
         f"aiorunlist: worker stopped: {result.slices} slices, {result.pages} pages, "
@@ -406,7 +401,7 @@ def status_command(*, export: str, redis_url: str, sink: str, as_json: bool, che
     """Threads done, pending and failed, runs stored, slices queued, the fleet's pace and
     pause, its live workers, and why it stopped, if it did."""
     fleet = _fleet()
-    status = _run(fleet.fleet_status(export, redis_url, sink), redis_url)
+    status = _run(fleet.fleet_status(export, redis_url, sink), redis_url, sink)
     if as_json:
         click.echo(orjson.dumps(status.as_json()).decode())
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import (
     AsyncIterable,
@@ -790,13 +791,58 @@ def leaf(exc: BaseException) -> BaseException:
         exc = inner[0]
 
 
+#: The packages that talk to Redis: an error raised in their code is Redis's.
+_REDIS_PACKAGES = frozenset({"redis", "coredis", "streaq"})
+#: The packages (and this library's modules) that talk to a sink's database.
+_DATABASE_PACKAGES = frozenset({"asyncpg", "aiosqlite", "sqlite3", "aiorunlist.sinks"})
+#: Packages whose frames do not say who was talked to: the event loop, sockets, contexts.
+_PLUMBING = (
+    frozenset(sys.stdlib_module_names) | {"anyio", "sniffio", "exceptiongroup", "async_timeout"}
+) - {"sqlite3"}
+
+
+def _package(module: str) -> str:
+    if module.startswith("aiorunlist.sinks"):
+        return "aiorunlist.sinks"
+    return module.partition(".")[0]
+
+
+def origin(exc: BaseException) -> Literal["redis", "database"] | None:
+    """Whom ``exc`` (not a group) came from: ``"redis"`` for the Redis clients' errors and for
+    an error raised while talking to Redis (the innermost frame of its traceback that is not
+    the event loop's or the standard library's is in a Redis client or the queue's engine),
+    ``"database"`` likewise for a sink's database, ``None`` otherwise."""
+    names = {_package(c.__module__) for c in type(exc).__mro__}
+    if names & _REDIS_PACKAGES:
+        return "redis"
+    if names & _DATABASE_PACKAGES:
+        return "database"
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(_package(str(tb.tb_frame.f_globals.get("__name__", ""))))
+        tb = tb.tb_next
+    for package in reversed(frames):
+        if package in _REDIS_PACKAGES:
+            return "redis"
+        if package in _DATABASE_PACKAGES:
+            return "database"
+        if package not in _PLUMBING:
+            return None
+    return None
+
+
 def redis_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every exception of a group) says Redis could not be used."""
+    """Whether ``exc`` (or every exception of a group) says Redis could not be used: an error
+    of a Redis client, or a network error or timeout raised while talking to Redis (not one
+    of the database's, nor any other)."""
     inner = getattr(exc, "exceptions", None)
     if inner:
         return all(redis_lost(e) for e in inner)
-    names = {c.__module__.partition(".")[0] for c in type(exc).__mro__}
-    return bool(names & {"coredis", "redis"}) or isinstance(exc, (OSError, TimeoutError))
+    if origin(exc) != "redis":
+        return False
+    names = {_package(c.__module__) for c in type(exc).__mro__}
+    return bool(names & _REDIS_PACKAGES) or isinstance(exc, (OSError, TimeoutError))
 
 
 async def resume(export: str, redis_url: str) -> bool:
