@@ -92,6 +92,14 @@ def finish(process: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, 
     return process.returncode, err.decode()
 
 
+def wait_for_runs(sink: str, runs: int, timeout: float = 30) -> None:
+    """Wait until the workers stored at least ``runs`` runs in the sink."""
+    deadline = time.monotonic() + timeout
+    while query(sink, "SELECT count(*) FROM runs")[0][0] < runs:
+        assert time.monotonic() < deadline, f"the workers stored fewer than {runs} runs"
+        time.sleep(0.05)
+
+
 def queued_ids(rds: RedisServer) -> set[str]:
     """The task ids in the export's queue (live and delayed)."""
     client = redis.Redis.from_url(rds.url, decode_responses=True)
@@ -311,10 +319,7 @@ def test_sigterm_hands_back_the_rest_and_another_worker_finishes(
     live.do(lambda: setattr(live.server, "latency", 0.1))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
     process = start_worker(live, redis_server, sqlite_url, "--concurrency", "6")
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sqlite_url, 60)
     process.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     code, err = finish(process, timeout=15)
@@ -366,10 +371,7 @@ def test_a_sigterm_while_starting_or_a_second_one_never_kills_a_worker(
     live.do(lambda: setattr(live.server, "latency", 0.2))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
     worker = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 5:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.05)
+    wait_for_runs(sqlite_url, 5)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.05)  # the pages in flight take 0.2 s
     worker.send_signal(signal.SIGTERM)
@@ -428,10 +430,7 @@ def test_a_401_stops_every_worker_and_status_check_says_why(
     live.do(lambda: setattr(live.server, "latency", 0.05))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
     good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", "--control", control)
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 20:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sqlite_url, 20)
     bad_key = "sk-rejected-key-0123456789"
     bad = start_worker(
         live, redis_server, sqlite_url, "--concurrency", "4", "--control", control, key=bad_key
@@ -478,10 +477,7 @@ def test_requeue_after_redis_lost_everything_completes_the_export(
     live.do(lambda: setattr(live.server, "latency", 0.05))
     enqueue(redis_server, sink_url, *tids, "--page-size", "5", "--slice-pages", "2")
     process = start_worker(live, redis_server, sink_url, "--concurrency", "4")
-    deadline = time.monotonic() + 30
-    while query(sink_url, "SELECT count(*) FROM runs")[0][0] < 50:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sink_url, 50)
     process.send_signal(signal.SIGTERM)
     code, err = finish(process, timeout=15)
     assert code == 0, err
@@ -540,10 +536,7 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
         )
         for _ in range(2)
     ]
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
-        assert time.monotonic() < deadline, "the workers stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sqlite_url, 60)
     redis_server.kill()
     time.sleep(1.0)
     redis_server.start("--appendonly", "yes")

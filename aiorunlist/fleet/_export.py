@@ -77,6 +77,18 @@ def _decode_map(raw: Any) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in dict(raw).items()}
 
 
+@contextlib.asynccontextmanager
+async def _connected(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for a few commands (enqueue, status, a worker's start, resume), closed
+    after them, even when they are cancelled."""
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        yield redis
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
+
+
 def masked_url(url: str) -> str:
     """``url`` with its secrets (a password, ``password=`` and such parameters) replaced by
     ``***``."""
@@ -384,8 +396,7 @@ async def enqueue(
     if isinstance(thread_ids, Collection):  # all of them before anything is written
         for thread_id in thread_ids:
             _check_thread_id(thread_id)
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-    try:
+    async with _connected(redis_url) as redis:
         if not await redis.exists(settings_key(export)):
             # A new export, or one Redis lost: a database that holds an export already
             # decides its settings (checked before anything is written to Redis).
@@ -410,8 +421,6 @@ async def enqueue(
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await redis.delete(settings_key(export))
             raise
-    finally:
-        await redis.aclose()
     added = known = done = requeued = 0
     async with sink:
         queue = open_queue(export, redis_url)
@@ -507,8 +516,7 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
     :raises redis.exceptions.RedisError: Redis cannot be reached.
     """
     check_export_name(export)
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-    try:
+    async with _connected(redis_url) as redis:
         # The export's, and this database its: else the figures would be another's.
         settings = await export_settings(redis, export, sink_url)
         async with await open_sink(sink_url, create=False) as sink:
@@ -536,8 +544,6 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
             pipe.zcard(f"{prefix}:queues:delayed:normal")
             live, delayed = await pipe.execute()
         queued = int(live) + int(delayed)
-    finally:
-        await redis.aclose()
     return FleetStatus(
         export,
         counts.get("done", 0),
@@ -726,12 +732,8 @@ async def _work(  # noqa: PLR0917 - private
         signals.scopes.add(starting)
         if signals.stopped():
             return nothing
-        redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-        try:
+        async with _connected(redis_url) as redis:
             settings = await export_settings(redis, export, sink_url)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await redis.aclose()
         async with await open_sink(sink_url, settings=settings.for_sink()):
             pass  # other settings, or unreachable: refused before any work is taken
     signals.scopes.discard(starting)
@@ -849,8 +851,5 @@ async def resume(export: str, redis_url: str) -> bool:
     """Clear a fatal stop of the export's fleet (once its cause is fixed): its workers may
     send again. Returns whether the fleet was stopped."""
     check_export_name(export)
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-    try:
+    async with _connected(redis_url) as redis:
         return bool(await redis.hdel(f"aiorunlist:fleet:{{{export}}}", "fatal"))
-    finally:
-        await redis.aclose()
