@@ -330,22 +330,24 @@ class EnqueueResult:
     requeued: int = 0
 
 
+async def _each(items: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
 async def _batches(
     thread_ids: Iterable[str] | AsyncIterable[str], size: int
 ) -> AsyncIterator[list[str]]:
     batch: list[str] = []
-    if isinstance(thread_ids, AsyncIterable):
-        async for thread_id in thread_ids:
-            batch.append(thread_id)
-            if len(batch) >= size:
-                yield batch
-                batch = []
-    else:
-        for thread_id in thread_ids:
-            batch.append(thread_id)
-            if len(batch) >= size:
-                yield batch
-                batch = []
+    async for thread_id in _each(thread_ids):
+        batch.append(thread_id)
+        if len(batch) >= size:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
