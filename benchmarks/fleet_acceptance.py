@@ -159,7 +159,9 @@ def check_pause(quick: bool, sinks: Callable[[], str | None] = lambda: None) -> 
         elif f["within_450ms"]:
             why.append(
                 f"{f['within_450ms']} requests within 450 ms after the 429 "
-                f"({f['within_first_20ms']} of them within 20 ms: already on their way)"
+                f"({f['within_first_20ms']} of them within 20 ms; the pause reached Redis "
+                f"{f.get('recorded_after_ms')} ms after the 429; "
+                f"{f.get('arrived_once_known')} arrived once it was there)"
             )
         return not why, "; ".join(why), f
 

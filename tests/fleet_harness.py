@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import redis
 
 from aiorunlist._cli._serve import build_threads
 from aiorunlist.fleet._control import PROBE_INTERVAL
@@ -1055,6 +1056,36 @@ def shared_rate(
         return s.result(done, figures)
 
 
+#: Seconds after the pause reached Redis within which a request granted just before it may
+#: still arrive (sent in the same step as its grant's answer, then loopback and the server's
+#: own event loop).
+KNOWN_SLACK = 0.005
+
+
+def _pause_field(redis_url: str, export: str) -> bytes | None:
+    with redis.Redis.from_url(redis_url) as client:
+        value: bytes | None = client.hget(f"aiorunlist:fleet:{{{export}}}", "pause")
+        return value
+
+
+def _pause_recorded(
+    redis_url: str, export: str, seconds: float, before: bytes | None, timeout: float = 5.0
+) -> float | None:
+    """When the fleet's next pause of ``seconds`` reached Redis (the field changed from
+    ``before``), on this machine's monotonic clock (the fake server's); ``None``: never."""
+    key = f"aiorunlist:fleet:{{{export}}}"
+    with redis.Redis.from_url(redis_url) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = client.hget(key, "pause")
+            if value is not None and value != before:
+                # Redis's clock is the wall clock: map it onto the monotonic one.
+                offset = time.time() - time.monotonic()
+                return float(value) - seconds - offset
+            time.sleep(0.001)
+        return None
+
+
 def shared_pause(
     redis_url: str,
     directory: Path,
@@ -1081,8 +1112,10 @@ def shared_pause(
     ) as s:
         s.start(k, burst=True)
         s.busy(after)
+        old_pause = _pause_field(redis_url, EXPORT)
         fault = Fault(status=429, headers={"retry-after-ms": "500"})
         s.server.call(lambda: s.fake.add_fault(fault))
+        known = _pause_recorded(redis_url, EXPORT, 0.5, old_pause)
         done, _ = s.wait_finished(timeout)
         s.f.stop_all()
         requests = s.listing()
@@ -1091,10 +1124,16 @@ def shared_pause(
         if not hit:
             out["error"] = "the 429 was never sent"
             return out
-        t = hit[0].received_at
+        # From when the 429 left the server: a client cannot answer it before that.
+        t = hit[0].answered_at or hit[0].received_at
         inside = sorted(r.received_at - t for r in requests if t < r.received_at <= t + 0.45)
         before = sum(1 for r in requests if t - 0.45 <= r.received_at < t)
         later = [r.received_at - t for r in requests if r.received_at > t]
+        if known is not None:
+            # The fleet knew of the pause from ``known`` on (Redis's clock): a request that
+            # arrived before that was sent before any worker could have known.
+            out["recorded_after_ms"] = round(1000 * (known - t), 1)
+            out["arrived_once_known"] = sum(1 for d in inside if t + d > known + KNOWN_SLACK)
         out.update(
             within_450ms=len(inside),
             in_the_450ms_before=before,

@@ -684,6 +684,23 @@ async def test_drop_fault(fake: FakeServer, http: aiohttp.ClientSession) -> None
     assert (await fetch(http, fake.url_for("t"))).status == 200
 
 
+async def test_requests_record_when_they_arrived_and_were_answered(
+    fake: FakeServer, http: aiohttp.ClientSession
+) -> None:
+    fake.add_thread("t")
+    fake.add_fault(Fault(status=429, delay=0.05, headers={"retry-after-ms": "500"}))
+    fake.add_fault(Fault(drop=True, times=2))
+    sent = time.monotonic()
+    assert (await fetch(http, fake.url_for("t"))).status == 429
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await fetch(http, fake.url_for("t"))
+    throttled, *dropped = fake.requests
+    assert sent <= throttled.received_at
+    assert throttled.answered_at is not None
+    assert throttled.answered_at - throttled.received_at >= 0.05  # the answer's delay
+    assert [r.answered_at for r in dropped] == [None, None]  # nothing was answered
+
+
 async def test_fault_matching_by_thread_and_times(
     fake: FakeServer, http: aiohttp.ClientSession
 ) -> None:

@@ -265,6 +265,7 @@ def test_one_429_pauses_every_worker(redis_server: RedisServer, tmp_path: Path) 
     # on a machine of any speed: the fleet at least halves its pace in the 450 ms after the
     # 429 (requests granted before the pause reached Redis may still arrive late).
     assert figures["within_450ms"] <= figures["in_the_450ms_before"] // 2, explain(figures)
+    assert figures.get("recorded_after_ms") is not None, explain(figures)  # Redis had it
 
 
 @needs_fleet

@@ -55,30 +55,125 @@ local function put(field, value)
 end
 """
 
-# ARGV: fixed rate (0: none), ttl, held (1: the caller holds a booked slot: check only the
-# stop and the pause), seconds between probes while the budget is drained. Returns {wait,
-# rate, stop reason}; a wait > 0 with no pause to wait for is a slot booked that far ahead
-# (the caller holds it and asks again, held, then).
+#: Arguments of one booked answer in a script's ARGV (see _RECORD_FN).
+_RECORD_WIDTH = 13
+
+# Books answers: record(o) reads the _RECORD_WIDTH arguments of one answer from ARGV[o + 1]
+# on: status, ok, refill (the budget tokens a success gives back), has bucket headers,
+# limit, remaining, reset, hint pause, window pause, min rate, budget capacity (-1: none),
+# max pause, age (seconds between the answer and this call: successes are booked with the
+# process's next call). records(o) books the count at ARGV[o] and the answers after it.
+_RECORD_FN = """
+local function record(o)
+  local status = tonumber(ARGV[o + 1])
+  local ok = ARGV[o + 2] == '1'
+  local refilled = tonumber(ARGV[o + 3])
+  local has = ARGV[o + 4] == '1'
+  local limit, remaining = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
+  local reset = tonumber(ARGV[o + 7])
+  local hint, window = tonumber(ARGV[o + 8]), tonumber(ARGV[o + 9])
+  local min_rate, budget_cap = tonumber(ARGV[o + 10]), tonumber(ARGV[o + 11])
+  local max_pause = tonumber(ARGV[o + 12])
+  local seen = now - tonumber(ARGV[o + 13])
+  local function pause(seconds)
+    if seconds > 0 then
+      put('pause', math.max(num('pause', 0), now + math.min(seconds, max_pause)))
+    end
+  end
+  local function tokens(refill, cap)
+    return math.min(cap, (now - num('empty', 0)) * refill)
+  end
+  -- The server's bucket, as its rate-limit headers describe it (as Pacer.observe does).
+  local function observe()
+    if not has then return false end
+    local known = num('refill', nil) ~= nil
+    local scale = num('scale', 1)
+    if reset > 0 and limit > remaining then
+      local est = KEYS[2]
+      redis.call('LPUSH', est, string.format('%.17g', (limit - remaining) / reset))
+      redis.call('LTRIM', est, 0, 8)
+      redis.call('EXPIRE', est, ARGV[1])
+      local all = redis.call('LRANGE', est, 0, -1)
+      local values = {}
+      for i, v in ipairs(all) do values[i] = tonumber(v) end
+      table.sort(values)
+      put('refill', math.max(min_rate, values[math.floor(#values / 2) + 1] * scale))
+    end
+    local refill = num('refill', nil)
+    if not refill then return false end
+    put('scale', math.min(1, scale + 0.0005))
+    local cap
+    if not known then cap = limit else cap = math.min(num('cap', limit), limit) end
+    put('cap', cap)
+    -- Trust the lower count: no more tokens than the server says were left when it said so.
+    put('empty', math.max(num('empty', 0), seen - remaining / refill))
+    return true
+  end
+  if ok then
+    -- Only when drained: a first write lets a script go on past maxmemory (Redis skips the
+    -- out-of-memory check after it), which would hide a Redis refusing the fleet's writes.
+    if redis.call('HEXISTS', key, 'drained') == 1 then redis.call('HDEL', key, 'drained') end
+    if budget_cap >= 0 then
+      put('budget', math.min(budget_cap, num('budget', budget_cap) + refilled))
+    end
+    observe()
+    if not num('refill', nil) then pause(window) end
+  elseif status == 429 then
+    local refill = num('refill', nil)
+    local before = refill and tokens(refill, num('cap', 1)) or 0
+    if observe() or refill then
+      refill = num('refill', nil)
+      local cap = num('cap', 1)
+      -- None left, whatever the headers say; a surprise halves the bursts allowed.
+      put('empty', math.max(num('empty', 0), now))
+      if before >= 1 then put('cap', math.max(1, math.min(cap, before, refill) / 2)) end
+      if now >= num('slowed', -1) + 0.5 then
+        put('slowed', now)
+        put('scale', math.max(0.1, num('scale', 1) * 0.95))
+        put('refill', math.max(min_rate, refill * 0.95))
+      end
+    end
+  elseif status > 0 then
+    observe()
+  end
+  if status > 0 and not ok then
+    pause(hint)
+    if not num('refill', nil) then pause(window) end
+  end
+end
+local function records(o)
+  for i = 0, tonumber(ARGV[o]) - 1 do record(o + i * WIDTH) end
+end
+""".replace("WIDTH", str(_RECORD_WIDTH))
+
+# ARGV: ttl, fixed rate (0: none), held (1: the caller holds a booked slot: check only the
+# stop and the pause), seconds between probes while the budget is drained, then the answers
+# to book first (records). Returns {wait, rate, stop reason, drained}; a wait > 0 with no
+# pause to wait for is a slot booked that far ahead (the caller holds it and asks again,
+# held, then). drained is 1 while the fleet's retry budget is drained (an outage).
 _RESERVE = (
     _LUA_COMMON
+    + _RECORD_FN
     + """
+records(5)
 local fatal = redis.call('HGET', key, 'fatal')
-if fatal then return {'0', '0', fatal} end
-local fixed = tonumber(ARGV[1])
+if fatal then return {'0', '0', fatal, 0} end
+local fixed = tonumber(ARGV[2])
 local refill = num('refill', nil)
 local rate = fixed
 if refill and (rate == 0 or refill < rate) then rate = refill end
+local drained = redis.call('HEXISTS', key, 'drained')
 local paused = num('pause', 0) - now
 if paused > 0 then
-  return {string.format('%.17g', paused), string.format('%.17g', rate), 'pause'}
+  return {string.format('%.17g', paused), string.format('%.17g', rate), 'pause', drained}
 end
-if ARGV[3] == '1' then return {'0', string.format('%.17g', rate), ''} end
+if ARGV[3] == '1' then return {'0', string.format('%.17g', rate), '', drained} end
 -- The retry budget ran out and no request has succeeded since: an outage. One request of
 -- the whole fleet goes every ARGV[4] seconds to see whether it is over; the others wait.
-if redis.call('HEXISTS', key, 'drained') == 1 then
+if drained == 1 then
   local probe = num('probe', 0)
   if now < probe then
-    return {string.format('%.17g', probe - now), string.format('%.17g', rate), 'pause'}
+    return {string.format('%.17g', probe - now), string.format('%.17g', rate), 'pause', 1}
   end
   put('probe', now + tonumber(ARGV[4]))
 end
@@ -99,92 +194,18 @@ if refill then
   start = math.max(start, empty + period)
   put('empty', empty + period)
 end
-redis.call('EXPIRE', key, ARGV[2])
-return {string.format('%.17g', start - now), string.format('%.17g', rate), ''}
+redis.call('EXPIRE', key, ARGV[1])
+return {string.format('%.17g', start - now), string.format('%.17g', rate), '', drained}
 """
 )
 
-# ARGV: status, ok, spent, has bucket headers, limit, remaining, reset, hint pause,
-# window pause, min rate, budget capacity (-1: none), success refill, ttl, max pause
+# ARGV: ttl, then the answers to book (records)
 _RECORD = (
     _LUA_COMMON
+    + _RECORD_FN
     + """
-local status = tonumber(ARGV[1])
-local ok = ARGV[2] == '1'
-local spent = tonumber(ARGV[3])
-local has = ARGV[4] == '1'
-local limit, remaining, reset = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local hint, window = tonumber(ARGV[8]), tonumber(ARGV[9])
-local min_rate, budget_cap = tonumber(ARGV[10]), tonumber(ARGV[11])
-local success_refill, max_pause = tonumber(ARGV[12]), tonumber(ARGV[14])
-local function pause(seconds)
-  if seconds > 0 then
-    put('pause', math.max(num('pause', 0), now + math.min(seconds, max_pause)))
-  end
-end
-local function tokens(refill, cap)
-  return math.min(cap, (now - num('empty', 0)) * refill)
-end
--- The server's bucket, as its rate-limit headers describe it (as Pacer.observe does).
-local function observe()
-  if not has then return false end
-  local known = num('refill', nil) ~= nil
-  local scale = num('scale', 1)
-  if reset > 0 and limit > remaining then
-    local est = KEYS[2]
-    redis.call('LPUSH', est, string.format('%.17g', (limit - remaining) / reset))
-    redis.call('LTRIM', est, 0, 8)
-    redis.call('EXPIRE', est, ARGV[13])
-    local all = redis.call('LRANGE', est, 0, -1)
-    local values = {}
-    for i, v in ipairs(all) do values[i] = tonumber(v) end
-    table.sort(values)
-    put('refill', math.max(min_rate, values[math.floor(#values / 2) + 1] * scale))
-  end
-  local refill = num('refill', nil)
-  if not refill then return false end
-  put('scale', math.min(1, scale + 0.0005))
-  local cap
-  if not known then cap = limit else cap = math.min(num('cap', limit), limit) end
-  put('cap', cap)
-  -- Trust the lower count: no more tokens than the server says are left.
-  put('empty', math.max(num('empty', 0), now - remaining / refill))
-  return true
-end
-if ok then
-  -- Only when drained: a first write lets a script go on past maxmemory (Redis skips the
-  -- out-of-memory check after it), which would hide a Redis refusing the fleet's writes.
-  if redis.call('HEXISTS', key, 'drained') == 1 then redis.call('HDEL', key, 'drained') end
-  if budget_cap >= 0 then
-    local left = num('budget', budget_cap)
-    if spent > 0 then left = left + spent else left = left + success_refill end
-    put('budget', math.min(budget_cap, left))
-  end
-  observe()
-  if not num('refill', nil) then pause(window) end
-elseif status == 429 then
-  local refill = num('refill', nil)
-  local before = refill and tokens(refill, num('cap', 1)) or 0
-  if observe() or refill then
-    refill = num('refill', nil)
-    local cap = num('cap', 1)
-    -- None left, whatever the headers say; a surprise halves the bursts allowed.
-    put('empty', math.max(num('empty', 0), now))
-    if before >= 1 then put('cap', math.max(1, math.min(cap, before, refill) / 2)) end
-    if now >= num('slowed', -1) + 0.5 then
-      put('slowed', now)
-      put('scale', math.max(0.1, num('scale', 1) * 0.95))
-      put('refill', math.max(min_rate, refill * 0.95))
-    end
-  end
-elseif status > 0 then
-  observe()
-end
-if status > 0 and not ok then
-  pause(hint)
-  if not num('refill', nil) then pause(window) end
-end
-redis.call('EXPIRE', key, ARGV[13])
+records(2)
+redis.call('EXPIRE', key, ARGV[1])
 return 1
 """
 )
@@ -238,11 +259,13 @@ class RedisTrafficControl(TrafficControl):
     uses the same Redis and ``name``: one ``Retry-After`` pause, one pace, one retry budget,
     and one stop when the API key or the quota fails.
 
-    Pass it as ``Client(control=...)``. Each call is one round trip to Redis, timed by Redis's
-    clock. The pace is the server's rate limit as its ``x-ratelimit-*-requests`` headers
-    describe it (a token bucket, shared by the fleet), and never above ``pacing``'s rate when
-    one is given. Learning a pace from 429s without such headers is not shared: give servers
-    that send none a ``Pacing`` rate.
+    Pass it as ``Client(control=...)``. A request costs one round trip to Redis, timed by
+    Redis's clock: its turn is asked for, and the successes answered since the process's
+    previous call are booked, in one script (a pause, a failure and a success while the fleet
+    is in an outage are booked at once). The pace is the server's rate limit as its
+    ``x-ratelimit-*-requests`` headers describe it (a token bucket, shared by the fleet), and
+    never above ``pacing``'s rate when one is given. Learning a pace from 429s without such
+    headers is not shared: give servers that send none a ``Pacing`` rate.
 
     If Redis cannot be reached or refuses the fleet's commands, the control logs one warning
     and goes on in this process alone (a :class:`~aiorunlist.LocalTrafficControl`) at a fair
@@ -318,6 +341,10 @@ class RedisTrafficControl(TrafficControl):
         self._held: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
             weakref.WeakKeyDictionary()
         )
+        #: Successes not yet booked in Redis (they go with the next call), merged into one.
+        self._pending: _Successes | None = None
+        #: Redis's last word on whether the fleet's retry budget is drained (an outage).
+        self._drained = False
 
     def __repr__(self) -> str:
         state = "local fallback" if self.fallback is not None else "shared"
@@ -330,9 +357,68 @@ class RedisTrafficControl(TrafficControl):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the Redis connections this control opened (not a client it was given)."""
-        if self._owned:
-            await self._redis.aclose()
+        """Book the successes not yet booked, then close the Redis connections this control
+        opened (not a client it was given)."""
+        try:
+            await self.flush()
+        finally:
+            if self._owned:
+                await self._redis.aclose()
+
+    async def flush(self) -> None:
+        """Book in Redis the successes this process has not booked yet (each call to Redis
+        does so on its way; this sends them alone)."""
+        if self._pending is not None and self.fallback is None:
+            await self._run(self._record, [_TTL, *self._take_pending()])
+
+    def _take_pending(self) -> list[Any]:
+        """The booking arguments of the successes not yet booked (a count, then each)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return [0]
+        age = time.monotonic() - pending.seen
+        return [
+            1,
+            *self._answer(
+                200,
+                ok=True,
+                refill=pending.refill,
+                bucket=pending.bucket,
+                hint=0,
+                window=0,
+                age=age,
+            ),
+        ]
+
+    def _answer(
+        self,
+        status: int,
+        *,
+        ok: bool,
+        refill: int,
+        bucket: tuple[int, int, float] | None,
+        hint: float,
+        window: float,
+        age: float,
+    ) -> list[Any]:
+        """The arguments that book one answer (_RECORD_WIDTH of them)."""
+        limit, remaining, reset = bucket if bucket is not None else (0, 0, 0.0)
+        budget = -1 if self.budget is None else self.budget
+        return [
+            status,
+            int(ok),
+            refill,
+            int(bucket is not None),
+            limit,
+            remaining,
+            reset,
+            hint,
+            window,
+            self._min_rate,
+            budget,
+            Pacer.MAX_PAUSE,
+            max(0.0, age),
+        ]
 
     async def clear(self) -> None:
         """Forget the fleet's state in Redis: the pause, the pace learned, the budget spent
@@ -376,19 +462,24 @@ class RedisTrafficControl(TrafficControl):
         if self.fallback is None:
             task = asyncio.current_task()
             held = self._held.pop(task, None) if task is not None else None
-            args = [self._fixed, _TTL, int(held is not None), PROBE_INTERVAL]
-            answer = await self._run(self._reserve, args)
+            args = [_TTL, self._fixed, int(held is not None), PROBE_INTERVAL]
+            answer = await self._run(self._reserve, [*args, *self._take_pending()])
             if answer is not None:
-                wait_text, rate, why = (_text(part) for part in answer)
+                wait_text, rate, why, drained = (_text(part) for part in answer)
                 if why not in ("", "pause"):
                     self._stopped = why
                     raise TrafficStoppedError(why)
                 self._stopped = None  # Redis's word wins: clear() in one process frees all
+                self._drained = drained == "1"
                 self.rate = float(rate)
                 wait = float(wait_text)
-                if held is not None and why != "pause":
+                if why == "pause":
+                    if held is not None and task is not None:
+                        self._held[task] = held  # the slot stays this request's
+                    return wait
+                if held is not None:
                     wait = max(0.0, held - time.monotonic())  # the slot booked before
-                if wait > 0 and why != "pause" and task is not None:
+                if wait > 0 and task is not None:
                     self._held[task] = time.monotonic() + wait
                 return wait
         assert self.fallback is not None  # noqa: S101 - _run fell back
@@ -399,9 +490,13 @@ class RedisTrafficControl(TrafficControl):
     async def record(
         self, status: int, headers: Mapping[str, str], *, ok: bool, spent: int = 0
     ) -> None:
-        """See :meth:`aiorunlist.TrafficControl.record`."""
+        """See :meth:`aiorunlist.TrafficControl.record`.
+
+        A success is booked with this process's next call to Redis (a success while the
+        fleet's budget is drained, one whose headers say no request is left, and every failure
+        are booked at once)."""
         if self.fallback is None:
-            limit, remaining, reset = _bucket(headers)
+            bucket = _bucket(headers)
             hint = 0.0
             if status in (429, 503):
                 found = retry_hint(headers)
@@ -413,23 +508,26 @@ class RedisTrafficControl(TrafficControl):
                     window = parse_go_duration(headers.get("x-ratelimit-reset-requests", ""))
                 except ValueError:
                     window = 0.0
-            args = [
+            window = window if math.isfinite(window) else 0.0
+            refill = spent if spent > 0 else self._costs.success_refill
+            if ok and not window and not self._drained:
+                now = time.monotonic()
+                if self._pending is None:
+                    self._pending = _Successes(refill, bucket, now)
+                else:
+                    self._pending.add(refill, bucket, now)
+                return
+            answer = self._answer(
                 status,
-                int(ok),
-                spent,
-                int(limit is not None),
-                limit or 0,
-                remaining or 0,
-                reset or 0,
-                hint,
-                window if math.isfinite(window) else 0,
-                self._min_rate,
-                -1 if self.budget is None else self.budget,
-                self._costs.success_refill,
-                _TTL,
-                Pacer.MAX_PAUSE,
-            ]
-            if await self._run(self._record, args) is not None:
+                ok=ok,
+                refill=refill if ok else 0,
+                bucket=bucket,
+                hint=hint,
+                window=window,
+                age=0,
+            )
+            waiting = self._take_pending()  # booked first: they came before this one
+            if await self._run(self._record, [_TTL, waiting[0] + 1, *waiting[1:], *answer]):
                 return
         assert self.fallback is not None  # noqa: S101 - _run fell back
         await self.fallback.record(status, headers, ok=ok, spent=spent)
@@ -439,11 +537,15 @@ class RedisTrafficControl(TrafficControl):
         if self.budget is None:
             return 0
         if self.fallback is None:
+            await self.flush()  # this process's successes refill the budget first
             costs = self._costs
             cost = costs.timeout_cost if connection_failure else costs.retry_cost
             taken = await self._run(self._take, [cost, self.budget, _TTL])
             if taken is not None:
-                return None if int(taken) < 0 else int(taken)
+                if int(taken) < 0:
+                    self._drained = True  # successes are booked at once until one is
+                    return None
+                return int(taken)
         assert self.fallback is not None  # noqa: S101 - _run fell back
         return await self.fallback.take_retry(connection_failure=connection_failure)
 
@@ -451,6 +553,7 @@ class RedisTrafficControl(TrafficControl):
         """See :meth:`aiorunlist.TrafficControl.refund`."""
         if self.budget is None or not tokens:
             return
+        await self.flush()
         if self.fallback is None and await self._run(self._refund, [tokens, self.budget, _TTL]):
             return
         assert self.fallback is not None  # noqa: S101 - _run fell back
@@ -468,19 +571,36 @@ class RedisTrafficControl(TrafficControl):
                 self._fall_back(exc)
 
 
+class _Successes:
+    """Successes a process has not booked in Redis yet, merged: the budget tokens they give
+    back, and the latest bucket their headers described, with when it was seen."""
+
+    __slots__ = ("bucket", "refill", "seen")
+
+    def __init__(self, refill: int, bucket: tuple[int, int, float] | None, seen: float) -> None:
+        self.refill = refill
+        self.bucket = bucket
+        self.seen = seen
+
+    def add(self, refill: int, bucket: tuple[int, int, float] | None, seen: float) -> None:
+        self.refill += refill
+        if bucket is not None:
+            self.bucket, self.seen = bucket, seen
+
+
 def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _bucket(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
-    """The server's bucket from its headers: (limit, remaining, reset), or Nones when the
+def _bucket(headers: Mapping[str, str]) -> tuple[int, int, float] | None:
+    """The server's bucket from its headers: (limit, remaining, reset), or ``None`` when the
     headers do not describe one (as :meth:`aiorunlist.Pacer.observe` reads them)."""
     try:
         limit = int(headers["x-ratelimit-limit-requests"])
         remaining = int(headers["x-ratelimit-remaining-requests"])
         reset = parse_go_duration(headers["x-ratelimit-reset-requests"])
     except (KeyError, ValueError):
-        return None, None, None
+        return None
     if limit <= 0 or remaining < 0 or not math.isfinite(reset):
-        return None, None, None
+        return None
     return limit, remaining, reset

@@ -156,6 +156,8 @@ class RecordedRequest:
     case-insensitively. ``request_id`` is the ``x-request-id`` the answer carried (or would have).
     ``received_at`` is the server's ``time.monotonic()`` when the request arrived: in the
     process of the server, a clock every request of every client is measured on.
+    ``answered_at`` is the same clock when the answer was handed to the connection (``None``
+    while the request is being handled, or when none was sent).
     """
 
     method: str
@@ -167,6 +169,7 @@ class RecordedRequest:
     fault: Fault | None
     received_at: float
     request_id: str | None = None
+    answered_at: float | None = None
 
 
 @attrs.define
@@ -758,7 +761,8 @@ class FakeServer:
         requests = self.requests
         for position in range(len(requests) - 1, -1, -1):
             if requests[position] is record:
-                requests[position] = attrs.evolve(record, status=status)
+                answered = time.monotonic() if status else None
+                requests[position] = attrs.evolve(record, status=status, answered_at=answered)
                 return
 
     async def _respond(
