@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -735,6 +736,14 @@ async def _database_refused() -> None:
     )
 
 
+async def _ping(url: str) -> None:
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
 def _caught(function: Any) -> BaseException:
     try:
         anyio.run(function)
@@ -776,12 +785,7 @@ def test_only_errors_from_redis_count_as_redis_lost(
     assert isinstance(garbage, sqlite3.DatabaseError)
     assert (origin(garbage), redis_lost(garbage)) == ("database", False)
 
-    async def ping() -> None:
-        client = redis.asyncio.Redis.from_url(redis_server.url, socket_connect_timeout=2)
-        try:
-            await client.ping()
-        finally:
-            await client.aclose()
+    ping = partial(_ping, redis_server.url)
 
     async def count() -> None:  # through the queue's own client (streaq's)
         async with open_queue(EXPORT, redis_server.url) as queue:
@@ -816,12 +820,7 @@ def test_a_database_error_is_not_reported_as_redis(redis_server: RedisServer) ->
     assert "Redis" not in message
     assert "hunter2secret" not in message
 
-    async def ping() -> None:
-        client = redis.asyncio.Redis.from_url(redis_server.url, socket_connect_timeout=2)
-        try:
-            await client.ping()
-        finally:
-            await client.aclose()
+    ping = partial(_ping, redis_server.url)
 
     redis_server.kill()
     with pytest.raises(CLIError, match=r"cannot use Redis at redis://127\.0\.0\.1:"):
