@@ -642,7 +642,11 @@ def _window_rate(times: Sequence[float], low: float = 0.1, high: float = 0.9) ->
 
 
 class Scenario:
-    """A fake server in a thread, seeded threads, and a fleet of workers for one export."""
+    """A fake server in a thread, seeded threads, and a fleet of workers for one export.
+
+    The server is ``server``, or a new `FakeServer` with ``latency`` and ``rate_limit``.
+    A scenario :meth:`start` s the export and its workers, and ends with :meth:`result`.
+    """
 
     def __init__(
         self,
@@ -659,8 +663,14 @@ class Scenario:
         page_size: int | None = None,
         worker_args: Sequence[str] = (),
         server: FakeServer | None = None,
+        latency: float = 0.0,
+        rate_limit: RateLimit | None = None,
     ) -> None:
-        self.fake = server if server is not None else FakeServer(api_key=None)
+        self.fake = (
+            server
+            if server is not None
+            else FakeServer(api_key=None, latency=latency, rate_limit=rate_limit)
+        )
         self.thread_ids, self.failing = seed_server(
             self.fake, n_threads, max_runs, seed=seed, failing=failing
         )
@@ -738,6 +748,33 @@ class Scenario:
     def listing(self) -> list[RecordedRequest]:
         return [r for r in self.server.requests() if r.thread_id is not None]
 
+    def start(self, workers: int, *, burst: bool = False) -> float:
+        """Enqueue the threads (:attr:`enqueued`: what ``enqueue`` said), then start
+        ``workers`` workers; the monotonic time they were started."""
+        self.enqueued = self.enqueue()
+        started = time.monotonic()
+        for _ in range(workers):
+            self.f.start_worker(burst=burst)
+        return started
+
+    def busy(self, after: float) -> None:
+        """Wait until the fleet has sent some requests, then ``after`` seconds more."""
+        wait_until(lambda: len(self.listing()) > 50, 60)
+        time.sleep(after)
+
+    def result(self, done: bool, figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The scenario's ``figures``, whether it finished (``done``), the sink's check and its
+        figures, and the workers' logs if anything is wrong. Call it once the workers are
+        stopped."""
+        check = self.check()
+        return {
+            "finished": done,
+            **(figures or {}),
+            "check": check,
+            **check.figures(),
+            "logs": self.f.logs() if not check.ok or not done else "",
+        }
+
 
 def kill_chaos(
     redis_url: str,
@@ -761,7 +798,6 @@ def kill_chaos(
     """Kill chaos: ``workers`` workers, one SIGKILLed every ``kill_every`` s and restarted at
     once, with ``fault_rate`` injected faults, until the sink has every thread (and at least
     ``min_kills`` kills if the export lasts that long)."""
-    fake = FakeServer(api_key=None, latency=latency)
     rng = random.Random(seed)
     n_failing = max(2, n_threads // 100) if failing is None else failing
     figures: dict[str, Any] = {}
@@ -776,13 +812,11 @@ def kill_chaos(
         concurrency=concurrency,
         lease=lease,
         page_size=page_size,
-        server=fake,
+        latency=latency,
     ) as s:
-        s.server.call(lambda: fake.chaos(fault_rate, seed=seed))
-        figures["enqueue"] = s.enqueue()
-        started = time.monotonic()
-        for _ in range(workers):
-            s.f.start_worker()
+        s.server.call(lambda: s.fake.chaos(fault_rate, seed=seed))
+        started = s.start(workers)
+        figures["enqueue"] = s.enqueued
         kills: list[float] = []
         next_kill = started + kill_every
         done = False
@@ -810,16 +844,13 @@ def kill_chaos(
         working = set(by_worker(s.server.requests()))
         live = s.f.live()
         stops = s.f.stop_all()
-        check = s.check()
         requests = s.listing()
         figures.update(
-            finished=done,
             seconds=round(elapsed, 1),
             kills=len(kills),
             workers_started=len(s.f.workers),
             requests=len(requests),
             faults=sum(1 for r in requests if r.fault is not None),
-            runs_per_second=round(check.rows / elapsed, 1) if elapsed else 0.0,
             # Workers that had sent requests (the others may still have been starting up).
             sigterm_exit_codes=sorted(
                 {c for w, (c, _, _) in zip(live, stops, strict=True) if w.key in working}, key=str
@@ -830,12 +861,11 @@ def kill_chaos(
                 if w.key not in working
             ],
             sigterm_max_seconds=round(max((t for _, t, _ in stops), default=0.0), 2),
-            check=check,
-            **check.figures(),
+            failed_threads_seeded=len(s.failing),
         )
-        figures["failed_threads_seeded"] = len(s.failing)
-        figures["logs"] = s.f.logs() if not check.ok or not done else ""
-    return figures
+        out = s.result(done, figures)
+        out["runs_per_second"] = round(out["rows"] / elapsed, 1) if elapsed else 0.0
+    return out
 
 
 def redelivery(
@@ -854,8 +884,8 @@ def redelivery(
     """A worker holding every slice is SIGKILLed; a second one, idle until then, must resume
     each of them within 5 s (lease 3 s). Gap per slice: from the kill to the first request for
     that thread afterwards (the server's clock). Repeated ``kills`` times on new workers."""
-    fake = FakeServer(api_key=None, latency=latency)
-    figures: dict[str, Any] = {"gaps": []}
+    figures: dict[str, Any] = {}
+    gaps: list[float | None] = []
     with Scenario(
         redis_url=redis_url,
         sink_url=None,
@@ -865,12 +895,11 @@ def redelivery(
         concurrency=concurrency,
         lease=lease,
         page_size=page_size,
-        server=fake,
+        latency=latency,
     ) as s:
-        ids = s.server.call(lambda: fake.seed(n_threads, runs))
-        s.thread_ids = ids
-        s.enqueue()
-        holder = s.f.start_worker()
+        s.thread_ids = s.server.call(lambda: s.fake.seed(n_threads, runs))
+        s.start(1)
+        holder = s.f.workers[0]
         for round_ in range(kills):
             # Wait until the holder has asked for every unfinished thread's pages.
             def holds_all(w: Worker = holder) -> bool:
@@ -894,26 +923,20 @@ def redelivery(
 
             wait_until(resumed, timeout)
             after = _by_thread(s.listing())
-            gaps = []
             for tid in pending:
                 later = [r.received_at for r in after.get(tid, []) if r.received_at > killed_at]
                 gaps.append(round(min(later) - killed_at, 2) if later else None)
-            figures["gaps"].extend(gaps)
             holder = spare
         done, _ = s.wait_finished(timeout)
         s.f.stop_all()
-        check = s.check()
-        known = [g for g in figures["gaps"] if g is not None]
+        known = [g for g in gaps if g is not None]
         figures.update(
-            finished=done,
-            slices=len(figures["gaps"]),
-            not_resumed=sum(1 for g in figures["gaps"] if g is None),
+            gaps=gaps,
+            slices=len(gaps),
+            not_resumed=sum(1 for g in gaps if g is None),
             max_gap=max(known, default=None),
-            check=check,
-            **check.figures(),
         )
-        figures["logs"] = s.f.logs() if not check.ok or not done else ""
-    return figures
+        return s.result(done, figures)
 
 
 def _done_threads(sink_url: str) -> set[str]:
@@ -954,7 +977,6 @@ def redis_loss(
     for the first case), with its data or ``empty``; then, when empty, ``fleet enqueue
     --requeue`` with every thread id. Workers that exit meanwhile are restarted (as a service
     manager would); the figures say how many."""
-    fake = FakeServer(api_key=None, latency=latency)
     figures: dict[str, Any] = {}
     with Scenario(
         redis_url=redis.url,
@@ -965,12 +987,9 @@ def redis_loss(
         concurrency=concurrency,
         lease=lease,
         page_size=page_size,
-        server=fake,
+        latency=latency,
     ) as s:
-        s.enqueue()
-        started = time.monotonic()
-        for _ in range(workers):
-            s.f.start_worker()
+        started = s.start(workers)
         # Mid-export: once a quarter of the threads are done (or after ``kill_after`` s).
         wait_until(lambda: len(_done_threads(s.sink_url)) >= n_threads // 4, kill_after)
         figures["done_at_kill"] = len(_done_threads(s.sink_url))
@@ -984,11 +1003,9 @@ def redis_loss(
             figures["requeue"] = (requeue.stdout.strip() or requeue.stderr.strip())[-500:]
         done, restarted = s.wait_finished(timeout, supervise=True)
         figures["seconds"] = round(time.monotonic() - started, 1)
+        figures["workers_restarted"] = restarted
         s.f.stop_all()
-        check = s.check()
-        figures.update(finished=done, workers_restarted=restarted, check=check, **check.figures())
-        figures["logs"] = s.f.logs() if not check.ok or not done else ""
-    return figures
+        return s.result(done, figures)
 
 
 def shared_rate(
@@ -1002,46 +1019,42 @@ def shared_rate(
     burst: int = 30,
     worker_args: Sequence[str] = (),
     sink_url: str | None = None,
+    control: str = "shared",
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """K burst workers x ``concurrency`` against a server limited to ``rate``/s (burst
     ``burst``), about ``seconds`` of work (one page per thread). Share of the limit over the
-    busy middle (10th to 90th percentile of the successes), and 429s per 100 requests."""
+    busy middle (10th to 90th percentile of the successes), and 429s per 100 requests.
 
-    fake = FakeServer(api_key=None, rate_limit=RateLimit(rate, burst=burst))
-    n_threads = int(rate * seconds)
+    ``control``: the workers' ``--control``, ``"shared"`` (the fleet's, in Redis) or
+    ``"local"`` (each worker its own: the figure without the shared control)."""
     with Scenario(
         redis_url=redis_url,
         sink_url=sink_url,
         directory=directory,
-        n_threads=n_threads,
+        n_threads=int(rate * seconds),
         max_runs=4,
         concurrency=concurrency,
-        worker_args=worker_args,
-        server=fake,
+        worker_args=[*worker_args, "--control", control],
+        rate_limit=RateLimit(rate, burst=burst),
     ) as s:
-        s.enqueue()
-        started = time.monotonic()
-        for _ in range(k):
-            s.f.start_worker(burst=True)
+        started = s.start(k, burst=True)
         done, _ = s.wait_finished(timeout)
         elapsed = time.monotonic() - started
         s.f.stop_all()
         requests = s.listing()
         ok = [r.received_at for r in requests if r.status == 200]
         throttled = sum(1 for r in requests if r.status == 429)
-        check = s.check()
-        return {
+        figures = {
             "k": k,
-            "finished": done,
+            "control": control,
             "seconds": round(elapsed, 1),
             "requests": len(requests),
+            "throttled": throttled,
             "share": _window_rate(ok) / rate,
             "per_100": 100 * throttled / len(requests) if requests else 0.0,
-            "check": check,
-            **check.figures(),
-            "logs": s.f.logs() if not check.ok or not done else "",
         }
+        return s.result(done, figures)
 
 
 #: Seconds after the pause reached Redis within which a request granted just before it may
@@ -1088,8 +1101,6 @@ def shared_pause(
 ) -> dict[str, Any]:
     """One 429 with ``retry-after-ms: 500`` while K workers list: the requests any worker
     sent that arrived within 450 ms after it (server timestamps)."""
-
-    fake = FakeServer(api_key=None, latency=latency)
     with Scenario(
         redis_url=redis_url,
         sink_url=sink_url,
@@ -1098,22 +1109,19 @@ def shared_pause(
         max_runs=30,
         concurrency=concurrency,
         page_size=10,
-        server=fake,
+        latency=latency,
     ) as s:
-        s.enqueue()
-        for _ in range(k):
-            s.f.start_worker(burst=True)
-        wait_until(lambda: len(s.listing()) > 50, 60)
-        time.sleep(after)
+        s.start(k, burst=True)
+        s.busy(after)
         old_pause = _pause_field(redis_url, EXPORT)
-        s.server.call(lambda: fake.add_fault(Fault(status=429, headers={"retry-after-ms": "500"})))
+        fault = Fault(status=429, headers={"retry-after-ms": "500"})
+        s.server.call(lambda: s.fake.add_fault(fault))
         known = _pause_recorded(redis_url, EXPORT, 0.5, old_pause)
         done, _ = s.wait_finished(timeout)
         s.f.stop_all()
         requests = s.listing()
         hit = [r for r in requests if r.status == 429 and r.fault is not None]
-        check = s.check()
-        out: dict[str, Any] = {"finished": done, "check": check, **check.figures()}
+        out = s.result(done)
         if not hit:
             out["error"] = "the 429 was never sent"
             return out
@@ -1139,7 +1147,6 @@ def shared_pause(
                 else None
             ),
         )
-        out["logs"] = s.f.logs() if not check.ok or not done else ""
         return out
 
 
@@ -1157,7 +1164,6 @@ def outage(
 ) -> dict[str, Any]:
     """Every request answers 503 for ``seconds``: the fleet's requests during the outage,
     and whether every thread completes afterwards."""
-    fake = FakeServer(api_key=None, latency=0.005)
     with Scenario(
         redis_url=redis_url,
         sink_url=None,
@@ -1166,16 +1172,13 @@ def outage(
         max_runs=60,
         concurrency=concurrency,
         page_size=10,
-        server=fake,
+        latency=0.005,
     ) as s:
-        s.enqueue()
-        for _ in range(k):
-            s.f.start_worker()
-        wait_until(lambda: len(s.listing()) > 50, 60)
-        time.sleep(after)
+        s.start(k)
+        s.busy(after)
 
         def begin() -> float:
-            fake.outage(seconds)
+            s.fake.outage(seconds)
             return time.monotonic()
 
         start = s.server.call(begin)
@@ -1194,9 +1197,7 @@ def outage(
                     firsts += 1
             seen.add(page)
         during = [r for r in requests if start <= r.received_at < start + seconds]
-        check = s.check()
-        return {
-            "finished": done,
+        figures = {
             "workers_restarted": restarted,
             "during_outage": len(during),
             "retries_during": retries,
@@ -1205,10 +1206,8 @@ def outage(
             # The shared budget's retries (5 tokens each), one first try per slot, and once
             # the budget is spent, one request of the fleet a second.
             "bound": budget // 5 + k * concurrency + math.ceil(seconds / PROBE_INTERVAL),
-            "check": check,
-            **check.figures(),
-            "logs": s.f.logs() if not check.ok or not done else "",
         }
+        return s.result(done, figures)
 
 
 def _children_cpu() -> float:
@@ -1279,17 +1278,15 @@ def scaling(
 
     CPU per request depends far less on what else the machine runs than throughput does.
     """
-    fake = FakeServer(api_key=None, latency=latency)
-    n_threads = int(k * concurrency / latency * seconds / 2)  # about two pages each
     with Scenario(
         redis_url=redis_url,
         sink_url=sink_url,
         directory=directory,
-        n_threads=n_threads,
+        n_threads=int(k * concurrency / latency * seconds / 2),  # about two pages each
         max_runs=8,
         concurrency=concurrency,
         page_size=2,
-        server=fake,
+        latency=latency,
     ) as s:
         s.enqueue()
         # Every child waited for from here to stop_all() is a worker (the enqueue command
@@ -1312,16 +1309,14 @@ def scaling(
         )
         listing = s.listing()
         ok = [r.received_at for r in listing if r.status == 200]
-        check = s.check()
         # What a worker costs whatever it lists (starting: imports, the sink's writer, Redis;
         # stopping): one more burst worker, finding nothing left to do.
         before_idle = _children_cpu()
         idle = s.f.start_worker(burst=True)
         idle.process.wait(timeout=60)
         start_cpu = _children_cpu() - before_idle
-        return {
+        figures = {
             "k": k,
-            "finished": done,
             "seconds": round(elapsed, 1),
             "requests_per_second": round(_window_rate(ok), 1),
             "ideal": round(k * concurrency / latency, 1),
@@ -1337,10 +1332,8 @@ def scaling(
             "redis_cpu_per_1000": _per_1000(redis_cpu, len(listing)),
             # Commands Redis ran (those its scripts ran included) per request.
             "redis_commands_per_request": round(commands_run / max(1, len(listing)), 2),
-            "check": check,
-            **check.figures(),
-            "logs": s.f.logs() if not check.ok or not done else "",
         }
+        return s.result(done, figures)
 
 
 def fatal(
@@ -1355,7 +1348,6 @@ def fatal(
 ) -> dict[str, Any]:
     """A 401 from some moment on: how long after the first 401 each worker still sent
     requests, how the workers exited, and what ``fleet status --check`` says."""
-    fake = FakeServer(api_key=None, latency=0.005)
     with Scenario(
         redis_url=redis_url,
         sink_url=None,
@@ -1364,14 +1356,11 @@ def fatal(
         max_runs=60,
         concurrency=concurrency,
         page_size=10,
-        server=fake,
+        latency=0.005,
     ) as s:
-        s.enqueue()
-        for _ in range(k):
-            s.f.start_worker()
-        wait_until(lambda: len(s.listing()) > 50, 60)
-        time.sleep(after)
-        s.server.call(lambda: fake.outage(status=401, error_code="invalid_api_key"))
+        s.start(k)
+        s.busy(after)
+        s.server.call(lambda: s.fake.outage(status=401, error_code="invalid_api_key"))
         exited = wait_until(lambda: not s.f.live(), timeout)
         time.sleep(0.5)
         codes = [w.process.poll() for w in s.f.workers]

@@ -4,6 +4,8 @@ real subprocesses (SIGTERM, exit codes, several at once)."""
 
 from __future__ import annotations
 
+import builtins
+import gc
 import json
 import signal
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,14 @@ def finish(process: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, 
         _, err = process.communicate()
         pytest.fail(f"the worker did not exit within {timeout} s: {err.decode()[-2000:]}")
     return process.returncode, err.decode()
+
+
+def wait_for_runs(sink: str, runs: int, timeout: float = 30) -> None:
+    """Wait until the workers stored at least ``runs`` runs in the sink."""
+    deadline = time.monotonic() + timeout
+    while query(sink, "SELECT count(*) FROM runs")[0][0] < runs:
+        assert time.monotonic() < deadline, f"the workers stored fewer than {runs} runs"
+        time.sleep(0.05)
 
 
 def queued_ids(rds: RedisServer) -> set[str]:
@@ -309,10 +320,7 @@ def test_sigterm_hands_back_the_rest_and_another_worker_finishes(
     live.do(lambda: setattr(live.server, "latency", 0.1))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "3")
     process = start_worker(live, redis_server, sqlite_url, "--concurrency", "6")
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sqlite_url, 60)
     process.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     code, err = finish(process, timeout=15)
@@ -364,10 +372,7 @@ def test_a_sigterm_while_starting_or_a_second_one_never_kills_a_worker(
     live.do(lambda: setattr(live.server, "latency", 0.2))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
     worker = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 5:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.05)
+    wait_for_runs(sqlite_url, 5)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.05)  # the pages in flight take 0.2 s
     worker.send_signal(signal.SIGTERM)
@@ -414,21 +419,23 @@ def test_a_slice_that_loses_to_a_writer_that_stops_midway_is_taken_up_again(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("control", ["shared", "local"])
 def test_a_401_stops_every_worker_and_status_check_says_why(
-    live: LiveServer, redis_server: RedisServer, sqlite_url: str
+    live: LiveServer, redis_server: RedisServer, sqlite_url: str, control: str
 ) -> None:
     """One worker with a rejected key stops the whole fleet: the good worker stops taking
-    work too (exit 1, the reason named, never the key), and ``status --check`` exits 1."""
+    work too (exit 1, the reason named, never the key), and ``status --check`` exits 1. So
+    it does when each worker has its own traffic control (``--control local``): the stop
+    goes through Redis all the same."""
     tids = live.seed(40, 30)
     live.do(lambda: setattr(live.server, "latency", 0.05))
     enqueue(redis_server, sqlite_url, *tids, "--page-size", "5", "--slice-pages", "2")
-    good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4")
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 20:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.1)
+    good = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", "--control", control)
+    wait_for_runs(sqlite_url, 20)
     bad_key = "sk-rejected-key-0123456789"
-    bad = start_worker(live, redis_server, sqlite_url, "--concurrency", "4", key=bad_key)
+    bad = start_worker(
+        live, redis_server, sqlite_url, "--concurrency", "4", "--control", control, key=bad_key
+    )
     code, err = finish(bad, timeout=20)
     assert code == 1, err
     stopped = time.monotonic()
@@ -471,10 +478,7 @@ def test_requeue_after_redis_lost_everything_completes_the_export(
     live.do(lambda: setattr(live.server, "latency", 0.05))
     enqueue(redis_server, sink_url, *tids, "--page-size", "5", "--slice-pages", "2")
     process = start_worker(live, redis_server, sink_url, "--concurrency", "4")
-    deadline = time.monotonic() + 30
-    while query(sink_url, "SELECT count(*) FROM runs")[0][0] < 50:
-        assert time.monotonic() < deadline, "the worker stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sink_url, 50)
     process.send_signal(signal.SIGTERM)
     code, err = finish(process, timeout=15)
     assert code == 0, err
@@ -533,10 +537,7 @@ def test_workers_outlive_redis_killed_and_restarted_with_aof(
         )
         for _ in range(2)
     ]
-    deadline = time.monotonic() + 30
-    while query(sqlite_url, "SELECT count(*) FROM runs")[0][0] < 60:
-        assert time.monotonic() < deadline, "the workers stored nothing"
-        time.sleep(0.1)
+    wait_for_runs(sqlite_url, 60)
     redis_server.kill()
     time.sleep(1.0)
     redis_server.start("--appendonly", "yes")
@@ -562,6 +563,26 @@ async def test_enqueue_checks_a_list_of_ids_before_writing(
         await add(EXPORT, redis_server.url, url, ids)
     with pytest.raises(TypeError, match="not one string"):
         await add(EXPORT, redis_server.url, url, "thread_1")
+    assert not (tmp_path / "runs.db").exists()
+    assert settings_in_redis(redis_server) == {}
+
+
+@pytest.mark.anyio
+async def test_a_worker_with_bad_options_is_refused_before_anything(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from aiorunlist.fleet import run_worker
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"control": "both"}, "control must be 'shared' or 'local', got 'both'"),
+        ({"concurrency": 0}, "concurrency must be an integer >= 1"),
+        ({"workers": 0}, "workers must be an integer >= 1"),
+        ({"lease": 0.5}, "lease must be a number of seconds >= 1"),
+    ]
+    for options, message in bad:
+        with pytest.raises(ValueError, match=message):
+            await run_worker(EXPORT, redis_server.url, url, **options)
     assert not (tmp_path / "runs.db").exists()
     assert settings_in_redis(redis_server) == {}
 
@@ -708,3 +729,110 @@ def test_the_burst_count_is_one_transaction(redis_server: RedisServer) -> None:
         client.close()
     at = commands.index("XLEN")
     assert commands[at - 1 : at + 3] == ["MULTI", "XLEN", "ZCARD", "EXEC"]
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def _database_refused() -> None:
+    """What asyncpg raises when PostgreSQL is not there: a connection refused (an OSError)."""
+    import asyncpg
+
+    await asyncpg.connect(
+        f"postgresql://exporter@127.0.0.1:{_free_loopback_port()}/runs", timeout=5
+    )
+
+
+async def _ping(url: str) -> None:
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+def _caught(function: Any) -> BaseException:
+    try:
+        anyio.run(function)
+    except BaseException as exc:
+        return exc
+    pytest.fail("no error")
+
+
+# streaq's Redis client leaves the memory streams of a connection it could not make unclosed.
+@pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_only_errors_from_redis_count_as_redis_lost(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Regression: every OSError or TimeoutError was taken for Redis lost, so a database that
+    refused a connection (asyncpg's is an OSError) was reported as "Redis cannot be used" and
+    the worker kept starting again for a minute. Only an error of a Redis client, or one
+    raised while talking to Redis, now is; a killed redis-server still is."""
+    import sqlite3
+
+    from aiorunlist.fleet import open_queue
+    from aiorunlist.fleet._export import origin, redis_lost
+
+    database = _caught(_database_refused)
+    assert isinstance(database, OSError)
+    assert origin(database) == "database"
+    assert not redis_lost(database)
+
+    (tmp_path / "runs.db").write_bytes(b"not a database at all, " * 100)
+
+    async def read_garbage() -> None:
+        con = sqlite3.connect(tmp_path / "runs.db")
+        try:
+            con.execute("SELECT * FROM threads")
+        finally:
+            con.close()
+
+    garbage = _caught(read_garbage)
+    assert isinstance(garbage, sqlite3.DatabaseError)
+    assert (origin(garbage), redis_lost(garbage)) == ("database", False)
+
+    ping = partial(_ping, redis_server.url)
+
+    async def count() -> None:  # through the queue's own client (streaq's)
+        async with open_queue(EXPORT, redis_server.url) as queue:
+            await queue.left()
+
+    redis_server.kill()
+    for function in (ping, count):
+        gone = _caught(function)
+        assert redis_lost(gone), repr(gone)
+
+    # A group counts as Redis lost only if every error in it does (the queue needs 3.11+).
+    group: Any = vars(builtins)["ExceptionGroup"]
+    assert not redis_lost(group("both", [_caught(ping), database]))
+    assert redis_lost(group("redis", [_caught(ping), _caught(count)]))
+    # An OSError of no one's in particular is not Redis's either.
+    assert not redis_lost(OSError("disk full"))
+    del gone, group
+    gc.collect()  # the client's leftovers, under this test's filters
+
+
+def test_a_database_error_is_not_reported_as_redis(redis_server: RedisServer) -> None:
+    """Regression: the command line said "cannot use Redis at ..." for any OSError, a
+    database's too. It now names the database (its password masked)."""
+    from aiorunlist._cli._fleet import _run
+    from aiorunlist._cli._inputs import CLIError
+
+    sink = "postgresql://exporter:hunter2secret@127.0.0.1:5/runs"
+    with pytest.raises(CLIError) as raised:
+        _run(_database_refused(), redis_server.url, sink)
+    message = str(raised.value)
+    assert message.startswith("cannot use the database postgresql://exporter:***@127.0.0.1:5/runs")
+    assert "Redis" not in message
+    assert "hunter2secret" not in message
+
+    ping = partial(_ping, redis_server.url)
+
+    redis_server.kill()
+    with pytest.raises(CLIError, match=r"cannot use Redis at redis://127\.0\.0\.1:"):
+        _run(ping(), redis_server.url, sink)

@@ -228,6 +228,34 @@ def test_a_shared_rate_limit_completes_with_few_429s(
 
 
 @needs_fleet
+def test_workers_without_the_shared_control_meet_many_more_429s(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A limit low enough for any machine to overrun it: two workers pacing alone each keep to
+    # the server's rate, so together they ask about twice what it allows; sharing the control,
+    # they keep to it once their first answers told them the limit.
+    figures = {}
+    for control in ("shared", "local"):
+        redis_server.restart(empty=True)
+        directory = tmp_path / control
+        directory.mkdir()
+        figures[control] = h.shared_rate(
+            redis_server.url,
+            directory,
+            k=2,
+            concurrency=8,
+            seconds=4,
+            rate=50,
+            burst=5,
+            control=control,
+        )
+        assert figures[control]["finished"], explain(figures[control])
+        assert figures[control]["check"].ok, explain(figures[control])
+    shared, local = figures["shared"]["throttled"], figures["local"]["throttled"]
+    assert local >= 3 * max(shared, 3), (explain(figures["shared"]), explain(figures["local"]))
+
+
+@needs_fleet
 def test_one_429_pauses_every_worker(redis_server: RedisServer, tmp_path: Path) -> None:
     figures = h.shared_pause(redis_server.url, tmp_path, k=2, concurrency=16, n_threads=600)
     assert "error" not in figures, explain(figures)

@@ -20,6 +20,7 @@ import orjson
 from .._protocol import check_thread_id
 from ..exceptions import RunListError
 from ..sinks import SinkError
+from ..sinks._base import mask_url
 from ._inputs import CLIError, ThreadIds
 from ._options import (
     api_key_option,
@@ -30,8 +31,7 @@ from ._options import (
 )
 
 if TYPE_CHECKING:
-    from .. import Client
-    from ..fleet import RedisTrafficControl
+    from .. import Client, TrafficControl
 
 __all__ = ["fleet_group"]
 
@@ -57,30 +57,15 @@ def _fleet() -> Any:
     return fleet
 
 
-def _unreachable() -> tuple[type[BaseException], ...]:
-    """Errors that mean Redis cannot be used (redis-py's and streaq's client's)."""
-    import redis.exceptions  # noqa: PLC0415 - the fleet extra, loaded when used
-
-    errors: list[type[BaseException]] = [redis.exceptions.RedisError, OSError, TimeoutError]
-    try:
-        import coredis.exceptions  # noqa: PLC0415 - streaq's Redis client, when installed
-
-        errors.append(coredis.exceptions.RedisError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 def _leaf(exc: BaseException) -> BaseException:
     while inner := getattr(exc, "exceptions", None):
         exc = inner[0]
     return exc
 
 
-def _run(coro: Awaitable[T], redis_url: str) -> T:
+def _run(coro: Awaitable[T], redis_url: str, sink_url: str | None = None) -> T:
     """Run ``coro``; every problem with the input, the settings, Redis or the sink is one
-    line and exit code 2."""
-    unreachable = _unreachable()
+    line and exit code 2, naming which of them failed."""
 
     async def main() -> T:
         return await coro
@@ -95,11 +80,18 @@ def _run(coro: Awaitable[T], redis_url: str) -> T:
             raise _leaf(exc) from None  # a task group's: what went wrong, not the group
     except (ValueError, TypeError, ImportError, SinkError) as exc:
         raise CLIError(" ".join(str(exc).split())) from None
-    except unreachable as exc:
-        where = redis_url.rsplit("@", 1)[-1]
-        raise CLIError(
-            f"cannot use Redis at {where}: {' '.join(str(exc).split()) or type(exc).__name__}"
-        ) from None
+    except Exception as exc:
+        from aiorunlist.fleet._export import origin  # noqa: PLC0415 - the fleet extra
+
+        where = origin(exc)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if where == "redis":
+            raise CLIError(f"cannot use Redis at {redis_url.rsplit('@', 1)[-1]}: {text}") from None
+        if where == "database" and sink_url is not None:
+            raise CLIError(f"cannot use the database {mask_url(sink_url)}: {text}") from None
+        if isinstance(exc, (OSError, TimeoutError)):
+            raise CLIError(f"{type(exc).__name__}: {text}") from None
+        raise
 
 
 @click.group("fleet", short_help="Export with a fleet of workers sharing Redis and a database.")
@@ -235,6 +227,7 @@ def enqueue_command(
                 include_failed=include_failed,
             ),
             redis_url,
+            sink,
         )
     finally:
         if source is not None and source is not sys.stdin.buffer:
@@ -291,6 +284,15 @@ async def _read_all(ids: ThreadIds) -> None:
     show_default=True,
     help="How many workers the fleet has: each takes this share of the rate if Redis is lost.",
 )
+@click.option(
+    "--control",
+    type=click.Choice(["shared", "local"]),
+    default="shared",
+    show_default=True,
+    help="The traffic control: shared by the fleet through Redis (one pace, pause and retry "
+    "budget for every worker), or local, for comparison; each worker paces and pauses alone "
+    "(a fatal answer still stops the fleet).",
+)
 def worker_command(
     *,
     export: str,
@@ -303,6 +305,7 @@ def worker_command(
     api_key: str | None,
     max_retries: int,
     workers: int,
+    control: Literal["shared", "local"],
 ) -> int:
     """Take slices of the export NAME's threads from the queue and store them in the
     database, until stopped (SIGTERM / Ctrl-C: the current pages are stored, the rest handed
@@ -314,19 +317,26 @@ def worker_command(
     """
     # From here on a SIGTERM or Ctrl-C stops the worker cleanly, even while it is starting.
     with _signals_noted() as signalled:
-        return _worker(
-            signalled,
-            export=export,
-            redis_url=redis_url,
-            sink=sink,
-            concurrency=concurrency,
-            burst=burst,
-            lease=lease,
-            base_url=base_url,
-            api_key=api_key,
-            max_retries=max_retries,
-            workers=workers,
+        fleet = _fleet()  # its absence: one line, exit code 2
+        make_client = _client_maker(api_key, base_url, max_retries)
+        options = fleet.WorkerOptions(
+            concurrency, burst, make_client, workers=workers, control=control
         )
+        from aiorunlist.fleet._export import work  # noqa: PLC0415 - with the fleet, above
+
+        result = _run(
+            work(export, redis_url, sink, options, lease=lease, signalled_before=signalled),
+            redis_url,
+            sink,
+        )
+    _say(
+        f"aiorunlist: worker stopped: {result.slices} slices, {result.pages} pages, "
+        f"{result.runs} runs"
+    )
+    if result.stopped is not None:
+        _say(f"aiorunlist: error: the fleet is stopped: {result.stopped}")
+        return EXIT_FAILED
+    return 0
 
 
 @contextlib.contextmanager
@@ -347,21 +357,11 @@ def _signals_noted() -> Iterator[Callable[[], bool]]:
             signal.signal(again, handler)
 
 
-def _worker(
-    signalled: Callable[[], bool],
-    *,
-    export: str,
-    redis_url: str,
-    sink: str,
-    concurrency: int,
-    burst: bool,
-    lease: float,
-    base_url: str | None,
-    api_key: str | None,
-    max_retries: int,
-    workers: int,
-) -> int:
-    _fleet()  # its absence: one line, exit code 2
+def _client_maker(
+    api_key: str | None, base_url: str | None, max_retries: int
+) -> Callable[[TrafficControl], Client]:
+    """What makes the worker's one client, its key and URL checked (bad ones: one line, exit
+    code 2, the key never shown)."""
     # streaq's Redis client (coredis) leaves the in-memory buffers of a connection that
     # could not be made unclosed: nothing but memory, freed at once, yet under -W error or
     # -X dev every start while Redis is away would print a screenful of them.
@@ -372,7 +372,7 @@ def _worker(
         raise CLIError("no API key: pass --api-key KEY or set the OPENAI_API_KEY variable")
     from .. import Client  # noqa: PLC0415
 
-    def make_client(control: RedisTrafficControl) -> Client:
+    def make_client(control: TrafficControl) -> Client:
         return Client(api_key, base_url=base_url or None, max_retries=max_retries, control=control)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -384,31 +384,7 @@ def _worker(
             raise CLIError(text) from None
     for warning in caught:
         _say(f"aiorunlist: warning: {' '.join(str(warning.message).split())}")
-
-    from aiorunlist.fleet._export import work  # noqa: PLC0415 - with the fleet, above
-
-    result = _run(
-        work(
-            export,
-            redis_url,
-            sink,
-            concurrency=concurrency,
-            burst=burst,
-            lease=lease,
-            client=make_client,
-            workers=workers,
-            signalled_before=signalled,
-        ),
-        redis_url,
-    )
-    _say(
-        f"aiorunlist: worker stopped: {result.slices} slices, {result.pages} pages, "
-        f"{result.runs} runs"
-    )
-    if result.stopped is not None:
-        _say(f"aiorunlist: error: the fleet is stopped: {result.stopped}")
-        return EXIT_FAILED
-    return 0
+    return make_client
 
 
 @fleet_group.command("status", short_help="Where an export stands.")
@@ -425,7 +401,7 @@ def status_command(*, export: str, redis_url: str, sink: str, as_json: bool, che
     """Threads done, pending and failed, runs stored, slices queued, the fleet's pace and
     pause, its live workers, and why it stopped, if it did."""
     fleet = _fleet()
-    status = _run(fleet.fleet_status(export, redis_url, sink), redis_url)
+    status = _run(fleet.fleet_status(export, redis_url, sink), redis_url, sink)
     if as_json:
         click.echo(orjson.dumps(status.as_json()).decode())
     else:

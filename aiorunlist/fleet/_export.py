@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import (
     AsyncIterable,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ._queue import Queue
 
 __all__ = [
+    "CONTROLS",
     "DEFAULT_SLICE_PAGES",
     "EnqueueResult",
     "ExportSettings",
@@ -73,6 +75,18 @@ def _text(value: object) -> str:
 
 def _decode_map(raw: Any) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in dict(raw).items()}
+
+
+@contextlib.asynccontextmanager
+async def _connected(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A Redis client for a few commands (enqueue, status, a worker's start, resume), closed
+    after them, even when they are cancelled."""
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
+    try:
+        yield redis
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
 
 
 def masked_url(url: str) -> str:
@@ -316,22 +330,24 @@ class EnqueueResult:
     requeued: int = 0
 
 
+async def _each(items: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
 async def _batches(
     thread_ids: Iterable[str] | AsyncIterable[str], size: int
 ) -> AsyncIterator[list[str]]:
     batch: list[str] = []
-    if isinstance(thread_ids, AsyncIterable):
-        async for thread_id in thread_ids:
-            batch.append(thread_id)
-            if len(batch) >= size:
-                yield batch
-                batch = []
-    else:
-        for thread_id in thread_ids:
-            batch.append(thread_id)
-            if len(batch) >= size:
-                yield batch
-                batch = []
+    async for thread_id in _each(thread_ids):
+        batch.append(thread_id)
+        if len(batch) >= size:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
@@ -382,8 +398,7 @@ async def enqueue(
     if isinstance(thread_ids, Collection):  # all of them before anything is written
         for thread_id in thread_ids:
             _check_thread_id(thread_id)
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-    try:
+    async with _connected(redis_url) as redis:
         if not await redis.exists(settings_key(export)):
             # A new export, or one Redis lost: a database that holds an export already
             # decides its settings (checked before anything is written to Redis).
@@ -408,8 +423,6 @@ async def enqueue(
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await redis.delete(settings_key(export))
             raise
-    finally:
-        await redis.aclose()
     added = known = done = requeued = 0
     async with sink:
         queue = open_queue(export, redis_url)
@@ -505,8 +518,7 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
     :raises redis.exceptions.RedisError: Redis cannot be reached.
     """
     check_export_name(export)
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-    try:
+    async with _connected(redis_url) as redis:
         # The export's, and this database its: else the figures would be another's.
         settings = await export_settings(redis, export, sink_url)
         async with await open_sink(sink_url, create=False) as sink:
@@ -534,8 +546,6 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
             pipe.zcard(f"{prefix}:queues:delayed:normal")
             live, delayed = await pipe.execute()
         queued = int(live) + int(delayed)
-    finally:
-        await redis.aclose()
     return FleetStatus(
         export,
         counts.get("done", 0),
@@ -553,6 +563,10 @@ async def fleet_status(export: str, redis_url: str, sink_url: str) -> FleetStatu
     )
 
 
+#: The traffic controls a worker can use: the fleet's, shared through Redis, or its own.
+CONTROLS = ("shared", "local")
+
+
 @attrs.frozen
 class WorkerOptions:
     """How a worker lists (see :func:`run_worker`)."""
@@ -561,11 +575,30 @@ class WorkerOptions:
     concurrency: int = 16
     #: Return once the export's queue is empty.
     burst: bool = False
-    #: Makes the worker's one client, given the fleet's shared traffic control (default:
-    #: ``Client(control=control)``, its key from ``OPENAI_API_KEY``).
+    #: Makes the worker's one client, given its traffic control (default:
+    #: ``Client(control=control)``, its key from ``OPENAI_API_KEY``): the fleet's
+    #: :class:`RedisTrafficControl`, or with ``control="local"`` a
+    #: :class:`~aiorunlist.LocalTrafficControl` (annotate its parameter
+    #: :class:`~aiorunlist.TrafficControl` to take both).
     client: Callable[[RedisTrafficControl], Client] | None = None
     #: How many workers the fleet has (each one's share of the rate if Redis is lost).
     workers: int = 1
+    #: ``"shared"``: the fleet's traffic control in Redis (one pace, pause and retry budget
+    #: for every worker). ``"local"``: this worker's own ``LocalTrafficControl`` with the
+    #: same settings, for comparison: it paces and pauses alone (a fatal answer still stops
+    #: the fleet through Redis).
+    control: Literal["shared", "local"] = "shared"
+
+    def check(self) -> None:
+        """``ValueError`` for a setting out of range (before anything is sent)."""
+        concurrency = self.concurrency
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        workers = self.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"control must be 'shared' or 'local', got {self.control!r}")
 
 
 @attrs.frozen
@@ -589,31 +622,30 @@ async def run_worker(
     lease: float = 30.0,
     client: Callable[[RedisTrafficControl], Client] | None = None,
     workers: int = 1,
+    control: Literal["shared", "local"] = "shared",
 ) -> WorkerResult:
     """Work on the export's queue in this process until stopped: SIGTERM or SIGINT (the
     current pages are stored, the rest of each slice handed back; a signal while the worker
     starts stops it before it takes any work), a fatal stop of the fleet (a 401, an exhausted
     quota: ``stopped`` says which), or, with ``burst``, an empty queue.
 
-    One client (made by ``client`` from the fleet's :class:`RedisTrafficControl`), one
-    traffic control and one sink serve every slice of the process.
+    One client (made by ``client`` from the worker's traffic control), one traffic control and
+    one sink serve every slice of the process.
 
     :param lease: seconds a slice stays with a worker that stopped answering before another
         worker takes it over (every worker of an export should use the same).
+    :param control: ``"shared"`` (the default): the fleet's :class:`RedisTrafficControl`, one
+        pace, pause and retry budget for every worker. ``"local"``: for comparison, this
+        worker's own :class:`~aiorunlist.LocalTrafficControl` with the same settings: each
+        worker paces and pauses alone (``client`` is then given the local control; a fatal
+        answer still stops the whole fleet, through Redis).
     :raises SinkSettingsError: the export does not exist in Redis, or the sink holds an export
         with other settings (before any work is taken).
+    :raises ValueError: a setting out of range (before anything is sent).
     :raises ImportError: streaq is not installed (Python 3.11+).
     """
-    return await work(
-        export,
-        redis_url,
-        sink_url,
-        concurrency=concurrency,
-        burst=burst,
-        lease=lease,
-        client=client,
-        workers=workers,
-    )
+    options = WorkerOptions(concurrency, burst, client, workers, control)
+    return await work(export, redis_url, sink_url, options, lease=lease)
 
 
 class _Signals:
@@ -649,19 +681,17 @@ async def work(
     export: str,
     redis_url: str,
     sink_url: str,
+    options: WorkerOptions | None = None,
     *,
-    concurrency: int = 16,
-    burst: bool = False,
     lease: float = 30.0,
-    client: Callable[[RedisTrafficControl], Client] | None = None,
-    workers: int = 1,
     signalled_before: Callable[[], bool] | None = None,
 ) -> WorkerResult:
-    """:func:`run_worker`; ``signalled_before`` says whether a signal came before this was
-    called (the command line's own handler, while the program was starting)."""
+    """:func:`run_worker` with its ``options``; ``signalled_before`` says whether a signal
+    came before this was called (the command line's own handler, while the program was
+    starting)."""
     check_export_name(export)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    options = WorkerOptions() if options is None else options
+    options.check()
     if not isinstance(lease, (int, float)) or not 1 <= lease < float("inf"):
         raise ValueError(f"lease must be a number of seconds >= 1, got {lease!r}")
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
@@ -676,7 +706,7 @@ async def work(
                         export,
                         redis_url,
                         sink_url,
-                        WorkerOptions(concurrency, burst, client, workers),
+                        options,
                         float(lease),
                     )
                 finally:
@@ -704,12 +734,8 @@ async def _work(  # noqa: PLR0917 - private
         signals.scopes.add(starting)
         if signals.stopped():
             return nothing
-        redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-        try:
+        async with _connected(redis_url) as redis:
             settings = await export_settings(redis, export, sink_url)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await redis.aclose()
         async with await open_sink(sink_url, settings=settings.for_sink()):
             pass  # other settings, or unreachable: refused before any work is taken
     signals.scopes.discard(starting)
@@ -769,21 +795,63 @@ def leaf(exc: BaseException) -> BaseException:
         exc = inner[0]
 
 
+#: The packages that talk to Redis: an error raised in their code is Redis's.
+_REDIS_PACKAGES = frozenset({"redis", "coredis", "streaq"})
+#: The packages (and this library's modules) that talk to a sink's database.
+_DATABASE_PACKAGES = frozenset({"asyncpg", "aiosqlite", "sqlite3", "aiorunlist.sinks"})
+#: Packages whose frames do not say who was talked to: the event loop, sockets, contexts.
+_PLUMBING = (
+    frozenset(sys.stdlib_module_names) | {"anyio", "sniffio", "exceptiongroup", "async_timeout"}
+) - {"sqlite3"}
+
+
+def _package(module: str) -> str:
+    if module.startswith("aiorunlist.sinks"):
+        return "aiorunlist.sinks"
+    return module.partition(".")[0]
+
+
+def origin(exc: BaseException) -> Literal["redis", "database"] | None:
+    """Whom ``exc`` (not a group) came from: ``"redis"`` for the Redis clients' errors and for
+    an error raised while talking to Redis (the innermost frame of its traceback that is not
+    the event loop's or the standard library's is in a Redis client or the queue's engine),
+    ``"database"`` likewise for a sink's database, ``None`` otherwise."""
+    names = {_package(c.__module__) for c in type(exc).__mro__}
+    if names & _REDIS_PACKAGES:
+        return "redis"
+    if names & _DATABASE_PACKAGES:
+        return "database"
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(_package(str(tb.tb_frame.f_globals.get("__name__", ""))))
+        tb = tb.tb_next
+    for package in reversed(frames):
+        if package in _REDIS_PACKAGES:
+            return "redis"
+        if package in _DATABASE_PACKAGES:
+            return "database"
+        if package not in _PLUMBING:
+            return None
+    return None
+
+
 def redis_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every exception of a group) says Redis could not be used."""
+    """Whether ``exc`` (or every exception of a group) says Redis could not be used: an error
+    of a Redis client, or a network error or timeout raised while talking to Redis (not one
+    of the database's, nor any other)."""
     inner = getattr(exc, "exceptions", None)
     if inner:
         return all(redis_lost(e) for e in inner)
-    names = {c.__module__.partition(".")[0] for c in type(exc).__mro__}
-    return bool(names & {"coredis", "redis"}) or isinstance(exc, (OSError, TimeoutError))
+    if origin(exc) != "redis":
+        return False
+    names = {_package(c.__module__) for c in type(exc).__mro__}
+    return bool(names & _REDIS_PACKAGES) or isinstance(exc, (OSError, TimeoutError))
 
 
 async def resume(export: str, redis_url: str) -> bool:
     """Clear a fatal stop of the export's fleet (once its cause is fixed): its workers may
     send again. Returns whether the fleet was stopped."""
     check_export_name(export)
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=5.0)
-    try:
+    async with _connected(redis_url) as redis:
         return bool(await redis.hdel(f"aiorunlist:fleet:{{{export}}}", "fatal"))
-    finally:
-        await redis.aclose()

@@ -17,7 +17,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
@@ -35,6 +35,7 @@ from streaq.utils import now_ms
 from streaq.worker import _worker_context
 
 from .._client import Client
+from .._control import LocalTrafficControl, TrafficControl
 from ..exceptions import APIConnectionError
 from ..sinks import Sink, ThreadState, open_sink, sync_thread
 from ..sinks._sync import writer_name
@@ -245,7 +246,7 @@ class Queue:
         self._options = WorkerOptions()
         self._sink: Sink | None = None
         self._client: Client | None = None
-        self._control: RedisTrafficControl | None = None
+        self._control: TrafficControl | None = None
         #: Slices run, pages stored and runs in them, by this worker.
         self.slices = self.pages = self.runs = 0
         #: Pages and runs stored and not yet added to the fleet's figures (added by the
@@ -334,20 +335,33 @@ class Queue:
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[None, None]:
-        """What a worker process holds while it runs: one sink, one traffic control, one
-        client."""
+        """What a worker process holds while it runs: one sink, one traffic control (the
+        fleet's in Redis, or with ``control="local"`` its own), one client."""
         settings = self._settings
         assert settings is not None  # noqa: S101 - set by work()
         async with AsyncExitStack() as stack:
             self._sink = await stack.enter_async_context(
                 await open_sink(self._sink_url, settings=settings.for_sink())
             )
-            self._control = await stack.enter_async_context(
-                RedisTrafficControl(self.redis_url, self.export, workers=self._options.workers)
+            if self._options.control == "local":
+                # The shared control's settings (no fixed pace, a budget of 500), kept alone.
+                self._control = LocalTrafficControl()
+            else:
+                self._control = await stack.enter_async_context(
+                    RedisTrafficControl(self.redis_url, self.export, workers=self._options.workers)
+                )
+            make = cast(
+                "Callable[[TrafficControl], Client]",
+                self._options.client or (lambda control: Client(control=control)),
             )
-            make = self._options.client or (lambda control: Client(control=control))
             self._client = await stack.enter_async_context(make(self._control))
             yield None
+
+    async def _announce(self, reason: str) -> None:
+        """Tell the fleet it is stopped (what the shared control does itself): every worker's
+        watch sees it. Redis lost: this worker stops alone."""
+        with contextlib.suppress(Exception):
+            await self.worker.redis.hsetnx(f"aiorunlist:fleet:{{{self.export}}}", "fatal", reason)
 
     async def _watch(self, group: anyio.abc.TaskGroup) -> None:
         """Stop when the fleet's traffic control is stopped, or (burst) no slice is left; once
@@ -456,7 +470,10 @@ class Queue:
         delay = 0.0
         if result.error is not None:
             if result.fatal:
-                self.stop(fatal=f"{type(result.error).__name__}: {result.error}"[:500])
+                reason = f"{type(result.error).__name__}: {result.error}"[:500]
+                self.stop(fatal=reason)
+                if not isinstance(self._control, RedisTrafficControl):
+                    await self._announce(reason)
                 delay = 1.0
             else:
                 delay = await self._backoff(result.error)
