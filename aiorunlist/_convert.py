@@ -55,6 +55,7 @@ from .exceptions import APIResponseValidationError
 __all__ = [
     "StructureError",
     "converter",
+    "copy_json",
     "dumps",
     "failing_index",
     "structure",
@@ -254,6 +255,16 @@ def thaw(value: Any) -> Any:
         return _thaw(value)
     except RecursionError:  # nested deeper than the stack allows (JSON allows 1024 levels)
         return _thaw_deep(value)
+
+
+def copy_json(value: Any) -> Any:
+    """:func:`thaw` for decoded JSON, at C speed: an orjson round trip (a third of the time),
+    or :func:`thaw` for what orjson will not write (integers beyond 64 bits, lone surrogates,
+    JSON nested too deeply)."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return thaw(value)
 
 
 def _thaw_deep(value: Any) -> Any:

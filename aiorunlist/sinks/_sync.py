@@ -18,6 +18,7 @@ from typing import Literal
 import attrs
 
 from .._client import Client
+from .._fanout import shared_raw
 from .._protocol import check_list_args, check_page_size
 from ..exceptions import AuthenticationError, QuotaExceededError, RunListError
 from ._base import Sink, SinkSettingsError, ThreadState, ThreadStateName
@@ -188,7 +189,7 @@ async def sync_thread(
                     break
                 walk.written(write)
                 pages += 1
-            runs += len(page.raw)
+            runs += len(shared_raw(page))
             if page.last:
                 error = page.error
                 break
