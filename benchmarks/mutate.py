@@ -10,6 +10,7 @@ the mutants the tests killed and those that survived, with their line and change
     python benchmarks/mutate.py                        # every mutant (nox -s mutation)
     python benchmarks/mutate.py --max-mutants 150      # a reproducible sample (--seed)
     python benchmarks/mutate.py --module aiorunlist/_attempts.py --jobs 2
+    python benchmarks/mutate.py --module aiorunlist/_convert.py   # runs its own tests too
 
 Exit status 1 when the share of survivors passes ``--fail-over`` (percent).
 """
@@ -36,6 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = ["aiorunlist/_protocol.py", "aiorunlist/_attempts.py"]
 # Socket-free tests that exercise the target modules; fast enough to run once per mutant.
 TESTS = ["tests/test_protocol.py", "tests/test_attempts.py", "tests/test_hostile.py"]
+# Modules with tests of their own beyond TESTS (run first: they fail fastest on a mutant).
+MODULE_TESTS: dict[str, list[str]] = {
+    "aiorunlist/_convert.py": [
+        "tests/test_late_typing.py",
+        "tests/test_models.py",
+        "tests/test_dumps.py",
+        "tests/test_page_raw.py",
+        "tests/test_protocol.py",
+    ],
+}
 
 # Mutants that change no behaviour, each with the reason: (module, line, before, after) -> why.
 # They are reported apart and left out of the survival rate. Keyed by line on purpose: once
@@ -273,6 +284,14 @@ def _pytest(where: Path, tests: list[str], timeout: float) -> str:
     return "survived" if done.returncode == 0 else "killed"
 
 
+def _default_tests(modules: list[str]) -> list[str]:
+    """The tests a mutant of ``modules`` is judged by: each module's own, then ``TESTS``."""
+    own = [test for module in modules for test in MODULE_TESTS.get(module, [])]
+    if own and all(module in MODULE_TESTS for module in modules):
+        return list(dict.fromkeys(own))
+    return list(dict.fromkeys([*own, *TESTS]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", action="append", help="a target module (repeatable)")
@@ -288,7 +307,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     modules: list[str] = args.module or MODULES
-    tests: list[str] = args.tests or TESTS
+    tests: list[str] = args.tests or _default_tests(modules)
 
     every = [m for module in modules for m in mutants(module)]
     if args.match:
