@@ -52,6 +52,7 @@ MODULE_TESTS: dict[str, list[str]] = {
 # They are reported apart and left out of the survival rate. Keyed by line on purpose: once
 # the module changes, each is judged again.
 _P = "aiorunlist/_protocol.py"
+_C = "aiorunlist/_convert.py"
 _WINDOW = (
     "a window one byte wider or narrower still holds the run: a hit's three sampled digits lie"
     " in it, so it starts at most 6 bytes before the hit, and a run starting at the hit is"
@@ -91,6 +92,10 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_P, 559, "index < len(items)", "index <= len(items)"): (
         "failing_index returns len(items) only when no run fails alone, and which_run is only"
         " called after one did"
+    ),
+    (_C, 893, "False", "True"): (
+        "dumps' ASCII encoder never sees a float that is not finite: the encoder before it"
+        " (allow_nan=False too) raised for it already"
     ),
 }
 
