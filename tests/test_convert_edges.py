@@ -1,0 +1,60 @@
+"""Edges of the converter that the listing's own tests do not reach: values a caller built a
+model with, JSON deeper than the stack, and the type checks of fields typed ``Literal | str``."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import pytest
+
+import aiorunlist
+from aiorunlist import Run, StructureError, structure
+from aiorunlist._convert import copy_json, thaw
+
+
+def test_a_mapping_that_is_not_a_dict_is_copied_as_plain_json() -> None:
+    proxy = types.MappingProxyType({"id": "run_1", "metadata": {"a": 1, "b": [2, (3, "x")]}})
+    assert thaw(proxy) == {"id": "run_1", "metadata": {"a": 1, "b": [2, [3, "x"]]}}
+    assert type(thaw(proxy)) is dict
+    assert thaw(types.MappingProxyType({"n": 1, "s": "x", "z": None})) == {
+        "n": 1,
+        "s": "x",
+        "z": None,
+    }
+    assert structure(proxy, Run) == Run(id="run_1", metadata={"a": 1, "b": [2, [3, "x"]]})
+    assert thaw(7) == 7
+    assert thaw("s") == "s"
+
+
+def _deep(depth: int) -> Any:
+    value: Any = {"leaf": 1}
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def test_json_deeper_than_the_stack_is_copied_exactly() -> None:
+    depth = sys.getrecursionlimit() + 100
+    value = _deep(depth)
+    for copied in (thaw(value), copy_json(value)):  # orjson refuses it: thaw, without recursion
+        assert copied is not value
+        probe_a, probe_b = copied, value
+        for _ in range(depth):
+            probe_a = probe_a["k"] if isinstance(probe_b, dict) else probe_a[0]
+            probe_b = probe_b["k"] if isinstance(probe_b, dict) else probe_b[0]
+            assert probe_a is not probe_b
+        assert probe_a == probe_b == {"leaf": 1}
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [aiorunlist.CodeInterpreterTool, aiorunlist.FileSearchTool, aiorunlist.FunctionTool],
+)
+def test_a_tool_type_is_checked_as_a_string(cls: type) -> None:
+    # ``type`` is typed ``Literal["..."] | str | None``: any string, never a number.
+    assert structure({"type": "a_new_name"}, cls).type == "a_new_name"
+    with pytest.raises(StructureError) as info:
+        structure({"type": 5}, cls)
+    assert info.value.path == ["type"]
