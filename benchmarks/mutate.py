@@ -99,6 +99,9 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
         " called after one did"
     ),
     (_C, 285, "0", "-1"): "root is a list of one item: root[-1] is root[0]",
+    (_C, 741, "return len(items)", "return None"): (
+        "reached only when no item fails, and failing_index is only called after one did"
+    ),
     (_C, 336, "64", "65"): _CAP,
     (_C, 336, "64", "63"): _CAP,
     (_C, 338, "256", "257"): _CAP,

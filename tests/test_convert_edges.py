@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import aiorunlist
-from aiorunlist import Run, StructureError, structure
+from aiorunlist import Run, StructureError, structure, unstructure
 from aiorunlist._convert import copy_json, thaw
 
 
@@ -58,3 +58,13 @@ def test_a_tool_type_is_checked_as_a_string(cls: type) -> None:
     with pytest.raises(StructureError) as info:
         structure({"type": 5}, cls)
     assert info.value.path == ["type"]
+
+
+def test_unstructure_run_shared_is_unstructure_without_copies() -> None:
+    from aiorunlist._convert import structure_run, unstructure_run_shared
+
+    d = {"id": "run_1", "metadata": {"k": ["v"]}, "usage": {"total_tokens": 3}, "x_new": [1]}
+    for run in (structure(d, Run), structure_run(dict(d))):
+        shared = unstructure_run_shared(run)
+        assert shared == d == unstructure(run, copy=False)
+        assert shared["metadata"] is run.metadata  # shared, as the CLI writes it at once
