@@ -63,6 +63,9 @@ _CAP = (
     "a cap on what the hooks remember (key sets, shared instances): one more or one less"
     " changes the memory bound by one entry, never a result"
 )
+_UNION_STR = "typing.get_origin(tp) in (typing.Union, types.UnionType) and str in args"
+_THAW = "a dict, list or tuple then takes the general Mapping / sequence branch: the same copy"
+_COPY_DEFAULT = "every caller passes copy: the default is never used"
 EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_P, 100, "ord(c) < 32", "ord(c) <= 32"): "a space (32) is refused by c.isspace() first",
     (_P, 100, "32", "33"): "a space (32) is refused by c.isspace() first",
@@ -99,6 +102,14 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
         " called after one did"
     ),
     (_C, 285, "0", "-1"): "root is a list of one item: root[-1] is root[0]",
+    (_C, 178, _UNION_STR, _UNION_STR.replace(" and ", " or ")): (
+        "str is among the arguments of no field type but unions and dict[str, Any], which is"
+        " an object kind, told two lines above"
+    ),
+    (_C, 290, "c is dict or c is FrozenDict", "c is dict and c is FrozenDict"): _THAW,
+    (_C, 292, "c is list or c is tuple", "c is list and c is tuple"): _THAW,
+    (_C, 301, "True", "False"): _COPY_DEFAULT,
+    (_C, 311, "True", "False"): _COPY_DEFAULT,
     (_C, 741, "return len(items)", "return None"): (
         "reached only when no item fails, and failing_index is only called after one did"
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -68,3 +69,28 @@ def test_unstructure_run_shared_is_unstructure_without_copies() -> None:
         shared = unstructure_run_shared(run)
         assert shared == d == unstructure(run, copy=False)
         assert shared["metadata"] is run.metadata  # shared, as the CLI writes it at once
+
+
+def test_a_list_subclass_and_scalars_are_copied_as_plain_json() -> None:
+    class Items(list[Any]):
+        pass
+
+    copied = thaw(Items([1, (2, "x"), {"k": [None]}]))
+    assert copied == [1, [2, "x"], {"k": [None]}]
+    assert type(copied) is list
+    for value in ("s", 5, None, aiorunlist.RunStatus.COMPLETED):
+        assert unstructure(value, copy=False) == value
+        assert unstructure(value) == value
+
+
+def test_a_wrong_scalar_after_a_nested_field_is_named_by_its_own_path() -> None:
+    from aiorunlist._convert import structure_run
+
+    # expires_at comes after required_action among the fields: its error is its own.
+    d = {"id": "run_1", "required_action": None, "last_error": None, "expires_at": "soon"}
+    builds: list[Callable[[], Run]] = [lambda: structure(d, Run), lambda: structure_run(dict(d))]
+    for build in builds:
+        with pytest.raises(StructureError) as info:
+            build()
+        assert info.value.path == ["expires_at"]
+        assert str(info.value).startswith("expires_at: expected a number, got str")
