@@ -109,6 +109,7 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_C, 290, "c is dict or c is FrozenDict", "c is dict and c is FrozenDict"): _THAW,
     (_C, 292, "c is list or c is tuple", "c is list and c is tuple"): _THAW,
     (_C, 301, "True", "False"): _COPY_DEFAULT,
+    (_C, 470, "False", "True"): "nested is never read",
     (_C, 311, "True", "False"): _COPY_DEFAULT,
     (_C, 741, "return len(items)", "return None"): (
         "reached only when no item fails, and failing_index is only called after one did"

@@ -94,3 +94,36 @@ def test_a_wrong_scalar_after_a_nested_field_is_named_by_its_own_path() -> None:
             build()
         assert info.value.path == ["expires_at"]
         assert str(info.value).startswith("expires_at: expected a number, got str")
+
+
+def test_response_formats_are_typed_by_their_type() -> None:
+    def typed(value: Any) -> Any:
+        return structure({"id": "run_1", "response_format": value}, Run).response_format
+
+    assert isinstance(typed({"type": "json_object"}), aiorunlist.ResponseFormatJSONObject)
+    assert isinstance(typed({"type": "text"}), aiorunlist.ResponseFormatText)
+    schema = typed({"type": "json_schema", "json_schema": {"name": "n"}})
+    assert isinstance(schema, aiorunlist.ResponseFormatJSONSchema)
+    assert typed("auto") == "auto"
+    for odd in ({"type": "a_new_format", "x": 1}, {"type": ["json_object"]}, {"type": 5}, {}):
+        kept = typed(odd)
+        assert isinstance(kept, aiorunlist.UnknownResponseFormat)
+        assert kept.payload == odd
+
+
+def test_unstructure_of_a_page_a_mapping_and_an_unknown_tool_copies_unless_asked() -> None:
+    d = {"id": "run_1", "metadata": {"k": ["v"]}}
+    page = structure({"object": "list", "data": [d], "has_more": False}, aiorunlist.RunPage)
+    out = unstructure(page)
+    assert out["data"] == [d]
+    out["data"][0]["metadata"]["k"].append("edited")
+    assert page.data[0].metadata == {"k": ["v"]}
+    run = page.data[0]
+    for copy in (True, False):
+        by_name = unstructure({"a": run, "b": [run]}, copy=copy)
+        assert by_name == {"a": d, "b": [d]}
+        assert (by_name["a"]["metadata"] is run.metadata) is not copy
+    tool = aiorunlist.UnknownTool("a_new_tool", {"type": "a_new_tool", "x": [1]})
+    assert unstructure(tool, copy=False) is tool.payload
+    assert unstructure(tool) == tool.payload
+    assert unstructure(tool) is not tool.payload
