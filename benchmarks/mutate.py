@@ -110,6 +110,16 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_C, 292, "c is list or c is tuple", "c is list and c is tuple"): _THAW,
     (_C, 301, "True", "False"): _COPY_DEFAULT,
     (_C, 470, "False", "True"): "nested is never read",
+    (_C, 528, "nested or bool(at)", "nested and bool(at)"): "nested is never read",
+    (_C, 273, "0", "-1"): "root is a list of one item: root[-1] is root[0]",
+    (_C, 394, "len(self.interned) >= _MAX_SHAPES", "len(self.interned) > _MAX_SHAPES"): _CAP,
+    (_C, 614, "True", "False"): (
+        "only a traceback shows these lines, and it strips each line's end"
+    ),
+    (_P, 588, "True", "False"): (
+        "both parts joined are encoded already (the URL by build_url, the Location by yarl's"
+        " URL()): re-quoting them changes nothing"
+    ),
     (_C, 311, "True", "False"): _COPY_DEFAULT,
     (_C, 741, "return len(items)", "return None"): (
         "reached only when no item fails, and failing_index is only called after one did"

@@ -8,6 +8,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
 import aiorunlist
@@ -127,3 +128,62 @@ def test_unstructure_of_a_page_a_mapping_and_an_unknown_tool_copies_unless_asked
     assert unstructure(tool, copy=False) is tool.payload
     assert unstructure(tool) == tool.payload
     assert unstructure(tool) is not tool.payload
+
+
+@pytest.mark.parametrize("value", ["hot", True, [1.0], {"v": 1}])
+def test_a_float_field_takes_numbers_only(value: Any) -> None:
+    assert structure({"temperature": 1}, Run).temperature == 1  # an int where a float goes
+    with pytest.raises(StructureError) as info:
+        structure({"temperature": value}, Run)
+    assert info.value.path == ["temperature"]
+
+
+def test_a_page_without_has_more_has_no_more() -> None:
+    page = structure({"object": "list", "data": []}, aiorunlist.RunPage)
+    assert page.has_more is False
+
+
+def test_runs_of_more_key_sets_than_are_remembered_round_trip() -> None:
+    # Each run leaves out a different set of keys: past the shapes the hooks remember, the
+    # keys left out are still told (and left out again by unstructure).
+    from aiorunlist._convert import structure_run
+
+    keys = [
+        "model",
+        "instructions",
+        "started_at",
+        "expires_at",
+        "failed_at",
+        "completed_at",
+        "top_p",
+    ]
+    runs = []
+    for mask in range(1, 2 ** len(keys)):
+        d: dict[str, Any] = {"id": f"run_{mask}"}
+        d.update({k: None for i, k in enumerate(keys) if mask >> i & 1})
+        runs.append(d)
+    assert len(runs) > 100
+    for d in runs:
+        assert unstructure(structure(d, Run)) == d
+        assert unstructure(structure_run(dict(d))) == d
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"validator": attrs.validators.instance_of(int)},
+        {"converter": int},
+    ],
+)
+def test_a_model_with_a_validator_or_a_converter_is_refused(extra: dict[str, Any]) -> None:
+    from aiorunlist._convert import _generate
+    from aiorunlist._models import EMPTY
+
+    @attrs.frozen
+    class Odd:
+        x: int | None = attrs.field(default=None, **extra)
+        unknown_fields: Any = attrs.field(default=EMPTY, kw_only=True)
+        _absent: frozenset[str] = attrs.field(default=frozenset(), kw_only=True)
+
+    with pytest.raises(TypeError, match="validators and converters"):
+        _generate(Odd)
