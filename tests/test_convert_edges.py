@@ -120,6 +120,7 @@ def test_unstructure_of_a_page_a_mapping_and_an_unknown_tool_copies_unless_asked
     out["data"][0]["metadata"]["k"].append("edited")
     assert page.data[0].metadata == {"k": ["v"]}
     run = page.data[0]
+    assert unstructure(page, copy=False)["data"][0]["metadata"] is run.metadata
     for copy in (True, False):
         by_name = unstructure({"a": run, "b": [run]}, copy=copy)
         assert by_name == {"a": d, "b": [d]}
