@@ -188,3 +188,19 @@ def test_a_model_with_a_validator_or_a_converter_is_refused(extra: dict[str, Any
 
     with pytest.raises(TypeError, match="validators and converters"):
         _generate(Odd)
+
+
+def test_thaw_copies_every_container_of_a_list() -> None:
+    value: list[Any] = [{"a": [1]}, [{"b": 2}], (3,), "s"]
+    copied = thaw(value)
+    assert copied == [{"a": [1]}, [{"b": 2}], [3], "s"]
+    assert copied[0] is not value[0]
+    assert copied[0]["a"] is not value[0]["a"]
+    assert copied[1][0] is not value[1][0]
+
+
+def test_a_nested_error_in_a_page_has_the_whole_path() -> None:
+    body = {"object": "list", "data": [{"id": "r0"}, {"usage": {"prompt_tokens": "x"}}]}
+    with pytest.raises(StructureError) as info:
+        structure(body, aiorunlist.RunPage)
+    assert info.value.path == ["data", 1, "usage", "prompt_tokens"]
