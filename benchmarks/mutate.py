@@ -110,6 +110,10 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_C, 292, "c is list or c is tuple", "c is list and c is tuple"): _THAW,
     (_C, 301, "True", "False"): _COPY_DEFAULT,
     (_C, 470, "False", "True"): "nested is never read",
+    (_C, 522, "1", "2"): (
+        "the float check's second test then reads the field again: one more dict look-up,"
+        " the same value"
+    ),
     (_C, 330, "0", "-1"): "args has one item here: args[-1] is args[0]",
     (_C, 592, "True", "False"): "outs gets one entry per field: strict only checks that",
     (_C, 528, "nested or bool(at)", "nested and bool(at)"): "nested is never read",

@@ -174,11 +174,16 @@ def test_runs_of_more_key_sets_than_are_remembered_round_trip() -> None:
     [
         {"validator": attrs.validators.instance_of(int)},
         {"converter": int},
+        {"hook": "__attrs_post_init__"},
+        {"hook": "__attrs_pre_init__"},
     ],
 )
-def test_a_model_with_a_validator_or_a_converter_is_refused(extra: dict[str, Any]) -> None:
+def test_a_model_the_hooks_cannot_build_is_refused(extra: dict[str, Any]) -> None:
+    # The hooks write fields directly: nothing attrs' __init__ would run may exist.
     from aiorunlist._convert import _generate
     from aiorunlist._models import EMPTY
+
+    hook = extra.pop("hook", None)
 
     @attrs.frozen
     class Odd:
@@ -186,7 +191,9 @@ def test_a_model_with_a_validator_or_a_converter_is_refused(extra: dict[str, Any
         unknown_fields: Any = attrs.field(default=EMPTY, kw_only=True)
         _absent: frozenset[str] = attrs.field(default=frozenset(), kw_only=True)
 
-    with pytest.raises(TypeError, match="validators and converters"):
+    if hook is not None:
+        setattr(Odd, hook, lambda self: None)
+    with pytest.raises(TypeError, match="skip"):
         _generate(Odd)
 
 
@@ -204,3 +211,22 @@ def test_a_nested_error_in_a_page_has_the_whole_path() -> None:
     with pytest.raises(StructureError) as info:
         structure(body, aiorunlist.RunPage)
     assert info.value.path == ["data", 1, "usage", "prompt_tokens"]
+
+
+def test_small_value_objects_are_shared_and_runs_are_not() -> None:
+    from aiorunlist._convert import structure_run_eager
+
+    d = {"id": "run_1", "truncation_strategy": {"type": "auto", "last_messages": None}}
+    a, b = structure_run_eager(dict(d)), structure_run_eager(dict(d))
+    assert a == b
+    assert a is not b
+    assert a.truncation_strategy is b.truncation_strategy  # an internable class
+    u = {"id": "run_1", "usage": {"total_tokens": None}}
+    assert structure_run_eager(dict(u)).usage is not structure_run_eager(dict(u)).usage
+
+
+def test_a_page_keeps_its_unknown_keys_only() -> None:
+    body = {"object": "list", "data": [], "has_more": False, "first_id": None, "x_extra": [1]}
+    page = structure(body, aiorunlist.RunPage)
+    assert page.unknown_fields == {"x_extra": [1]}
+    assert unstructure(page) == {**body, "last_id": None}
