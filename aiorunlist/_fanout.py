@@ -88,7 +88,8 @@ class ThreadPage:
     when it must keep the server's own text. It is yours to edit: a copy, made when it is
     first read (then kept), that shares no dict or list with ``runs``, so editing it changes
     no run, nor what :func:`aiorunlist.unstructure` gives for one. (A run's own JSON values
-    are read-only, as :class:`Run` says.) A page whose ``raw`` is never read costs no copy.
+    are read-only, as :class:`Run` says.) A page whose ``raw`` is never read, or that has
+    no runs, costs no copy.
     """
 
     thread_id: str
@@ -102,6 +103,8 @@ class ThreadPage:
     @property
     def raw(self) -> Sequence[Mapping[str, Any]]:
         """The runs as the server sent them, as plain dicts: a copy, made on first read."""
+        if not self.runs:  # shared with no run (a page of raw runs only): nothing to copy
+            return self._raw
         copied = self._raw_copy
         if copied is None:
             copied = copy_json(list(self._raw))

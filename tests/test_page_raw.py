@@ -107,12 +107,20 @@ async def test_raw_is_copied_once_and_keeps_wide_integers() -> None:
 
 def test_raw_given_to_the_constructor_is_copied_on_read() -> None:
     given_raw = [{"id": "run_1", "metadata": {"k": ["v"]}}]
-    page = ThreadPage("thread_1", (), True, None, given_raw)
-    assert page == ThreadPage("thread_1", (), True, raw=copy.deepcopy(given_raw))
+    run = aiorunlist.Run(id="run_1", metadata=given_raw[0]["metadata"])  # type: ignore[arg-type]
+    page = ThreadPage("thread_1", (run,), True, None, given_raw)
+    assert page == ThreadPage("thread_1", (run,), True, raw=copy.deepcopy(given_raw))
     assert page.raw == given_raw
     page.raw[0]["metadata"]["k"].append("w")
     assert given_raw == [{"id": "run_1", "metadata": {"k": ["v"]}}]
-    assert ThreadPage("thread_1", (), True).raw == []
+    assert ThreadPage("thread_1", (), True).raw == ()
+
+
+async def test_raw_shared_with_no_run_is_not_copied() -> None:
+    # Pages of raw runs only (what the sinks export) have no runs to share with.
+    items = [{"id": "run_1"}]
+    page = ThreadPage("thread_1", (), True, raw=items)
+    assert page.raw is items
 
 
 @settings(
