@@ -141,6 +141,7 @@ def mutation(session: nox.Session) -> None:
 
     nox -s mutation                                   # every mutant
     nox -s mutation -- --max-mutants 150 --jobs 2     # a reproducible sample, two at a time
+    nox -s mutation -- --module aiorunlist/_convert.py   # the converter, with its own tests
     """
     install_groups(session, "test")
     session.run("python", "benchmarks/mutate.py", "--fail-over", "5", *session.posargs)

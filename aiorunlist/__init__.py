@@ -9,7 +9,7 @@ from ._attempts import Retries, Timeouts
 from ._check import ServerCheck, ServerReport, check_server
 from ._client import Client, InsecureBaseURLWarning
 from ._control import LocalTrafficControl, Pacing, RateLimitInfo, TrafficControl
-from ._convert import StructureError, structure, unstructure
+from ._convert import StructureError, dumps, structure, unstructure
 from ._fanout import PageStream, RunStream, ThreadPage, ThreadStart
 from ._models import (
     CodeInterpreterTool,
@@ -138,6 +138,7 @@ __all__ = [
     "Usage",
     "__version__",
     "check_server",
+    "dumps",
     "structure",
     "unstructure",
 ]

@@ -10,6 +10,7 @@ of its runs is handed out. :meth:`Client._walk` is the one page loop behind ``ru
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -100,23 +101,83 @@ class InsecureBaseURLWarning(UserWarning):
 
 
 #: How many leading characters of the key mark a copy of it cut short (a message that quotes
-#: the first N characters of a server's text may end in the middle of the key).
+#: the first N characters of a server's text may end in the middle of the key). A key shorter
+#: than this is masked whole, where it stands as a word of its own (see _mask_text).
 _KEY_HEAD = 8
+#: What a masked key reads as; the second for a key that is part of the first.
+_HIDDEN = "<hidden>"
+_HIDDEN_ALT = "***"
+#: Characters that make a short key part of a longer word (a thread id, a host name).
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 def _mask_text(text: str, secret: str) -> str:
-    """``text`` with the key masked, whole or cut short (its head and what follows of it)."""
+    """``text`` with the key masked, whole or cut short (its head and what follows of it).
+
+    A key of at least ``_KEY_HEAD`` characters is masked wherever it appears, and so is any
+    copy cut short that keeps its first ``_KEY_HEAD`` characters; fewer leading characters
+    of a key that long (``sk-proj``) are its public prefix, not the secret. A shorter key
+    (a test key such as ``sk-1``, a local server's ``ollama``) is masked whole where it is a
+    word of its own: not where letters, digits, ``_`` or ``-`` go on either side of it, as
+    in a thread id ``thread_task-1`` or a host name, which masking would make unreadable.
+    The key is masked as it is and as a ``repr`` shows it (a backslash or quote escaped),
+    the way messages quote server values. The mask never contains the key.
+    """
+    hidden = _HIDDEN if secret not in _HIDDEN else _HIDDEN_ALT
+    for form in _forms(secret):
+        if len(form) < _KEY_HEAD:
+            text = _mask_word(text, form, hidden)
+        else:
+            text = _mask_long(text, form, hidden)
+    return text
+
+
+@functools.lru_cache(maxsize=16)
+def _forms(secret: str) -> tuple[str, ...]:
+    """The key as text may hold it: as it is, and escaped as in a ``repr`` (in single or in
+    double quotes) when that differs."""
+    forms = [secret, repr(secret + '"')[1:-2]]  # a repr in single quotes: ' escaped
+    if '"' not in secret:
+        forms.append(repr(secret + "'")[1:-2])  # in double quotes: ' as it is
+    return tuple(dict.fromkeys(forms))
+
+
+def _mask_long(text: str, secret: str, hidden: str) -> str:
+    """``text`` with a long key masked wherever it is, whole or cut to its head and more."""
     if secret in text:
-        text = text.replace(secret, "<hidden>")
+        text = text.replace(secret, hidden)
     head = secret[:_KEY_HEAD]
     start = text.find(head)
     while start >= 0:
         end = start + len(head)
         while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
             end += 1
-        text = f"{text[:start]}<hidden>{text[end:]}"
-        start = text.find(head, start + len("<hidden>"))
+        text = f"{text[:start]}{hidden}{text[end:]}"
+        start = text.find(head, start + len(hidden))
     return text
+
+
+def _mask_word(text: str, secret: str, hidden: str) -> str:
+    """``text`` with each copy of a short key that is not part of a longer word masked: a
+    copy is part of one where a letter, digit, ``_`` or ``-`` of it touches another."""
+    start = text.find(secret)
+    if start < 0:
+        return text
+    glue_left, glue_right = secret[0] in _WORD, secret[-1] in _WORD
+    parts: list[str] = []
+    done = 0
+    while start >= 0:
+        end = start + len(secret)
+        if (glue_left and start > 0 and text[start - 1] in _WORD) or (
+            glue_right and end < len(text) and text[end] in _WORD
+        ):
+            start = text.find(secret, start + 1)
+            continue
+        parts += [text[done:start], hidden]
+        done = end
+        start = text.find(secret, end)
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def _mask(value: Any, secret: str) -> Any:
@@ -130,6 +191,19 @@ def _mask(value: Any, secret: str) -> Any:
     if isinstance(value, list):
         return [_mask(v, secret) for v in value]
     return value
+
+
+def _holds(value: Any, heads: tuple[str, ...]) -> bool:
+    """Whether one of ``heads`` is in a string of ``value`` (strings read as they are, other
+    objects as their ``repr``)."""
+    if isinstance(value, str):
+        return any(head in value for head in heads)
+    if isinstance(value, (tuple, list)):
+        return any(_holds(v, heads) for v in value)
+    if isinstance(value, Mapping):
+        return any(_holds(k, heads) or _holds(v, heads) for k, v in value.items())
+    text = repr(value)
+    return any(head in text for head in heads)
 
 
 def _check_api_key(api_key: object) -> str:
@@ -602,7 +676,8 @@ class Client:
         """``error``, with the API key masked wherever server text put it: its message,
         attributes (body, headers), and the exceptions it was raised from."""
         secret = self._api_key
-        head = secret[:_KEY_HEAD]
+        # The key's head, as it is and as a repr shows it (see _mask_text).
+        heads = tuple(form[:_KEY_HEAD] for form in _forms(secret))
         seen: set[int] = set()
         todo: list[BaseException | None] = [error]
         while todo:
@@ -611,7 +686,7 @@ class Client:
                 continue
             seen.add(id(exc))
             attributes = getattr(exc, "__dict__", {})
-            if head in repr(attributes) or head in repr(exc.args):
+            if _holds(attributes, heads) or _holds(exc.args, heads):
                 # A server that echoes the Authorization header: mask it wherever it landed.
                 for name, value in list(attributes.items()):
                     if isinstance(value, Mapping) and not isinstance(value, dict):

@@ -20,6 +20,7 @@ frozen instances (``_INTERNABLE``).
 from __future__ import annotations
 
 import enum
+import json
 import linecache
 import types
 import typing
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import orjson
 
 from . import _models as _models_module
 from ._models import (
@@ -53,6 +55,8 @@ from .exceptions import APIResponseValidationError
 __all__ = [
     "StructureError",
     "converter",
+    "copy_json",
+    "dumps",
     "failing_index",
     "structure",
     "structure_run",
@@ -251,6 +255,16 @@ def thaw(value: Any) -> Any:
         return _thaw(value)
     except RecursionError:  # nested deeper than the stack allows (JSON allows 1024 levels)
         return _thaw_deep(value)
+
+
+def copy_json(value: Any) -> Any:
+    """:func:`thaw` for decoded JSON, at C speed: an orjson round trip (a third of the time),
+    or :func:`thaw` for what orjson will not write (integers beyond 64 bits, lone surrogates,
+    JSON nested too deeply)."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return thaw(value)
 
 
 def _thaw_deep(value: Any) -> Any:
@@ -839,9 +853,41 @@ def unstructure(obj: Any, *, copy: bool = True) -> Any:
         are (``metadata``, unknown fields, a tool's JSON schema): the result shares them with
         the run, so it must be read only, e.g. serialised at once with
         ``orjson.dumps(unstructure(run, copy=False))``. Faster for runs with large schemas.
+
+    To write a run as JSON, :func:`aiorunlist.dumps` does it in one step, and exactly: servers
+    send integers wider than 64 bits (in ``metadata``, ``usage``, unknown fields), which
+    ``unstructure()`` keeps as Python integers, and which ``orjson.dumps`` refuses.
     """
     if not copy:
         return _unstructure_shared(obj)
     if isinstance(obj, Mapping):
         return {k: converter.unstructure(v) for k, v in obj.items()}
     return converter.unstructure(obj)
+
+
+def dumps(obj: Any) -> bytes:
+    """The JSON of a run, as UTF-8 bytes: ``orjson.dumps(unstructure(run))``, but for every run.
+
+    Accepts what :func:`unstructure` accepts (a :class:`Run`, a :class:`RunPage`, a list or
+    dict of them, plain JSON). Keys come out in the run's field order, then its unknown keys;
+    keys the server left out stay out. ``structure(orjson.loads(dumps(run)), Run) == run``.
+
+    Integers wider than 64 bits, which servers send in ``metadata``, ``usage`` or fields this
+    library does not know, and which ``orjson.dumps`` refuses, are written exactly (by the
+    standard library's encoder, used only for such values: orjson writes the rest). Decode
+    the result with a decoder that keeps them exact (``json.loads``; ``orjson.loads`` turns
+    them into floats).
+
+    Raises :class:`TypeError` for a value that is not JSON (an object a caller put in a run
+    they built) and :class:`ValueError` for a float that is not finite.
+    """
+    data = _unstructure_shared(obj)  # serialised at once, so it need not be a copy
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        pass  # an integer beyond 64 bits, or a lone surrogate: the exact encoder below
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (sent as an escape): escaped again
+        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")

@@ -33,7 +33,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._convert import structure_run, structure_run_eager
+from ._convert import copy_json, structure_run, structure_run_eager
 from ._models import Run
 from ._protocol import (
     Order,
@@ -53,7 +53,7 @@ from .exceptions import APIResponseValidationError, RunListError
 if TYPE_CHECKING:
     from ._client import Checked, Client
 
-__all__ = ["PageStream", "RunStream", "ThreadPage", "ThreadStart", "fan_out"]
+__all__ = ["PageStream", "RunStream", "ThreadPage", "ThreadStart", "fan_out", "shared_raw"]
 
 
 @attrs.frozen
@@ -85,14 +85,36 @@ class ThreadPage:
 
     ``raw`` holds the same runs as the server sent them (decoded JSON objects, the server's
     key order kept), one per run in ``runs`` and in the same order: what an export writes
-    when it must keep the server's own text. Treat them as read-only.
+    when it must keep the server's own text. It is yours to edit: a copy, made when it is
+    first read (then kept), that shares no dict or list with ``runs``, so editing it changes
+    no run, nor what :func:`aiorunlist.unstructure` gives for one. (A run's own JSON values
+    are read-only, as :class:`Run` says.) A page whose ``raw`` is never read, or that has
+    no runs, costs no copy.
     """
 
     thread_id: str
     runs: Sequence[Run]
     last: bool
     error: Exception | None = None
-    raw: Sequence[Mapping[str, Any]] = ()
+    #: The decoded run objects, shared with ``runs`` (``raw`` is a copy of them).
+    _raw: Sequence[Mapping[str, Any]] = attrs.field(default=(), repr=False)
+    _raw_copy: list[Any] | None = attrs.field(default=None, init=False, eq=False, repr=False)
+
+    @property
+    def raw(self) -> Sequence[Mapping[str, Any]]:
+        """The runs as the server sent them, as plain dicts: a copy, made on first read."""
+        if not self.runs:  # shared with no run (a page of raw runs only): nothing to copy
+            return self._raw
+        copied = self._raw_copy
+        if copied is None:
+            copied = copy_json(list(self._raw))
+            object.__setattr__(self, "_raw_copy", copied)
+        return copied
+
+
+def shared_raw(page: ThreadPage) -> Sequence[Mapping[str, Any]]:
+    """``page.raw`` without the copy, for a reader that only serialises it at once."""
+    return page._raw
 
 
 Threads = Iterable[str | ThreadStart] | AsyncIterable[str | ThreadStart]

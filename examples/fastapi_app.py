@@ -61,9 +61,9 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def json_line(run: aiorunlist.Run) -> bytes:
-    # unstructure() gives back the run exactly as the server sent it (unknown fields
-    # included).
-    return orjson.dumps(aiorunlist.unstructure(run)) + b"\n"
+    # The run exactly as the server sent it (unknown fields included), integers wider than
+    # 64 bits too, which orjson.dumps(aiorunlist.unstructure(run)) would refuse.
+    return aiorunlist.dumps(run) + b"\n"
 
 
 @app.get("/threads/{thread_id}/runs")

@@ -55,9 +55,9 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def json_line(run: aiorunlist.Run) -> bytes:
-    # unstructure() gives back the run exactly as the server sent it, unknown fields included;
-    # copy=False skips copying its JSON values, as they are serialised at once.
-    return orjson.dumps(aiorunlist.unstructure(run, copy=False)) + b"\n"
+    # The run exactly as the server sent it (unknown fields included), integers wider than
+    # 64 bits too, which orjson.dumps(aiorunlist.unstructure(run)) would refuse.
+    return aiorunlist.dumps(run) + b"\n"
 
 
 async def stream_runs(request: Request) -> Response:

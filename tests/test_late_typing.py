@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import types
 from typing import Any
 
 import attrs
@@ -153,6 +154,10 @@ async def test_a_wrong_type_inside_a_nested_object_is_raised_when_it_is_read(
             assert str(error).startswith(error.location + ": expected ")
             assert "first read" in str(error)
             assert error.retryable is False
+            # What every RunListError has: the answer was a 200, the run knows no more.
+            assert error.status_code == 200
+            assert (error.thread_id, error.request_id, error.not_retried) == (None, None, None)
+            assert error.message == str(error)
             # The value is server text: the error quotes only its type.
             assert all(API_KEY not in text for text in _reachable_text(error))
             assert error.__cause__ is None
@@ -211,3 +216,14 @@ async def test_pages_many_types_each_page_whole_and_fails_the_thread() -> None:
     error = pages.failures["thread_bad"]
     assert isinstance(error, aiorunlist.APIResponseValidationError)
     assert "usage.total_tokens: expected a number" in str(error)
+
+
+def test_the_hooks_store_each_field_in_its_slot_past_the_descriptors() -> None:
+    """The hooks' builders write a listed run's fields as plain slot stores, not through the
+    descriptors that type nested objects on first read (a call per field on the hot path)."""
+    for hook in (structure_run, structure_run_eager):
+        builder = hook.__globals__["Builder"]
+        for field in attrs.fields(Run):
+            store = builder.__dict__[field.name]
+            assert type(store) is types.MemberDescriptorType, field.name
+    assert all(isinstance(Run.__dict__[name], _Late) for name in LATE)

@@ -20,7 +20,7 @@ from typing import Literal
 import attrs
 
 from .._client import Client
-from .._fanout import ThreadPage, ThreadStart
+from .._fanout import ThreadPage, ThreadStart, shared_raw
 from .._protocol import check_list_args, check_page_size, shape_error
 from ..exceptions import AuthenticationError, QuotaExceededError, RunListError
 from ._base import Sink, SinkSettingsError, ThreadState, ThreadStateName
@@ -242,7 +242,7 @@ async def sync_thread(
                     break
                 walk.written(write)
                 pages += 1
-            runs += len(page.raw)
+            runs += len(shared_raw(page))
             if page.last:
                 error = page.error
                 break

@@ -17,7 +17,7 @@ from typing import Literal
 
 import attrs
 
-from .._fanout import ThreadPage, ThreadStart
+from .._fanout import ThreadPage, ThreadStart, shared_raw
 from ._base import PageWrite, ThreadState, ThreadStateName
 
 __all__ = ["Walk", "plan_walk"]
@@ -44,7 +44,7 @@ class Walk:
 
     def page_write(self, page: ThreadPage) -> PageWrite | None:
         """The write for one page of this thread, or ``None`` when it changes nothing."""
-        raw = [run for run in page.raw if isinstance(run.get("id"), str)]
+        raw = [run for run in shared_raw(page) if isinstance(run.get("id"), str)]
         ids: list[str] = [run["id"] for run in raw]
         old = self.expected
         cursor = old.cursor if old is not None else None
