@@ -28,7 +28,7 @@ from typing import Any, Literal
 import anyio
 
 from .._client import Client
-from .._fanout import PageStream, ThreadPage, ThreadStart
+from .._fanout import PageStream, ThreadPage, ThreadStart, shared_raw
 from ..exceptions import AuthenticationError, QuotaExceededError
 from ._inputs import CLIError, ThreadIds
 from ._output import Summary, Writer, format_count
@@ -141,7 +141,8 @@ class Export:
         """Write and count one page of one thread; on its thread's last item, settle it."""
         writer, summary = self.writer, self.summary
         last_id: str | None = None
-        raws: Sequence[Mapping[str, Any] | None] = page.raw if page.raw else [None] * len(page.runs)
+        shared = shared_raw(page)  # serialised at once: no copy of its own needed
+        raws: Sequence[Mapping[str, Any] | None] = shared if shared else [None] * len(page.runs)
         for run, raw in zip(page.runs, raws, strict=True):
             if writer is not None:
                 writer.write(run, raw)
