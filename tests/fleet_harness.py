@@ -1020,11 +1020,13 @@ def shared_rate(
     worker_args: Sequence[str] = (),
     sink_url: str | None = None,
     control: str = "shared",
+    headers: str = "bucket",
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """K burst workers x ``concurrency`` against a server limited to ``rate``/s (burst
-    ``burst``), about ``seconds`` of work (one page per thread). Share of the limit over the
-    busy middle (10th to 90th percentile of the successes), and 429s per 100 requests.
+    ``burst``; rate-limit headers in the style ``headers``), about ``seconds`` of work (one
+    page per thread). Share of the limit over the busy middle (10th to 90th percentile of
+    the successes), and 429s per 100 requests.
 
     ``control``: the workers' ``--control``, ``"shared"`` (the fleet's, in Redis) or
     ``"local"`` (each worker its own: the figure without the shared control)."""
@@ -1036,7 +1038,7 @@ def shared_rate(
         max_runs=4,
         concurrency=concurrency,
         worker_args=[*worker_args, "--control", control],
-        rate_limit=RateLimit(rate, burst=burst),
+        rate_limit=RateLimit(rate, burst=burst, headers=headers),
     ) as s:
         started = s.start(k, burst=True)
         done, _ = s.wait_finished(timeout)
@@ -1097,10 +1099,12 @@ def shared_pause(
     latency: float = 0.005,
     after: float = 1.5,
     sink_url: str | None = None,
+    worker_args: Sequence[str] = (),
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """One 429 with ``retry-after-ms: 500`` while K workers list: the requests any worker
-    sent that arrived within 450 ms after it (server timestamps)."""
+    sent that arrived within 450 ms after it left the server (server timestamps), and when
+    the pause reached Redis."""
     with Scenario(
         redis_url=redis_url,
         sink_url=sink_url,
@@ -1110,6 +1114,7 @@ def shared_pause(
         concurrency=concurrency,
         page_size=10,
         latency=latency,
+        worker_args=worker_args,
     ) as s:
         s.start(k, burst=True)
         s.busy(after)

@@ -579,6 +579,9 @@ async def test_a_worker_with_bad_options_is_refused_before_anything(
         ({"concurrency": 0}, "concurrency must be an integer >= 1"),
         ({"workers": 0}, "workers must be an integer >= 1"),
         ({"lease": 0.5}, "lease must be a number of seconds >= 1"),
+        ({"rate": 0}, "rate must be a number of requests per second > 0"),
+        ({"rate": float("nan")}, "rate must be a number of requests per second > 0"),
+        ({"rate": True}, "rate must be a number of requests per second > 0"),
     ]
     for options, message in bad:
         with pytest.raises(ValueError, match=message):

@@ -256,6 +256,34 @@ def test_workers_without_the_shared_control_meet_many_more_429s(
 
 
 @needs_fleet
+def test_a_fleet_rate_paces_workers_against_a_server_without_headers(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A server that sends no rate-limit headers: the fleet learns no pace from it, so two
+    # workers meet its limit at every burst; `fleet worker --rate` gives the whole fleet one.
+    figures = {}
+    for name, args in (("unpaced", []), ("paced", ["--rate", "45"])):
+        redis_server.restart(empty=True)
+        directory = tmp_path / name
+        directory.mkdir()
+        figures[name] = h.shared_rate(
+            redis_server.url,
+            directory,
+            k=2,
+            concurrency=8,
+            seconds=4,
+            rate=50,
+            burst=5,
+            headers="none",
+            worker_args=args,
+        )
+        assert figures[name]["finished"], explain(figures[name])
+        assert figures[name]["check"].ok, explain(figures[name])
+    unpaced, paced = figures["unpaced"]["throttled"], figures["paced"]["throttled"]
+    assert unpaced >= 3 * max(paced, 3), (explain(figures["unpaced"]), explain(figures["paced"]))
+
+
+@needs_fleet
 def test_one_429_pauses_every_worker(redis_server: RedisServer, tmp_path: Path) -> None:
     figures = h.shared_pause(redis_server.url, tmp_path, k=2, concurrency=16, n_threads=600)
     assert "error" not in figures, explain(figures)

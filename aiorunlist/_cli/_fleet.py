@@ -293,6 +293,14 @@ async def _read_all(ids: ThreadIds) -> None:
     "budget for every worker), or local, for comparison; each worker paces and pauses alone "
     "(a fatal answer still stops the fleet).",
 )
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="REQUESTS_PER_SECOND",
+    help="The whole fleet's pace, for a server that sends no rate-limit headers (give every "
+    "worker the same). Default: the server's x-ratelimit headers set the pace.",
+)
 def worker_command(
     *,
     export: str,
@@ -306,6 +314,7 @@ def worker_command(
     max_retries: int,
     workers: int,
     control: Literal["shared", "local"],
+    rate: float | None,
 ) -> int:
     """Take slices of the export NAME's threads from the queue and store them in the
     database, until stopped (SIGTERM / Ctrl-C: the current pages are stored, the rest handed
@@ -320,7 +329,7 @@ def worker_command(
         fleet = _fleet()  # its absence: one line, exit code 2
         make_client = _client_maker(api_key, base_url, max_retries)
         options = fleet.WorkerOptions(
-            concurrency, burst, make_client, workers=workers, control=control
+            concurrency, burst, make_client, workers=workers, control=control, rate=rate
         )
         from aiorunlist.fleet._export import work  # noqa: PLC0415 - with the fleet, above
 

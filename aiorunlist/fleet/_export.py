@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import sys
 import time
@@ -34,6 +35,7 @@ import anyio
 import attrs
 import redis.asyncio as aioredis
 
+from .._control import Pacing
 from ..sinks import Sink, SinkSettingsError, open_sink
 from ..sinks._base import SECRET_PARAMETERS, mask_url
 
@@ -588,6 +590,10 @@ class WorkerOptions:
     #: same settings, for comparison: it paces and pauses alone (a fatal answer still stops
     #: the fleet through Redis).
     control: Literal["shared", "local"] = "shared"
+    #: The whole fleet's pace in requests per second (``None``: the server's rate-limit
+    #: headers set it), for a server that sends no such headers; every worker of the fleet
+    #: should give the same. With ``control="local"`` each worker keeps to ``rate / workers``.
+    rate: float | None = None
 
     def check(self) -> None:
         """``ValueError`` for a setting out of range (before anything is sent)."""
@@ -599,6 +605,24 @@ class WorkerOptions:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if self.control not in CONTROLS:
             raise ValueError(f"control must be 'shared' or 'local', got {self.control!r}")
+        rate = self.rate
+        if rate is not None and (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            raise ValueError(
+                f"rate must be a number of requests per second > 0, or None, got {rate!r}"
+            )
+
+    def pacing(self) -> Pacing | None:
+        """The pacing of this worker's traffic control: the fleet's rate when shared, its
+        share of it when local."""
+        if self.rate is None:
+            return None
+        share = self.rate if self.control == "shared" else self.rate / self.workers
+        return Pacing(requests_per_second=share)
 
 
 @attrs.frozen
@@ -623,6 +647,7 @@ async def run_worker(
     client: Callable[[RedisTrafficControl], Client] | None = None,
     workers: int = 1,
     control: Literal["shared", "local"] = "shared",
+    rate: float | None = None,
 ) -> WorkerResult:
     """Work on the export's queue in this process until stopped: SIGTERM or SIGINT (the
     current pages are stored, the rest of each slice handed back; a signal while the worker
@@ -639,12 +664,15 @@ async def run_worker(
         worker's own :class:`~aiorunlist.LocalTrafficControl` with the same settings: each
         worker paces and pauses alone (``client`` is then given the local control; a fatal
         answer still stops the whole fleet, through Redis).
+    :param rate: the whole fleet's pace in requests per second, for a server that sends no
+        rate-limit headers (``None``, the default: the headers set it); every worker of the
+        fleet should give the same.
     :raises SinkSettingsError: the export does not exist in Redis, or the sink holds an export
         with other settings (before any work is taken).
     :raises ValueError: a setting out of range (before anything is sent).
     :raises ImportError: streaq is not installed (Python 3.11+).
     """
-    options = WorkerOptions(concurrency, burst, client, workers, control)
+    options = WorkerOptions(concurrency, burst, client, workers, control, rate)
     return await work(export, redis_url, sink_url, options, lease=lease)
 
 

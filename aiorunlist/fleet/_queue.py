@@ -345,10 +345,15 @@ class Queue:
             )
             if self._options.control == "local":
                 # The shared control's settings (no fixed pace, a budget of 500), kept alone.
-                self._control = LocalTrafficControl()
+                self._control = LocalTrafficControl(self._options.pacing())
             else:
                 self._control = await stack.enter_async_context(
-                    RedisTrafficControl(self.redis_url, self.export, workers=self._options.workers)
+                    RedisTrafficControl(
+                        self.redis_url,
+                        self.export,
+                        pacing=self._options.pacing(),
+                        workers=self._options.workers,
+                    )
                 )
             make = cast(
                 "Callable[[TrafficControl], Client]",
