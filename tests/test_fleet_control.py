@@ -239,12 +239,36 @@ async def test_a_request_costs_one_round_trip_and_successes_are_booked(
         await close_all([client], [control])
     pages = sum(1 for r in fake.requests if r.status == 200)
     assert pages == 4 * 10
-    # One script a page, one at aclose for the successes not booked yet (two calls a page
-    # before: the turn, then the answer).
-    assert await _scripts_run(redis_server.url) - before <= pages + 1
+    # One script a page, one at aclose for the successes not booked yet, and a few from the
+    # second slot asking whether the first answer has come (two calls a page before: the
+    # turn, then the answer).
+    assert await _scripts_run(redis_server.url) - before <= pages + 4
     async with redis.asyncio.Redis.from_url(redis_server.url) as raw:
         left = float(await raw.hget("aiorunlist:fleet:{trips}", "budget") or -1)
     assert left == min(100, 40 + pages)  # each success gave back its token
+
+
+async def test_the_fleet_sends_one_request_until_the_server_has_answered(
+    redis_server: RedisServer, fake: FakeServer
+) -> None:
+    """Before any answer is booked (and with no pace), one request goes first: the others
+    wait for its answer instead of the whole fleet's concurrency meeting an unknown limit."""
+    fake.latency = 0.2
+    threads = fake.seed(6, 1)
+    ctls = controls(redis_server, 2)
+    clients = [fast_client(fake.base_url, control=c) for c in ctls]
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, client in enumerate(clients):
+                mine = threads[3 * n : 3 * n + 3]
+                tg.start_soon(partial(drain, client, mine, concurrency=3))
+    finally:
+        await close_all(clients, ctls)
+    arrived = sorted(r.received_at for r in fake.requests)
+    assert len(arrived) == 6
+    # The first request alone for its 200 ms; the others once its answer was booked, not
+    # a second later (when they would go anyway).
+    assert 0.2 <= arrived[1] - arrived[0] < 0.9, [t - arrived[0] for t in arrived]
 
 
 # --- the shared retry budget ---------------------------------------------------------------

@@ -40,6 +40,11 @@ _TTL = 86_400
 #: outage): one at a time, until one succeeds and everyone may send again.
 PROBE_INTERVAL = 1.0
 
+#: Before the fleet has booked any answer (and has no pace): seconds the first request may
+#: take before another goes anyway, and how often the others ask whether it has come.
+FIRST_WAIT = 1.0
+FIRST_POLL = 0.02
+
 _LUA_COMMON = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -140,6 +145,7 @@ local function record(o)
     pause(hint)
     if not num('refill', nil) then pause(window) end
   end
+  if status > 0 and redis.call('HEXISTS', key, 'contact') == 0 then put('contact', now) end
 end
 local function records(o)
   for i = 0, tonumber(ARGV[o]) - 1 do record(o + i * WIDTH) end
@@ -177,6 +183,15 @@ if drained == 1 then
   end
   put('probe', now + tonumber(ARGV[4]))
 end
+-- Nothing heard from the server yet (no answer booked, no pace): one request goes first and
+-- the others wait for its answer (FIRST_WAIT s at most), rather than the whole fleet's
+-- concurrency meeting a limit nobody knows yet.
+if fixed == 0 and not refill and redis.call('HEXISTS', key, 'contact') == 0 then
+  if now < num('first', 0) + FIRST_WAIT then
+    return {'FIRST_POLL', string.format('%.17g', rate), 'pause', drained}
+  end
+  put('first', now)
+end
 local start = now
 if fixed > 0 then
   local slot = math.max(num('slot', 0), now)
@@ -196,7 +211,7 @@ if refill then
 end
 redis.call('EXPIRE', key, ARGV[1])
 return {string.format('%.17g', start - now), string.format('%.17g', rate), '', drained}
-"""
+""".replace("FIRST_WAIT", repr(FIRST_WAIT)).replace("FIRST_POLL", repr(FIRST_POLL))
 )
 
 # ARGV: ttl, then the answers to book (records)
