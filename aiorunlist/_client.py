@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -168,9 +169,9 @@ def _mask_word(text: str, secret: str, hidden: str) -> str:
     done = 0
     while start >= 0:
         end = start + len(secret)
-        if (glue_left and start > 0 and text[start - 1] in _WORD) or (
-            glue_right and end < len(text) and text[end] in _WORD
-        ):
+        if (
+            glue_left and start > 0 and text[start - 1] in _WORD and not _escape_ends(text, start)
+        ) or (glue_right and end < len(text) and text[end] in _WORD):
             start = text.find(secret, start + 1)
             continue
         parts += [text[done:start], hidden]
@@ -178,6 +179,19 @@ def _mask_word(text: str, secret: str, hidden: str) -> str:
         start = text.find(secret, end)
     parts.append(text[done:])
     return "".join(parts)
+
+
+#: How an escape ending just before a key may look: URL encoding (``%20``), and the
+#: backslash escapes of a ``repr`` or a JSON string (``\n``, ``\x0b``, ``\u00a0``).
+_ESCAPE_BEFORE = re.compile(
+    r"(?:%[0-9A-Fa-f]{2}|\\[abfnrtv0]|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})\Z"
+)
+
+
+def _escape_ends(text: str, at: int) -> bool:
+    """Whether an escape ends at ``at`` in ``text``: its last character is no word glued to
+    what follows (``Bearer%20sk-1``, ``'x\\nsk-1'``)."""
+    return _ESCAPE_BEFORE.search(text[max(0, at - 6) : at]) is not None
 
 
 def _mask(value: Any, secret: str) -> Any:

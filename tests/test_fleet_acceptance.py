@@ -285,7 +285,10 @@ def test_a_fleet_rate_paces_workers_against_a_server_without_headers(
 
 @needs_fleet
 def test_one_429_pauses_every_worker(redis_server: RedisServer, tmp_path: Path) -> None:
-    figures = h.shared_pause(redis_server.url, tmp_path, k=2, concurrency=16, n_threads=600)
+    # Enough threads that the export is still busy when the 429 is armed (0.5 s in).
+    figures = h.shared_pause(
+        redis_server.url, tmp_path, k=2, concurrency=16, n_threads=1500, after=0.5
+    )
     assert "error" not in figures, explain(figures)
     assert figures["finished"], explain(figures)
     assert figures["check"].ok, explain(figures)

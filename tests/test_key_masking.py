@@ -28,10 +28,22 @@ pytestmark = pytest.mark.anyio
 _WORD = "A-Za-z0-9_-"
 
 
+#: Escapes that may end just before a key (URL encoding, a repr's or JSON's backslash escapes):
+#: their last character is not a word glued to the key.
+_ESCAPES = (
+    "(?<=%[0-9A-Fa-f]{2})",
+    "(?<=\\\\[abfnrtv0])",
+    "(?<=\\\\x[0-9A-Fa-f]{2})",
+    "(?<=\\\\u[0-9A-Fa-f]{4})",
+)
+
+
 def standalone(text: str, key: str) -> bool:
     """Whether ``key`` is in ``text`` as a word of its own: not where a letter, digit, ``_`` or
-    ``-`` of it touches another (``sk-1`` in ``thread_task-1``)."""
-    left = f"(?<![{_WORD}])" if re.fullmatch(f"[{_WORD}]", key[0]) else ""
+    ``-`` of it touches another (``sk-1`` in ``thread_task-1``), unless that character ends
+    an escape (``Bearer%20sk-1``)."""
+    glued = re.fullmatch(f"[{_WORD}]", key[0])
+    left = f"(?:(?<![{_WORD}])|{'|'.join(_ESCAPES)})" if glued else ""
     right = f"(?![{_WORD}])" if re.fullmatch(f"[{_WORD}]", key[-1]) else ""
     return re.search(f"{left}{re.escape(key)}{right}", text) is not None
 
@@ -54,6 +66,10 @@ def leaked(text: str, key: str) -> bool:
         ("sk-1", '{"key": "sk-1"}', '{"key": "<hidden>"}'),
         ("sk-1", "/v1/moved?k=sk-1&x=1", "/v1/moved?k=<hidden>&x=1"),
         ("k", "key=k", "key=<hidden>"),
+        # ...an escape's last character is no word of its own (URL encoding, repr, JSON).
+        ("sk-1", "Authorization=Bearer%20sk-1", "Authorization=Bearer%20<hidden>"),
+        ("sk-1", "(raw: 'x\\nsk-1')", "(raw: 'x\\n<hidden>')"),
+        ("sk-1", '"x\\u00a0sk-1"', '"x\\u00a0<hidden>"'),
         # ...not inside an id, a word or a host name that happens to hold it.
         ("sk-1", "thread 'thread_task-1' failed", "thread 'thread_task-1' failed"),
         ("sk-1", "sk-12 is another key", "sk-12 is another key"),
