@@ -333,9 +333,18 @@ async def test_a_drained_budget_holds_the_fleet_to_one_request_a_second(
     assert any(r.status == 200 for r in fake.requests)
 
 
+async def in_contact(ctls: Sequence[RedisTrafficControl]) -> None:
+    """Book a first answer for the fleet (every answer is booked at once until then), and let
+    each control hear of it. The budget, full, stays full."""
+    await ctls[0].record(200, {}, ok=True)
+    for control in ctls:
+        assert await control.reserve() == 0
+
+
 async def test_successes_refill_the_shared_budget(redis_server: RedisServer) -> None:
     first, second = controls(redis_server, 2, budget=10)
     try:
+        await in_contact([first, second])
         assert await first.take_retry(connection_failure=False) == 5
         assert await second.take_retry(connection_failure=False) == 5
         assert await first.take_retry(connection_failure=False) is None
@@ -384,6 +393,7 @@ def test_the_shared_budget_follows_the_rules_of_one_client(
         name = f"budget-{uuid.uuid4().hex}"
         ctls = [RedisTrafficControl(redis_server.url, name, budget=capacity) for _ in range(2)]
         try:
+            await in_contact(ctls)
             for n, (op, value) in enumerate(ops):
                 i = n % 2
                 control = ctls[i]
@@ -514,6 +524,58 @@ async def test_a_redis_that_refuses_writes_falls_back_too(
     assert len(warnings) == 1
     assert "OutOfMemoryError" in warnings[0] or "OOM" in warnings[0]
     assert control.fallback is not None
+
+
+async def test_a_retry_is_refused_by_a_redis_out_of_memory_too() -> None:
+    """Regression: taking a retry from the budget set the key's expiry first, which exempts a
+    script from Redis's memory check, so it went on writing the budget in a Redis that
+    refused every other write of the fleet."""
+    try:
+        full = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    full.start("--maxmemory", "1", "--maxmemory-policy", "noeviction")
+    try:
+        async with RedisTrafficControl(full.url, "oom") as control:
+            assert await control.take_retry(connection_failure=False) == 5
+            assert control.fallback is not None  # refused, so this process went on alone
+    finally:
+        full.close()
+
+
+async def test_slots_booked_at_another_rate_do_not_hold_the_fleet_back(
+    redis_server: RedisServer,
+) -> None:
+    """Regression: a fleet started again with another --rate (or after its workers died) waited
+    behind every slot the old one had booked ahead, up to a minute at 0.5 requests/s."""
+    slow = RedisTrafficControl(redis_server.url, "rates", pacing=aiorunlist.Pacing(0.5))
+    fast = RedisTrafficControl(redis_server.url, "rates", pacing=aiorunlist.Pacing(100))
+    try:
+        await in_contact([slow])
+
+        async def book() -> float:
+            return await slow.reserve()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(30):
+                tg.start_soon(book)
+        assert await fast.reserve() < 0.1
+    finally:
+        await close_all([], [slow, fast])
+
+
+async def test_the_first_answer_is_booked_at_once(redis_server: RedisServer) -> None:
+    """Regression: the fleet's first success waited in the process that got it for that
+    process's next call to Redis, while every other process stayed behind the first-answer
+    gate (one request a second)."""
+    first, other = controls(redis_server, 2)
+    try:
+        assert await first.reserve() == 0  # the fleet's first request
+        assert await other.reserve() > 0  # the others wait for its answer
+        await first.record(200, {}, ok=True)  # ...which reaches Redis at once
+        assert await other.reserve() == 0
+    finally:
+        await close_all([], [first, other])
 
 
 async def test_redis_unreachable_from_the_start_falls_back_at_once(

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
@@ -41,7 +42,8 @@ _TTL = 86_400
 PROBE_INTERVAL = 1.0
 
 #: Before the fleet has booked any answer (and has no pace): seconds the first request may
-#: take before another goes anyway, and how often the others ask whether it has come.
+#: take before another goes anyway, and how often at first the others ask whether it has
+#: come (less often the longer they wait, four times less at most).
 FIRST_WAIT = 1.0
 FIRST_POLL = 0.02
 
@@ -154,49 +156,58 @@ end
 
 # ARGV: ttl, fixed rate (0: none), held (1: the caller holds a booked slot: check only the
 # stop and the pause), seconds between probes while the budget is drained, then the answers
-# to book first (records). Returns {wait, rate, stop reason, drained}; a wait > 0 with no
-# pause to wait for is a slot booked that far ahead (the caller holds it and asks again,
-# held, then). drained is 1 while the fleet's retry budget is drained (an outage).
+# to book first (records). Returns {wait, rate, stop reason, drained, contact}; a wait > 0
+# with no pause to wait for is a slot booked that far ahead (the caller holds it and asks
+# again, held, then). drained is 1 while the fleet's retry budget is drained (an outage),
+# contact 1 once the fleet has booked an answer.
 _RESERVE = (
     _LUA_COMMON
     + _RECORD_FN
     + """
 records(5)
 local fatal = redis.call('HGET', key, 'fatal')
-if fatal then return {'0', '0', fatal, 0} end
+if fatal then return {'0', '0', fatal, 0, 1} end
 local fixed = tonumber(ARGV[2])
 local refill = num('refill', nil)
 local rate = fixed
 if refill and (rate == 0 or refill < rate) then rate = refill end
 local drained = redis.call('HEXISTS', key, 'drained')
+local contact = redis.call('HEXISTS', key, 'contact')
 local paused = num('pause', 0) - now
 if paused > 0 then
-  return {string.format('%.17g', paused), string.format('%.17g', rate), 'pause', drained}
+  return {string.format('%.17g', paused), string.format('%.17g', rate), 'pause', drained, contact}
 end
-if ARGV[3] == '1' then return {'0', string.format('%.17g', rate), '', drained} end
+if ARGV[3] == '1' then return {'0', string.format('%.17g', rate), '', drained, contact} end
 -- The retry budget ran out and no request has succeeded since: an outage. One request of
 -- the whole fleet goes every ARGV[4] seconds to see whether it is over; the others wait.
 if drained == 1 then
   local probe = num('probe', 0)
   if now < probe then
-    return {string.format('%.17g', probe - now), string.format('%.17g', rate), 'pause', 1}
+    return {string.format('%.17g', probe - now), string.format('%.17g', rate), 'pause', 1, contact}
   end
   put('probe', now + tonumber(ARGV[4]))
 end
 -- Nothing heard from the server yet (no answer booked, no pace): one request goes first and
 -- the others wait for its answer (FIRST_WAIT s at most), rather than the whole fleet's
 -- concurrency meeting a limit nobody knows yet.
-if fixed == 0 and not refill and redis.call('HEXISTS', key, 'contact') == 0 then
-  if now < num('first', 0) + FIRST_WAIT then
-    return {'FIRST_POLL', string.format('%.17g', rate), 'pause', drained}
+-- They ask again after a quarter of the time waited so far (FIRST_POLL to 4 times that).
+if fixed == 0 and not refill and contact == 0 then
+  local first = num('first', 0)
+  if now < first + FIRST_WAIT then
+    local poll = math.min(4 * FIRST_POLL, math.max(FIRST_POLL, (now - first) / 4))
+    return {string.format('%.17g', poll), string.format('%.17g', rate), 'pause', drained, 0}
   end
   put('first', now)
 end
 local start = now
 if fixed > 0 then
-  local slot = math.max(num('slot', 0), now)
+  -- Slots booked at another rate (a fleet started again with another --rate) do not hold
+  -- this one back.
+  local slot = now
+  if num('slot_rate', 0) == fixed then slot = math.max(num('slot', 0), now) end
   start = math.max(start, slot)
   put('slot', slot + 1 / fixed)
+  put('slot_rate', fixed)
 end
 if refill then
   -- GCRA: the bucket holds cap requests and refills at refill per second. 'empty' is when
@@ -210,7 +221,7 @@ if refill then
   put('empty', empty + period)
 end
 redis.call('EXPIRE', key, ARGV[1])
-return {string.format('%.17g', start - now), string.format('%.17g', rate), '', drained}
+return {string.format('%.17g', start - now), string.format('%.17g', rate), '', drained, contact}
 """.replace("FIRST_WAIT", repr(FIRST_WAIT)).replace("FIRST_POLL", repr(FIRST_POLL))
 )
 
@@ -231,12 +242,15 @@ _TAKE = (
     + """
 local cost, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local left = num('budget', cap)
-redis.call('EXPIRE', key, ARGV[3])
+-- EXPIRE after a write Redis checks against maxmemory (HSET): first, it would exempt the
+-- script from that check.
 if left < cost then
   put('drained', now)
+  redis.call('EXPIRE', key, ARGV[3])
   return -1
 end
 put('budget', left - cost)
+redis.call('EXPIRE', key, ARGV[3])
 return cost
 """
 )
@@ -360,6 +374,9 @@ class RedisTrafficControl(TrafficControl):
         self._pending: _Successes | None = None
         #: Redis's last word on whether the fleet's retry budget is drained (an outage).
         self._drained = False
+        #: Redis's last word on whether the fleet has booked any answer yet: until it has,
+        #: every answer is booked at once (the other processes wait for the first one).
+        self._contact = False
 
     def __repr__(self) -> str:
         state = "local fallback" if self.fallback is not None else "shared"
@@ -375,7 +392,9 @@ class RedisTrafficControl(TrafficControl):
         """Book the successes not yet booked, then close the Redis connections this control
         opened (not a client it was given)."""
         try:
-            await self.flush()
+            # Even when cancelled: the successes would be lost (2 s at most).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self.flush()
         finally:
             if self._owned:
                 await self._redis.aclose()
@@ -480,12 +499,13 @@ class RedisTrafficControl(TrafficControl):
             args = [_TTL, self._fixed, int(held is not None), PROBE_INTERVAL]
             answer = await self._run(self._reserve, [*args, *self._take_pending()])
             if answer is not None:
-                wait_text, rate, why, drained = (_text(part) for part in answer)
+                wait_text, rate, why, drained, contact = (_text(part) for part in answer)
                 if why not in ("", "pause"):
                     self._stopped = why
                     raise TrafficStoppedError(why)
                 self._stopped = None  # Redis's word wins: clear() in one process frees all
                 self._drained = drained == "1"
+                self._contact = contact == "1"
                 self.rate = float(rate)
                 wait = float(wait_text)
                 if why == "pause":
@@ -525,7 +545,7 @@ class RedisTrafficControl(TrafficControl):
                     window = 0.0
             window = window if math.isfinite(window) else 0.0
             refill = spent if spent > 0 else self._costs.success_refill
-            if ok and not window and not self._drained:
+            if ok and not window and not self._drained and self._contact:
                 now = time.monotonic()
                 if self._pending is None:
                     self._pending = _Successes(refill, bucket, now)
@@ -545,6 +565,7 @@ class RedisTrafficControl(TrafficControl):
             if await self._run(self._record, [_TTL, waiting[0] + 1, *waiting[1:], *answer]):
                 if ok:
                     self._drained = False  # a success ends the outage
+                self._contact = self._contact or status > 0
                 return
         assert self.fallback is not None  # noqa: S101 - _run fell back
         await self.fallback.record(status, headers, ok=ok, spent=spent)
@@ -555,6 +576,7 @@ class RedisTrafficControl(TrafficControl):
             return 0
         if self.fallback is None:
             await self.flush()  # this process's successes refill the budget first
+        if self.fallback is None:
             costs = self._costs
             cost = costs.timeout_cost if connection_failure else costs.retry_cost
             taken = await self._run(self._take, [cost, self.budget, _TTL])
