@@ -865,6 +865,17 @@ def unstructure(obj: Any, *, copy: bool = True) -> Any:
     return converter.unstructure(obj)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` (plain JSON) with every float that is not finite replaced by ``None``."""
+    if isinstance(value, float):
+        return value if value - value == 0 else None  # NaN and infinities give NaN
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def dumps(obj: Any) -> bytes:
     """The JSON of a run, as UTF-8 bytes: ``orjson.dumps(unstructure(run))``, but for every run.
 
@@ -878,14 +889,16 @@ def dumps(obj: Any) -> bytes:
     the result with a decoder that keeps them exact (``json.loads``; ``orjson.loads`` turns
     them into floats).
 
-    Raises :class:`TypeError` for a value that is not JSON (an object a caller put in a run
-    they built) and :class:`ValueError` for a float that is not finite.
+    A float that is not finite (which no server's JSON holds, only a run a caller built) is
+    written as ``null``, as orjson writes it. Raises :class:`TypeError` for a value orjson
+    cannot write either (an object a caller put in a run they built).
     """
     data = _unstructure_shared(obj)  # serialised at once, so it need not be a copy
     try:
         return orjson.dumps(data)
     except orjson.JSONEncodeError:
         pass  # an integer beyond 64 bits, or a lone surrogate: the exact encoder below
+    data = _finite(data)  # null for NaN and infinities, as orjson writes them
     try:
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return text.encode("utf-8")

@@ -134,9 +134,9 @@ EQUIVALENT: dict[tuple[str, int, str, str], str] = {
     (_C, 336, "64", "63"): _CAP,
     (_C, 338, "256", "257"): _CAP,
     (_C, 338, "256", "255"): _CAP,
-    (_C, 893, "False", "True"): (
-        "dumps' ASCII encoder never sees a float that is not finite: the encoder before it"
-        " (allow_nan=False too) raised for it already"
+    (_C, 906, "False", "True"): (
+        "dumps' ASCII encoder never sees a float that is not finite: they were replaced by"
+        " null before the encoder before it"
     ),
 }
 

@@ -91,8 +91,18 @@ def test_dumps_keeps_text_a_server_sent_as_escapes() -> None:
 def test_dumps_refuses_what_is_not_json() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         aiorunlist.dumps(Run(id="run_1", metadata={"n": WIDE, "when": object()}))
-    with pytest.raises(ValueError, match="Out of range float"):
-        aiorunlist.dumps(Run(id="run_1", metadata={"n": WIDE, "x": float("nan")}))
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["orjson", "exact"])
+def test_dumps_writes_floats_that_are_not_finite_as_null(wide: bool) -> None:
+    """Regression: the docstring promised a ValueError, orjson wrote null, and the exact
+    encoder raised: both encoders now write null (JSON has no form for them)."""
+    metadata: dict[str, Any] = {"x": float("nan"), "y": [float("inf"), -float("inf"), 1.5]}
+    if wide:
+        metadata["n"] = WIDE
+    data = json.loads(aiorunlist.dumps(Run(id="run_1", metadata=metadata)))
+    assert data["metadata"]["x"] is None
+    assert data["metadata"]["y"] == [None, None, 1.5]
 
 
 async def test_a_listed_run_with_a_wide_integer_dumps_as_sent() -> None:

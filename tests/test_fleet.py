@@ -566,6 +566,43 @@ async def test_enqueue_checks_a_list_of_ids_before_writing(
     assert settings_in_redis(redis_server) == {}
 
 
+def test_the_worker_overrides_match_streaq_s_methods() -> None:
+    """The worker replaces some of streaq's Worker methods (streaq is pinned below 8): a
+    release that renamed or added a parameter would make streaq's own call of them fail
+    inside its shielded finish, every slice then redelivered after each lease."""
+    import inspect
+
+    import streaq
+
+    from aiorunlist.fleet._queue import _StreaqWorker
+
+    overridden = [
+        name
+        for name, value in vars(_StreaqWorker).items()
+        if callable(value) and not name.startswith("__") and hasattr(streaq.Worker, name)
+    ]
+    assert "finish_task" in overridden
+    for name in overridden:
+        ours = list(inspect.signature(getattr(_StreaqWorker, name)).parameters)
+        theirs = list(inspect.signature(getattr(streaq.Worker, name)).parameters)
+        assert ours == theirs, (name, ours, theirs)
+
+
+def test_a_local_control_has_the_shared_one_s_settings() -> None:
+    """Regression: ``--control local`` learned a pace from 429s (a client's default), which
+    the shared control never does, so the comparison differed in more than the sharing."""
+    from aiorunlist.fleet import WorkerOptions
+
+    for rate, workers in ((None, 1), (None, 4), (100.0, 4)):
+        shared = WorkerOptions(workers=workers, rate=rate).pacing()
+        local = WorkerOptions(workers=workers, rate=rate, control="local").pacing()
+        assert local is not None
+        assert not local.adaptive
+        expected = None if rate is None else rate / workers
+        assert local.requests_per_second == expected
+        assert (shared.requests_per_second if shared else None) == rate
+
+
 @pytest.mark.anyio
 async def test_a_worker_with_bad_options_is_refused_before_anything(
     redis_server: RedisServer, tmp_path: Path
@@ -839,6 +876,14 @@ def test_only_errors_from_redis_count_as_redis_lost(
     assert redis_lost(group("redis", [_caught(ping), _caught(ping)]))
     # An OSError of no one's in particular is not Redis's either.
     assert not redis_lost(OSError("disk full"))
+    # Nor the engine's own usage errors, nor a command the Redis client refuses (a bug, or a
+    # Redis too old): waiting for Redis to come back would not cure them.
+    import coredis.exceptions
+    import streaq
+
+    assert not redis_lost(streaq.StreaqError("Unable to serialize task slice!"))
+    assert not redis_lost(coredis.exceptions.CommandNotSupportedError("XREADGROUP", "7.2"))
+    assert redis_lost(coredis.exceptions.ConnectionError("Connection refused"))
 
 
 def test_a_database_error_is_not_reported_as_redis(redis_server: RedisServer) -> None:

@@ -620,7 +620,9 @@ class WorkerOptions:
         """The pacing of this worker's traffic control: the fleet's rate when shared, its
         share of it when local."""
         if self.rate is None:
-            return None
+            # The shared control learns no pace from 429s; a local one compared with it
+            # must not either (a client's default does).
+            return None if self.control == "shared" else Pacing()
         share = self.rate if self.control == "shared" else self.rate / self.workers
         return Pacing(requests_per_second=share)
 
@@ -825,6 +827,13 @@ def leaf(exc: BaseException) -> BaseException:
 
 #: The packages that talk to Redis: an error raised in their code is Redis's.
 _REDIS_PACKAGES = frozenset({"redis", "coredis", "streaq"})
+#: The packages whose error types say Redis failed (not streaq's: its own usage errors).
+_REDIS_CLIENTS = frozenset({"redis", "coredis"})
+#: Errors of a Redis client that say the command, not Redis, is wrong (a bug or a Redis too
+#: old for the engine): the worker stops rather than waiting for Redis to come back.
+_NOT_LOST = frozenset(
+    {"CommandNotSupportedError", "CommandSyntaxError", "DataError", "UnknownCommandError"}
+)
 #: The packages (and this library's modules) that talk to a sink's database.
 _DATABASE_PACKAGES = frozenset({"asyncpg", "aiosqlite", "sqlite3", "aiorunlist.sinks"})
 #: Packages whose frames do not say who was talked to: the event loop, sockets, contexts.
@@ -845,8 +854,8 @@ def origin(exc: BaseException) -> Literal["redis", "database"] | None:
     the event loop's or the standard library's is in a Redis client or the queue's engine),
     ``"database"`` likewise for a sink's database, ``None`` otherwise."""
     names = {_package(c.__module__) for c in type(exc).__mro__}
-    if names & _REDIS_PACKAGES:
-        return "redis"
+    if names & _REDIS_CLIENTS:
+        return None if type(exc).__name__ in _NOT_LOST else "redis"
     if names & _DATABASE_PACKAGES:
         return "database"
     frames = []

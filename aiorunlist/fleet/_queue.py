@@ -383,6 +383,8 @@ class Queue:
             # Figures only: never worth stopping for; not cut by the worker's end either.
             with anyio.move_on_after(2, shield=True), contextlib.suppress(Exception):
                 await self._count()
+                if isinstance(self._control, RedisTrafficControl):
+                    await self._control.flush()  # an idle worker's successes too
             try:
                 fatal = await self.worker.redis.hget(key, "fatal")
                 if fatal:
