@@ -62,11 +62,21 @@ def check_kill(quick: bool, sink_url: str | None = None) -> Result:
     size: dict[str, Any] = (
         {"n_threads": 150, "max_runs": 30, "concurrency": 8, "kill_every": 1.0, "min_kills": 3}
         if quick
-        else {"n_threads": 2000, "max_runs": 60, "concurrency": 16, "min_kills": 10}
+        # Pages of 5 runs from a server 100 ms away: the export lasts some 30 s, long enough
+        # for the 10 kills (a worker is killed every 2 s) a fleet this fast needs.
+        else {
+            "n_threads": 2000,
+            "max_runs": 60,
+            "concurrency": 16,
+            "min_kills": 10,
+            "page_size": 5,
+            "latency": 0.1,
+        }
     )
 
     def body(redis: RedisServer, directory: Path) -> Result:
-        f = h.kill_chaos(redis.url, directory, sink_url=sink_url, latency=0.01, **size)
+        options = {"latency": 0.01, **size}
+        f = h.kill_chaos(redis.url, directory, sink_url=sink_url, **options)
         why = _sink_verdict(f)
         if f["kills"] < size["min_kills"]:
             why.append(f"only {f['kills']} kills before the export finished")
