@@ -227,6 +227,24 @@ def test_a_shared_rate_limit_completes_with_few_429s(
     assert figures["per_100"] <= 5, explain(figures)
 
 
+def _two_fleets(
+    redis_server: RedisServer, tmp_path: Path, fleets: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Two workers x 8 against a server limited to 50 requests/s (burst 5), once for each of
+    ``fleets`` (more arguments of ``shared_rate``), each from an empty Redis; every run stored."""
+    figures = {}
+    for name, options in fleets.items():
+        redis_server.restart(empty=True)
+        directory = tmp_path / name
+        directory.mkdir()
+        figures[name] = h.shared_rate(
+            redis_server.url, directory, k=2, concurrency=8, seconds=4, rate=50, burst=5, **options
+        )
+        assert figures[name]["finished"], explain(figures[name])
+        assert figures[name]["check"].ok, explain(figures[name])
+    return figures
+
+
 @needs_fleet
 def test_workers_without_the_shared_control_meet_many_more_429s(
     redis_server: RedisServer, tmp_path: Path
@@ -234,23 +252,9 @@ def test_workers_without_the_shared_control_meet_many_more_429s(
     # A limit low enough for any machine to overrun it: two workers pacing alone each keep to
     # the server's rate, so together they ask about twice what it allows; sharing the control,
     # they keep to it once their first answers told them the limit.
-    figures = {}
-    for control in ("shared", "local"):
-        redis_server.restart(empty=True)
-        directory = tmp_path / control
-        directory.mkdir()
-        figures[control] = h.shared_rate(
-            redis_server.url,
-            directory,
-            k=2,
-            concurrency=8,
-            seconds=4,
-            rate=50,
-            burst=5,
-            control=control,
-        )
-        assert figures[control]["finished"], explain(figures[control])
-        assert figures[control]["check"].ok, explain(figures[control])
+    figures = _two_fleets(
+        redis_server, tmp_path, {"shared": {"control": "shared"}, "local": {"control": "local"}}
+    )
     shared, local = figures["shared"]["throttled"], figures["local"]["throttled"]
     assert local >= 3 * max(shared, 3), (explain(figures["shared"]), explain(figures["local"]))
 
@@ -261,24 +265,14 @@ def test_a_fleet_rate_paces_workers_against_a_server_without_headers(
 ) -> None:
     # A server that sends no rate-limit headers: the fleet learns no pace from it, so two
     # workers meet its limit at every burst; `fleet worker --rate` gives the whole fleet one.
-    figures = {}
-    for name, args in (("unpaced", []), ("paced", ["--rate", "45"])):
-        redis_server.restart(empty=True)
-        directory = tmp_path / name
-        directory.mkdir()
-        figures[name] = h.shared_rate(
-            redis_server.url,
-            directory,
-            k=2,
-            concurrency=8,
-            seconds=4,
-            rate=50,
-            burst=5,
-            headers="none",
-            worker_args=args,
-        )
-        assert figures[name]["finished"], explain(figures[name])
-        assert figures[name]["check"].ok, explain(figures[name])
+    figures = _two_fleets(
+        redis_server,
+        tmp_path,
+        {
+            "unpaced": {"headers": "none"},
+            "paced": {"headers": "none", "worker_args": ["--rate", "45"]},
+        },
+    )
     unpaced, paced = figures["unpaced"]["throttled"], figures["paced"]["throttled"]
     assert unpaced >= 3 * max(paced, 3), (explain(figures["unpaced"]), explain(figures["paced"]))
 
