@@ -4,6 +4,7 @@ and database sinks (a SQLite file, a throwaway PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -155,15 +156,23 @@ def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.new_database()
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A throwaway redis-server on a free loopback port (the test is skipped without one)."""
+@contextlib.contextmanager
+def running_redis(*args: str, aof: bool = False) -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free loopback port, started with ``args`` (the test is
+    skipped without one), stopped after the block."""
     try:
-        server = RedisServer()
+        server = RedisServer(aof=aof)
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     try:
-        server.start()
+        server.start(*args)
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free loopback port (the test is skipped without one)."""
+    with running_redis() as server:
+        yield server

@@ -139,6 +139,32 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def fake_server_process(*args: str) -> Iterator[str]:
+    """``aiorunlist fake-server --port 0 ARGS`` as a subprocess, its banner read: what the
+    block gets. Stopped with Ctrl-C (SIGINT) after the block, which it must exit 0 from."""
+    server = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
+        [*PYTHON, "fake-server", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    with killed_after(server, 60):
+        try:
+            assert server.stdout is not None
+            banner = ""
+            while "Ctrl-C" not in banner:
+                line = server.stdout.readline()
+                assert line, server.stderr.read() if server.stderr else ""
+                banner += line
+            yield banner
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=20)
+    assert server.returncode == 0
+
+
 def assert_exact_export(
     live: LiveServer, thread_ids: list[str], runs: list[dict[str, Any]]
 ) -> None:
@@ -754,112 +780,72 @@ def test_resume_after_an_interruption(live: LiveServer, tmp_path: Path, how: str
 
 
 def test_fake_server_and_runs_as_subprocesses() -> None:
-    server = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
-        [*PYTHON, "fake-server", "--port", "0", "--threads", "7", "--runs", "9", "--seed", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    with killed_after(server, 60):
-        try:
-            assert server.stdout is not None
-            banner = ""
-            while "Ctrl-C" not in banner:
-                line = server.stdout.readline()
-                assert line, server.stderr.read() if server.stderr else ""
-                banner += line
-            url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
-            ids_path = re.search(r"ids file: +(\S+)", banner)
-            total = re.search(r"([\d,]+) runs", banner)
-            assert url
-            assert ids_path
-            assert total
-            assert "sk-fake-aiorunlist" in banner
-            ids = Path(ids_path[1]).read_text(encoding="utf-8")
-            assert ids.splitlines() == list(build_threads(7, 9, seed=3))
-            result = subprocess.run(  # noqa: S603
-                [*PYTHON, "runs", "--threads-from", "-", "--summary"],
-                input=ids.encode(),
-                capture_output=True,
-                timeout=60,
-                env=subprocess_env(OPENAI_BASE_URL=url[0], OPENAI_API_KEY="sk-fake-aiorunlist"),
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr
-            runs = jsonl(result.stdout)
-            assert len(runs) == _count(total[1])
-            assert len({run["id"] for run in runs}) == len(runs)
-            assert result.stderr.startswith(f"{len(runs):,} runs from 7 threads".encode())
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.communicate(timeout=20)
-    assert server.returncode == 0
+    with fake_server_process("--threads", "7", "--runs", "9", "--seed", "3") as banner:
+        url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
+        ids_path = re.search(r"ids file: +(\S+)", banner)
+        total = re.search(r"([\d,]+) runs", banner)
+        assert url
+        assert ids_path
+        assert total
+        assert "sk-fake-aiorunlist" in banner
+        ids = Path(ids_path[1]).read_text(encoding="utf-8")
+        assert ids.splitlines() == list(build_threads(7, 9, seed=3))
+        result = subprocess.run(  # noqa: S603
+            [*PYTHON, "runs", "--threads-from", "-", "--summary"],
+            input=ids.encode(),
+            capture_output=True,
+            timeout=60,
+            env=subprocess_env(OPENAI_BASE_URL=url[0], OPENAI_API_KEY="sk-fake-aiorunlist"),
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        runs = jsonl(result.stdout)
+        assert len(runs) == _count(total[1])
+        assert len({run["id"] for run in runs}) == len(runs)
+        assert result.stderr.startswith(f"{len(runs):,} runs from 7 threads".encode())
     assert not Path(ids_path[1]).exists()  # the temporary ids file is gone with the server
 
 
 def test_fake_server_rate_limit_flags_and_a_client_that_keeps_to_them() -> None:
-    server = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
-        [
-            *PYTHON,
-            "fake-server",
-            "--port",
-            "0",
-            "--threads",
-            "4",
-            "--runs",
-            "40",
-            "--seed",
-            "5",
-            "--rate",
-            "8",
-            "--burst",
-            "2",
-            "--rate-headers",
-            "per-minute",
-            "--latency",
-            "0.01",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    with killed_after(server, 60):
-        try:
-            assert server.stdout is not None
-            banner = ""
-            while "Ctrl-C" not in banner:
-                line = server.stdout.readline()
-                assert line, server.stderr.read() if server.stderr else ""
-                banner += line
-            assert "rate limit: 8 requests/s, bursts of 2 (per-minute headers)" in banner
-            assert "latency:    10 ms per answer" in banner
-            url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
-            ids_path = re.search(r"ids file: +(\S+)", banner)
-            total = re.search(r"([\d,]+) runs", banner)
-            assert url
-            assert ids_path
-            assert total
-            ids = Path(ids_path[1]).read_text(encoding="utf-8")
-            result = subprocess.run(  # noqa: S603
-                [*PYTHON, "runs", "--threads-from", "-", "--page-size", "10", "--summary"],
-                input=ids.encode(),
-                capture_output=True,
-                timeout=60,
-                env=subprocess_env(OPENAI_BASE_URL=url[0], OPENAI_API_KEY="sk-fake-aiorunlist"),
-                check=False,
-            )
-            # Pages of 10 at 8 requests a second with bursts of 2: the client waits its turn
-            # (the server's 429s, if any, are retried) and every run arrives once.
-            assert result.returncode == 0, result.stderr
-            runs = jsonl(result.stdout)
-            assert len(runs) == _count(total[1])
-            assert len({run["id"] for run in runs}) == len(runs)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.communicate(timeout=20)
-    assert server.returncode == 0
+    with fake_server_process(
+        "--threads",
+        "4",
+        "--runs",
+        "40",
+        "--seed",
+        "5",
+        "--rate",
+        "8",
+        "--burst",
+        "2",
+        "--rate-headers",
+        "per-minute",
+        "--latency",
+        "0.01",
+    ) as banner:
+        assert "rate limit: 8 requests/s, bursts of 2 (per-minute headers)" in banner
+        assert "latency:    10 ms per answer" in banner
+        url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
+        ids_path = re.search(r"ids file: +(\S+)", banner)
+        total = re.search(r"([\d,]+) runs", banner)
+        assert url
+        assert ids_path
+        assert total
+        ids = Path(ids_path[1]).read_text(encoding="utf-8")
+        result = subprocess.run(  # noqa: S603
+            [*PYTHON, "runs", "--threads-from", "-", "--page-size", "10", "--summary"],
+            input=ids.encode(),
+            capture_output=True,
+            timeout=60,
+            env=subprocess_env(OPENAI_BASE_URL=url[0], OPENAI_API_KEY="sk-fake-aiorunlist"),
+            check=False,
+        )
+        # Pages of 10 at 8 requests a second with bursts of 2: the client waits its turn
+        # (the server's 429s, if any, are retried) and every run arrives once.
+        assert result.returncode == 0, result.stderr
+        runs = jsonl(result.stdout)
+        assert len(runs) == _count(total[1])
+        assert len({run["id"] for run in runs}) == len(runs)
 
 
 def test_a_closed_pipe_ends_the_export_quietly(live: LiveServer) -> None:
@@ -906,55 +892,28 @@ def test_demo_with_chaos_retries() -> None:
 
 
 def test_fake_server_quirks_flag_serves_a_server_that_ignores_parameters() -> None:
-    server = subprocess.Popen(  # noqa: S603 - our own command line with our own interpreter
-        [
-            *PYTHON,
-            "fake-server",
-            "--threads",
-            "2",
-            "--runs",
-            "30",
-            "--seed",
-            "9",
-            "--quirks",
-            "ignores-parameters",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
-    with killed_after(server, 60):
-        try:
-            assert server.stdout is not None
-            banner = ""
-            while "Ctrl-C" not in banner:
-                line = server.stdout.readline()
-                assert line, server.stderr.read() if server.stderr else ""
-                banner += line
-            assert "quirks:     ignores-parameters" in banner
-            url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
-            first = re.search(r"aiorunlist runs (thread_\S+)", banner)
-            assert url
-            assert first
-            request = urllib.request.Request(  # noqa: S310 - loopback, our own server
-                f"{url[0]}/threads/{first[1]}/runs?limit=1&order=desc",
-                headers={
-                    "Authorization": "Bearer sk-fake-aiorunlist",
-                    "OpenAI-Beta": "assistants=v2",
-                },
-            )
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                page = json.loads(answer.read())
-            # limit and order ignored: every run at once, ascending, and nothing more to come.
-            created = [run["created_at"] for run in page["data"]]
-            assert len(created) > 1
-            assert created == sorted(created)
-            assert page["has_more"] is False
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.communicate(timeout=20)
-    assert server.returncode == 0
+    with fake_server_process(
+        "--threads", "2", "--runs", "30", "--seed", "9", "--quirks", "ignores-parameters"
+    ) as banner:
+        assert "quirks:     ignores-parameters" in banner
+        url = re.search(r"http://127\.0\.0\.1:\d+/v1", banner)
+        first = re.search(r"aiorunlist runs (thread_\S+)", banner)
+        assert url
+        assert first
+        request = urllib.request.Request(  # noqa: S310 - loopback, our own server
+            f"{url[0]}/threads/{first[1]}/runs?limit=1&order=desc",
+            headers={
+                "Authorization": "Bearer sk-fake-aiorunlist",
+                "OpenAI-Beta": "assistants=v2",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            page = json.loads(answer.read())
+        # limit and order ignored: every run at once, ascending, and nothing more to come.
+        created = [run["created_at"] for run in page["data"]]
+        assert len(created) > 1
+        assert created == sorted(created)
+        assert page["has_more"] is False
 
 
 def test_fake_server_refuses_an_unknown_quirk() -> None:

@@ -23,6 +23,7 @@ import aiorunlist
 from aiorunlist.sinks import open_sink
 from aiorunlist.testing import FakeServer
 from tests import fleet_harness as h
+from tests.conftest import running_redis
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -50,15 +51,8 @@ needs_fleet = pytest.mark.skipif(
 
 @pytest.fixture
 def aof_redis() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(aof=True)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        server.start()
+    with running_redis(aof=True) as server:
         yield server
-    finally:
-        server.close()
 
 
 def explain(figures: dict[str, Any]) -> str:

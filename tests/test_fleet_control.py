@@ -24,7 +24,7 @@ import aiorunlist
 from aiorunlist._control import RetryBudget
 from aiorunlist.fleet import RedisTrafficControl, TrafficStoppedError
 from aiorunlist.testing import FakeServer, Fault, RateLimit
-from tests.conftest import API_KEY, fast_client
+from tests.conftest import API_KEY, fast_client, running_redis
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -504,22 +504,19 @@ async def test_redis_killed_mid_run_falls_back_to_a_fair_share(
         assert control.fallback.pacer.fixed_rate == 100  # half of the fleet's rate each
 
 
+#: A redis-server that refuses every write: out of memory.
+OUT_OF_MEMORY = ("--maxmemory", "1", "--maxmemory-policy", "noeviction")
+
+
 async def test_a_redis_that_refuses_writes_falls_back_too(
     fake: FakeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    try:
-        full = RedisServer()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    full.start("--maxmemory", "1", "--maxmemory-policy", "noeviction")  # every write: OOM
-    try:
+    with running_redis(*OUT_OF_MEMORY) as full:
         threads = fake.seed(1, 5)
         control = RedisTrafficControl(full.url)  # a success writes the budget back
         caplog.set_level(logging.WARNING, logger="aiorunlist.fleet")
         async with control, fast_client(fake.base_url, control=control) as client:
             assert len([run async for run in client.runs(threads[0], page_size=2)]) == 5
-    finally:
-        full.close()
     warnings = [r.getMessage() for r in caplog.records if r.name == "aiorunlist.fleet"]
     assert len(warnings) == 1
     assert "OutOfMemoryError" in warnings[0] or "OOM" in warnings[0]
@@ -530,17 +527,10 @@ async def test_a_retry_is_refused_by_a_redis_out_of_memory_too() -> None:
     """Regression: taking a retry from the budget set the key's expiry first, which exempts a
     script from Redis's memory check, so it went on writing the budget in a Redis that
     refused every other write of the fleet."""
-    try:
-        full = RedisServer()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    full.start("--maxmemory", "1", "--maxmemory-policy", "noeviction")
-    try:
+    with running_redis(*OUT_OF_MEMORY) as full:
         async with RedisTrafficControl(full.url, "oom") as control:
             assert await control.take_retry(connection_failure=False) == 5
             assert control.fallback is not None  # refused, so this process went on alone
-    finally:
-        full.close()
 
 
 async def test_slots_booked_at_another_rate_do_not_hold_the_fleet_back(
